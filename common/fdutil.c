@@ -1,0 +1,260 @@
+#include "fdutil.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "cleanup.h"
+
+int write_all(int fd, const void *buf, size_t len)
+{
+	const char *p = buf;
+
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return -errno;
+		}
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+int read_all_fd(int fd, size_t max, char **ret_data, size_t *ret_len, KilnError **err)
+{
+	size_t cap = 4096, len = 0;
+	_cleanup_free_ char *buf = malloc(cap + 1);
+
+	if (!buf)
+		return kiln_error(err, ENOMEM, "out of memory");
+	for (;;) {
+		if (len == cap) {
+			if (cap >= max)
+				return kiln_error(err, EFBIG, "input larger than %zu bytes", max);
+			cap = cap * 2 > max ? max : cap * 2;
+			char *nb = realloc(buf, cap + 1);
+			if (!nb)
+				return kiln_error(err, ENOMEM, "out of memory");
+			buf = nb;
+		}
+		ssize_t n = read(fd, buf + len, cap - len);
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return kiln_error_errno(err, errno, "read");
+		}
+		if (n == 0)
+			break;
+		len += (size_t)n;
+	}
+	buf[len] = 0;
+	*ret_data = TAKE_PTR(buf);
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+}
+
+int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_t *ret_len,
+		 KilnError **err)
+{
+	_cleanup_close_ int fd = openat(dirfd, path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", path);
+	int r = read_all_fd(fd, max, ret_data, ret_len, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "read '%s'", path);
+	return 0;
+}
+
+int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode,
+			 KilnError **err)
+{
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp-%d", path, (int)getpid());
+	_cleanup_close_ int fd =
+	    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
+	int r;
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "create '%s'", tmp);
+	r = write_all(fd, data, len);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dirfd, tmp, dirfd, path) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dirfd, tmp, 0);
+		return kiln_error_errno(err, -r, "write '%s'", path);
+	}
+	return 0;
+}
+
+int mkdir_p(const char *path, mode_t mode, KilnError **err)
+{
+	_cleanup_free_ char *p = xstrdup(path);
+
+	for (char *s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = 0;
+		if (mkdir(p, mode) < 0 && errno != EEXIST)
+			return kiln_error_errno(err, errno, "mkdir '%s'", p);
+		*s = '/';
+	}
+	if (mkdir(p, mode) < 0 && errno != EEXIST)
+		return kiln_error_errno(err, errno, "mkdir '%s'", p);
+	return 0;
+}
+
+static int rm_rf_children(int dfd, KilnError **err)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *de;
+	int r = 0;
+
+	if (!d) {
+		close(dfd);
+		return kiln_error_errno(err, errno, "opendir");
+	}
+	while ((de = readdir(d))) {
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		r = rm_rf_at(dirfd(d), de->d_name, err);
+		if (r < 0)
+			break;
+	}
+	closedir(d);
+	return r;
+}
+
+int rm_rf_at(int dirfd, const char *name, KilnError **err)
+{
+	struct stat st;
+
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT)
+			return 0;
+		return kiln_error_errno(err, errno, "stat '%s'", name);
+	}
+	if (S_ISDIR(st.st_mode)) {
+		int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 && errno == EACCES) {
+			/* A directory without search permission (a RUN step's chmod 000). */
+			fchmodat(dirfd, name, 0700, 0);
+			fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		}
+		if (fd < 0)
+			return kiln_error_errno(err, errno, "open '%s'", name);
+		int r = rm_rf_children(fd, err);
+		if (r < 0)
+			return r;
+		if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+			return kiln_error_errno(err, errno, "rmdir '%s'", name);
+		return 0;
+	}
+	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+		return kiln_error_errno(err, errno, "unlink '%s'", name);
+	return 0;
+}
+
+void strv_free(char **v)
+{
+	if (!v)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+size_t strv_length(char *const *v)
+{
+	size_t n = 0;
+
+	while (v && v[n])
+		n++;
+	return n;
+}
+
+int strv_consume(char ***v, char *s)
+{
+	size_t n = strv_length(*v);
+	char **nv = realloc(*v, (n + 2) * sizeof(char *));
+
+	if (!nv) {
+		free(s);
+		return -ENOMEM;
+	}
+	nv[n] = s;
+	nv[n + 1] = NULL;
+	*v = nv;
+	return 0;
+}
+
+int strv_push(char ***v, const char *s)
+{
+	return strv_consume(v, xstrdup(s));
+}
+
+char **strv_copy(char *const *v)
+{
+	char **r = xcalloc(strv_length(v) + 1, sizeof(char *));
+
+	for (size_t i = 0; v && v[i]; i++)
+		r[i] = xstrdup(v[i]);
+	return r;
+}
+
+static void oom(void)
+{
+	fputs("kiln: out of memory\n", stderr);
+	abort();
+}
+
+char *xasprintf(const char *fmt, ...)
+{
+	va_list ap;
+	char *s;
+
+	va_start(ap, fmt);
+	if (vasprintf(&s, fmt, ap) < 0)
+		oom();
+	va_end(ap);
+	return s;
+}
+
+char *xstrdup(const char *s)
+{
+	char *r = strdup(s ? s : "");
+
+	if (!r)
+		oom();
+	return r;
+}
+
+void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n ? n : 1, size ? size : 1);
+
+	if (!p)
+		oom();
+	return p;
+}
+
+void *xrealloc(void *p, size_t size)
+{
+	void *r = realloc(p, size ? size : 1);
+
+	if (!r)
+		oom();
+	return r;
+}

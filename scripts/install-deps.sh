@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs every Debian package kiln's build, tests and demo need. Idempotent.
+set -euo pipefail
+
+pkgs=(
+	# build
+	gcc meson ninja-build pkg-config clang-format
+	libarchive-dev libzstd-dev zlib1g-dev libssl-dev libseccomp-dev libcap-dev
+	libjansson-dev
+	# runtime: subordinate id maps for rootless builds
+	uidmap
+	# tests: fixtures and independent readers of kiln's output
+	skopeo umoci jq python3 dpkg-dev
+)
+
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "install-deps: missing packages: ${missing[*]} (run as root, or install them)" >&2
+		exit 1
+	fi
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
