@@ -1,1 +1,1940 @@
-/* placeholder: being written */
+#include "build.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "builder/context.h"
+#include "builder/dockerfile.h"
+#include "builder/expand.h"
+#include "builder/imageconf.h"
+#include "common/cleanup.h"
+#include "common/digest.h"
+#include "common/fdutil.h"
+#include "common/rootfs.h"
+#include "layers/export.h"
+#include "layers/import.h"
+#include "layers/layer_apply.h"
+#include "layers/layer_write.h"
+#include "layers/oci.h"
+#include "sandbox/container.h"
+#include "sandbox/overlay.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+typedef struct LayerRef {
+	char diff_id[DIGEST_STRING_MAX];
+	OciDescriptor desc;
+} LayerRef;
+
+typedef struct Var {
+	char *key;
+	char *value; /* NULL: declared without a value */
+} Var;
+
+typedef struct VarList {
+	Var *v;
+	size_t n;
+} VarList;
+
+typedef enum { STAGE_NEW, STAGE_BUILDING, STAGE_BUILT } StageState;
+
+typedef struct Stage {
+	size_t index;
+	char *name; /* lowercase, NULL when unnamed */
+	const DfInstruction *from;
+	size_t first, end; /* instructions [first, end) after FROM */
+	StageState state;
+	ImageConf *conf;
+	LayerRef *layers;
+	size_t n_layers;
+	Platform platform;
+} Stage;
+
+typedef struct Build {
+	const BuildOptions *o;
+	Dockerfile *df;
+	BuildContext *ctx;
+	Progress *progress;
+	Store *store;
+	Stage *stages;
+	size_t n_stages;
+	VarList global_args;
+	VarList build_args;
+	char **consumed_args;
+	char *work;    /* ROOT/work/<pid>: this build's mount points and upper dirs */
+	char *snapdir; /* ROOT/snapshots */
+	unsigned seq;
+	Platform platform; /* target platform of the pass being run */
+	Platform build_platform;
+	Compression compression;
+} Build;
+
+typedef struct StageRun {
+	Build *b;
+	Stage *st;
+	VarList args;
+	unsigned n_steps, step_no;
+	bool cmd_set;
+} StageRun;
+
+typedef struct Mounted {
+	char *dir;
+	char *merged;
+	int fd;
+	bool mounted;
+} Mounted;
+
+/* ---------- variables ---------- */
+
+static Var *vars_find(const VarList *l, const char *key)
+{
+	for (size_t i = 0; i < l->n; i++)
+		if (strcmp(l->v[i].key, key) == 0)
+			return &l->v[i];
+	return NULL;
+}
+
+static void vars_set(VarList *l, const char *key, const char *value)
+{
+	Var *v = vars_find(l, key);
+
+	if (!v) {
+		l->v = xrealloc(l->v, (l->n + 1) * sizeof(Var));
+		v = &l->v[l->n++];
+		v->key = xstrdup(key);
+		v->value = NULL;
+	}
+	free(v->value);
+	v->value = value ? xstrdup(value) : NULL;
+}
+
+static void vars_done(VarList *l)
+{
+	for (size_t i = 0; i < l->n; i++) {
+		free(l->v[i].key);
+		free(l->v[i].value);
+	}
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+static const char *lookup_global(void *ud, const char *name)
+{
+	Build *b = ud;
+	Var *v = vars_find(&b->global_args, name);
+
+	return v ? v->value : NULL;
+}
+
+/* In a stage ENV wins over ARG, as the Dockerfile reference says. */
+static const char *lookup_stage(void *ud, const char *name)
+{
+	StageRun *r = ud;
+	const char *e = image_conf_env_get(r->st->conf, name);
+
+	if (e)
+		return e;
+	Var *v = vars_find(&r->args, name);
+	return v ? v->value : NULL;
+}
+
+static void mark_consumed(Build *b, const char *key)
+{
+	for (size_t i = 0; b->consumed_args && b->consumed_args[i]; i++)
+		if (strcmp(b->consumed_args[i], key) == 0)
+			return;
+	strv_push(&b->consumed_args, key);
+}
+
+static void set_platform_args(Build *b, VarList *l)
+{
+	char s[96];
+	const Platform *t = &b->platform, *h = &b->build_platform;
+
+	platform_format(t, s, sizeof(s));
+	vars_set(l, "TARGETPLATFORM", s);
+	vars_set(l, "TARGETOS", t->os);
+	vars_set(l, "TARGETARCH", t->arch);
+	vars_set(l, "TARGETVARIANT", t->variant);
+	platform_format(h, s, sizeof(s));
+	vars_set(l, "BUILDPLATFORM", s);
+	vars_set(l, "BUILDOS", h->os);
+	vars_set(l, "BUILDARCH", h->arch);
+	vars_set(l, "BUILDVARIANT", h->variant);
+}
+
+/* ---------- errors with file:line ---------- */
+
+static int inst_error(const Build *b, const DfInstruction *in, int code, KilnError **err,
+		      const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+static int inst_error(const Build *b, const DfInstruction *in, int code, KilnError **err,
+		      const char *fmt, ...)
+{
+	va_list ap;
+	_cleanup_free_ char *msg = NULL;
+
+	va_start(ap, fmt);
+	if (vasprintf(&msg, fmt, ap) < 0)
+		msg = NULL;
+	va_end(ap);
+	return kiln_error(err, code, "%s:%u: %s", b->df->filename, in->line, msg ? msg : "error");
+}
+
+static int inst_wrap(const Build *b, const DfInstruction *in, int r, KilnError **err)
+{
+	return kiln_error_wrap(err, r, "%s:%u: %s", b->df->filename, in->line, in->keyword);
+}
+
+/* ---------- snapshots and mounts ---------- */
+
+static int snapshot_ensure(Build *b, const LayerRef *l, KilnError **err)
+{
+	_cleanup_free_ char *final = xasprintf("%s/%s", b->snapdir, digest_hex(l->diff_id));
+	_cleanup_free_ char *tmp = NULL;
+	_cleanup_close_ int blob = -1, dfd = -1;
+	int r;
+
+	if (access(final, F_OK) == 0)
+		return 0;
+	tmp = xasprintf("%s/.tmp-%d-%u", b->snapdir, (int)getpid(), ++b->seq);
+	if (mkdir(tmp, 0755) < 0)
+		return kiln_error_errno(err, errno, "mkdir '%s'", tmp);
+	r = store_open_blob(b->store, l->desc.digest, &blob, err);
+	if (r >= 0) {
+		dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			r = kiln_error_errno(err, errno, "open '%s'", tmp);
+	}
+	if (r >= 0) {
+		LayerApplyOptions ao = {
+		    .mode = LAYER_APPLY_OVERLAY,
+		    .whiteouts = true,
+		    .keep_owner = true,
+		    .force_uid = (uid_t)-1,
+		    .force_gid = (gid_t)-1,
+		    .expected_diff_id = l->diff_id,
+		};
+		r = layer_apply(blob, dfd, &ao, NULL, err);
+		if (r == -EINVAL && b->o->idmap && b->o->idmap->kind == IDMAP_SINGLE)
+			kiln_error_wrap(err, r, "%s", userns_subid_hint());
+		if (r < 0)
+			kiln_error_wrap(err, r, "unpack layer %s", l->desc.digest);
+	}
+	if (r >= 0 && rename(tmp, final) < 0 && errno != EEXIST && errno != ENOTEMPTY)
+		r = kiln_error_errno(err, errno, "rename snapshot '%s'", final);
+	if (r < 0 || access(tmp, F_OK) == 0)
+		rm_rf_at(AT_FDCWD, tmp, NULL);
+	return r < 0 ? r : 0;
+}
+
+static void mounted_release(Mounted *m)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+	if (m->mounted)
+		overlay_umount(m->merged, NULL);
+	m->mounted = false;
+	if (m->dir)
+		rm_rf_at(AT_FDCWD, m->dir, NULL);
+	free(m->dir);
+	free(m->merged);
+	m->dir = m->merged = NULL;
+}
+
+static int mount_layers(Build *b, const LayerRef *layers, size_t n, Mounted *m, KilnError **err)
+{
+	_cleanup_strv_free_ char **lowers = NULL;
+	_cleanup_free_ char *upper = NULL, *work = NULL;
+	int r;
+
+	*m = (Mounted){.fd = -1};
+	m->dir = xasprintf("%s/%u", b->work, ++b->seq);
+	m->merged = xasprintf("%s/m", m->dir);
+	upper = xasprintf("%s/u", m->dir);
+	work = xasprintf("%s/w", m->dir);
+	if (mkdir(m->dir, 0700) < 0 || mkdir(upper, 0755) < 0 || mkdir(work, 0700) < 0 ||
+	    mkdir(m->merged, 0755) < 0) {
+		r = kiln_error_errno(err, errno, "create work dirs in '%s'", m->dir);
+		mounted_release(m);
+		return r;
+	}
+	for (size_t i = n; i > 0; i--)
+		strv_push(&lowers, digest_hex(layers[i - 1].diff_id));
+	if (!lowers)
+		lowers = xcalloc(1, sizeof(char *));
+	r = overlay_mount(b->snapdir, lowers, upper, work, m->merged, err);
+	if (r < 0) {
+		mounted_release(m);
+		return r;
+	}
+	m->mounted = true;
+	m->fd = open(m->merged, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (m->fd < 0) {
+		r = kiln_error_errno(err, errno, "open '%s'", m->merged);
+		mounted_release(m);
+		return r;
+	}
+	return 0;
+}
+
+static int mounted_unmount(Mounted *m, KilnError **err)
+{
+	if (m->fd >= 0)
+		close(m->fd);
+	m->fd = -1;
+	if (m->mounted) {
+		int r = overlay_umount(m->merged, err);
+		if (r < 0)
+			return r;
+	}
+	m->mounted = false;
+	return 0;
+}
+
+static int blob_sink(void *ud, const void *buf, size_t len, KilnError **err)
+{
+	return blob_writer_write(ud, buf, len, err);
+}
+
+static const char *layer_media_type(Compression c)
+{
+	switch (c) {
+	case COMPRESSION_ZSTD:
+		return MT_OCI_LAYER_ZSTD;
+	case COMPRESSION_NONE:
+		return MT_OCI_LAYER;
+	case COMPRESSION_GZIP:
+		break;
+	}
+	return MT_OCI_LAYER_GZIP;
+}
+
+static void stage_add_layer(Stage *st, const LayerRef *l)
+{
+	st->layers = xrealloc(st->layers, (st->n_layers + 1) * sizeof(LayerRef));
+	st->layers[st->n_layers] = *l;
+	st->layers[st->n_layers].desc.annotations = NULL;
+	st->n_layers++;
+	image_conf_add_layer(st->conf, l->diff_id);
+}
+
+/* Turns a step's upper dir into a layer (none if it is empty), moves it to the snapshots. */
+static int step_commit(StageRun *r, Mounted *m, const char *created_by, KilnError **err)
+{
+	Build *b = r->b;
+	_cleanup_free_ char *upper = xasprintf("%s/u", m->dir);
+	_cleanup_close_ int ufd = -1;
+	BlobWriter *w = NULL;
+	LayerDigests d = {0};
+	_cleanup_free_ char *snap = NULL;
+	int ret;
+
+	ret = mounted_unmount(m, err);
+	if (ret < 0)
+		goto out;
+	ufd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ufd < 0) {
+		ret = kiln_error_errno(err, errno, "open '%s'", upper);
+		goto out;
+	}
+	ret = store_blob_writer_new(b->store, &w, err);
+	if (ret < 0)
+		goto out;
+	LayerWriteOptions wo = {
+	    .source = LAYER_SOURCE_OVERLAY_UPPER,
+	    .compression = b->compression,
+	    .epoch = b->o->epoch,
+	    .clamp_in_place = true,
+	};
+	ret = layer_write(ufd, &wo, blob_sink, w, &d, err);
+	if (ret < 0)
+		goto out;
+	if (d.n_entries == 0) {
+		image_conf_add_history(r->st->conf, created_by, true);
+		goto out;
+	}
+	LayerRef l = {0};
+	ret = blob_writer_commit(w, d.digest, l.desc.digest, &l.desc.size, err);
+	if (ret < 0)
+		goto out;
+	snprintf(l.desc.media_type, sizeof(l.desc.media_type), "%s",
+		 layer_media_type(b->compression));
+	memcpy(l.diff_id, d.diff_id, DIGEST_STRING_MAX);
+	snap = xasprintf("%s/%s", b->snapdir, digest_hex(d.diff_id));
+	if (rename(upper, snap) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
+		ret = kiln_error_errno(err, errno, "move snapshot to '%s'", snap);
+		goto out;
+	}
+	stage_add_layer(r->st, &l);
+	image_conf_add_history(r->st->conf, created_by, false);
+out:
+	blob_writer_free(w);
+	mounted_release(m);
+	return ret < 0 ? ret : 0;
+}
+
+/* ---------- base images ---------- */
+
+static void stage_reset(Stage *st)
+{
+	image_conf_free(st->conf);
+	st->conf = NULL;
+	for (size_t i = 0; i < st->n_layers; i++)
+		oci_descriptor_done(&st->layers[i].desc);
+	free(st->layers);
+	st->layers = NULL;
+	st->n_layers = 0;
+}
+
+static const char *oci_layer_type(const char *mt)
+{
+	if (strcmp(mt, MT_DOCKER_LAYER_GZIP) == 0)
+		return MT_OCI_LAYER_GZIP;
+	if (strcmp(mt, "application/vnd.docker.image.rootfs.diff.tar") == 0)
+		return MT_OCI_LAYER;
+	return mt;
+}
+
+/* Makes st start from a resolved image: its config and layers (unpacked as snapshots). */
+static int stage_from_image(Build *b, Stage *st, OciImage *img, KilnError **err)
+{
+	/* The config's diff_ids are rebuilt from the layers so the two always agree. */
+	json_t *copy = json_deep_copy(img->config);
+	json_t *rf = json_object_get(copy, "rootfs");
+	int r;
+
+	if (json_is_object(rf))
+		json_object_set_new(rf, "diff_ids", json_array());
+	r = image_conf_new_from_json(copy, &st->platform, &st->conf, err);
+	json_decref(copy);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < img->n_layers; i++) {
+		LayerRef l = {0};
+		memcpy(l.diff_id, img->diff_ids[i], DIGEST_STRING_MAX);
+		l.desc = img->layers[i];
+		l.desc.annotations = NULL;
+		snprintf(l.desc.media_type, sizeof(l.desc.media_type), "%s",
+			 oci_layer_type(img->layers[i].media_type));
+		r = snapshot_ensure(b, &l, err);
+		if (r < 0)
+			return r;
+		stage_add_layer(st, &l);
+	}
+	return 0;
+}
+
+static int stage_build(Build *b, Stage *st, KilnError **err);
+
+static Stage *stage_find(Build *b, const char *name)
+{
+	char *end;
+	unsigned long idx = strtoul(name, &end, 10);
+
+	if (*name && !*end && idx < b->n_stages)
+		return &b->stages[idx];
+	for (size_t i = 0; i < b->n_stages; i++)
+		if (b->stages[i].name && strcasecmp(b->stages[i].name, name) == 0)
+			return &b->stages[i];
+	return NULL;
+}
+
+static const char *build_context_source(Build *b, const char *name)
+{
+	size_t n = strlen(name);
+
+	for (size_t i = 0; b->o->build_contexts && b->o->build_contexts[i]; i++) {
+		const char *c = b->o->build_contexts[i];
+		if (strncmp(c, name, n) == 0 && c[n] == '=')
+			return c + n + 1;
+	}
+	return NULL;
+}
+
+static bool is_local_dir_context(const char *src)
+{
+	struct stat st;
+	_cleanup_free_ char *layout = xasprintf("%s/oci-layout", src);
+
+	if (strchr(src, ':') &&
+	    (strncmp(src, "oci:", 4) == 0 || strncmp(src, "oci-archive:", 12) == 0 ||
+	     strncmp(src, "docker-archive:", 15) == 0))
+		return false;
+	return stat(src, &st) == 0 && S_ISDIR(st.st_mode) && access(layout, F_OK) != 0;
+}
+
+/* Finds an image by name: a --build-context, then the local store. */
+static int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret,
+			KilnError **err)
+{
+	const char *src = build_context_source(b, ref);
+	OciDescriptor root = {0};
+	int r;
+
+	if (src) {
+		ImportedImage *imgs = NULL;
+		size_t n = 0;
+		r = image_import(b->store, src, &imgs, &n, err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "build context '%s'", ref);
+		if (n == 0) {
+			imported_images_free(imgs, n);
+			return kiln_error(err, ENOENT, "build context '%s': '%s' holds no image",
+					  ref, src);
+		}
+		root = imgs[0].root;
+		root.annotations = NULL;
+		imported_images_free(imgs, n);
+	} else {
+		_cleanup_free_ char *name = NULL;
+		r = store_name_normalize(ref, &name, err);
+		if (r < 0)
+			return r;
+		_cleanup_error_ KilnError *e = NULL;
+		r = store_tag_get(b->store, name, &root, &e);
+		if (r == -ENOENT)
+			return kiln_error(err, ENOENT,
+					  "image '%s' is not in the local store and kiln does not "
+					  "pull yet: load it with 'kiln load FILE' or pass "
+					  "--build-context %s=oci-archive:FILE",
+					  ref, ref);
+		if (r < 0) {
+			*err = TAKE_PTR(e);
+			return r;
+		}
+	}
+	r = oci_image_resolve(b->store, &root, p, ret, err);
+	oci_descriptor_done(&root);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "image '%s'", ref);
+	return 0;
+}
+
+/* ---------- instructions ---------- */
+
+static char *step_name(StageRun *r, const DfInstruction *in)
+{
+	char plat[96];
+	const char *text = in->original ? in->original : in->keyword;
+
+	platform_format(&r->st->platform, plat, sizeof(plat));
+	if (r->st->name)
+		return xasprintf("[%s %s %u/%u] %s", plat, r->st->name, r->step_no, r->n_steps,
+				 text);
+	return xasprintf("[%s stage-%zu %u/%u] %s", plat, r->st->index, r->step_no, r->n_steps,
+			 text);
+}
+
+static int expand1(StageRun *r, const DfInstruction *in, const char *word, char **ret,
+		   KilnError **err)
+{
+	int k = expand_word(word, r->b->df->escape, lookup_stage, r, ret, err);
+
+	return k < 0 ? inst_wrap(r->b, in, k, err) : 0;
+}
+
+/* The words of COPY/ADD/EXPOSE/VOLUME-like instructions, expanded. */
+static int inst_words(StageRun *r, const DfInstruction *in, bool expand, char ***ret,
+		      KilnError **err)
+{
+	_cleanup_strv_free_ char **out = NULL;
+	int k;
+
+	if (in->json) {
+		for (size_t i = 0; in->args && in->args[i]; i++) {
+			char *w = NULL;
+			if (expand) {
+				k = expand1(r, in, in->args[i], &w, err);
+				if (k < 0)
+					return k;
+			} else {
+				w = xstrdup(in->args[i]);
+			}
+			strv_consume(&out, w);
+		}
+	} else if (in->args && in->args[0]) {
+		k = expand_words(in->args[0], r->b->df->escape, lookup_stage, r, &out, err);
+		if (k < 0)
+			return inst_wrap(r->b, in, k, err);
+	}
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+static int flag_expanded(StageRun *r, const DfInstruction *in, const char *name, char **ret,
+			 KilnError **err)
+{
+	const char *v = df_instruction_flag(in, name);
+
+	*ret = NULL;
+	if (!v)
+		return 0;
+	return expand1(r, in, v, ret, err);
+}
+
+static int refuse_flags(Build *b, const DfInstruction *in, const char *const *names,
+			KilnError **err)
+{
+	for (size_t i = 0; names[i]; i++)
+		if (df_instruction_flag(in, names[i]))
+			return inst_error(b, in, ENOTSUP, err,
+					  "%s --%s is not supported by kiln yet", in->keyword,
+					  names[i]);
+	return 0;
+}
+
+static char *workdir_join(StageRun *r, const char *path)
+{
+	const char *wd = image_conf_get_string(r->st->conf, "WorkingDir");
+	_cleanup_free_ char *joined = NULL, *clean = NULL;
+
+	if (path[0] == '/')
+		joined = xstrdup(path);
+	else
+		joined = xasprintf("%s/%s", wd && *wd ? wd : "/", path);
+	/* Lexically cleaned; '..' above '/' stays at '/', as in path.Clean. */
+	if (path_clean_relative(joined, &clean) < 0)
+		clean = xstrdup(".");
+	if (strcmp(clean, ".") == 0)
+		return xstrdup("/");
+	return xasprintf("/%s", clean);
+}
+
+static char **shell_argv(StageRun *r, const char *cmd)
+{
+	_cleanup_strv_free_ char **shell = image_conf_get_strv(r->st->conf, "Shell");
+	char **argv = NULL;
+
+	if (shell && shell[0]) {
+		argv = TAKE_PTR(shell);
+	} else {
+		strv_push(&argv, "/bin/sh");
+		strv_push(&argv, "-c");
+	}
+	strv_push(&argv, cmd);
+	return argv;
+}
+
+static char *strv_join(char *const *v, const char *sep)
+{
+	size_t len = 1;
+
+	for (size_t i = 0; v && v[i]; i++)
+		len += strlen(v[i]) + strlen(sep);
+	char *s = xcalloc(len, 1);
+	for (size_t i = 0; v && v[i]; i++) {
+		if (i)
+			strcat(s, sep);
+		strcat(s, v[i]);
+	}
+	return s;
+}
+
+static char *json_strv(char *const *v)
+{
+	json_t *a = json_array();
+
+	for (size_t i = 0; v && v[i]; i++)
+		json_array_append_new(a, json_string(v[i]));
+	char *s = json_dumps(a, JSON_COMPACT);
+	json_decref(a);
+	return s ? s : xstrdup("[]");
+}
+
+static bool heredoc_only(const char *text)
+{
+	while (*text == ' ' || *text == '\t')
+		text++;
+	if (strncmp(text, "<<", 2) != 0)
+		return false;
+	text += 2;
+	if (*text == '-')
+		text++;
+	if (*text == '"' || *text == '\'')
+		text++;
+	while (*text && *text != ' ' && *text != '\t')
+		text++;
+	while (*text == ' ' || *text == '\t')
+		text++;
+	return *text == 0;
+}
+
+/* RUN's command: a heredoc that is the whole command is the script; otherwise the shell gets the
+ * command line followed by the heredoc bodies, as it would read them from a script. */
+static char *run_command_text(const DfInstruction *in)
+{
+	const char *text = in->args && in->args[0] ? in->args[0] : "";
+
+	if (in->n_heredocs == 1 && heredoc_only(text))
+		return xstrdup(in->heredocs[0].content);
+	if (in->n_heredocs == 0)
+		return xstrdup(text);
+	char *s = xstrdup(text);
+	for (size_t i = 0; i < in->n_heredocs; i++) {
+		char *n = xasprintf("%s\n%s%s", s, in->heredocs[i].content, in->heredocs[i].name);
+		free(s);
+		s = n;
+	}
+	return s;
+}
+
+/* The sandbox binds /etc/hosts and /etc/resolv.conf; when the image lacks them it creates the
+ * mount points and removes them afterwards, but overlayfs has copied /etc up by then. An upper dir
+ * that is empty, not opaque and has the lower dir's mode and owner changed nothing: drop it so the
+ * layer does not carry it. */
+static void prune_copied_up_dir(Mounted *m, const char *name, const struct stat *before)
+{
+	_cleanup_free_ char *upper = xasprintf("%s/u", m->dir);
+	_cleanup_close_ int ufd = open(upper, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	struct stat st;
+	char v[8];
+
+	if (ufd < 0 || fstatat(ufd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISDIR(st.st_mode))
+		return;
+	if (st.st_mode != before->st_mode || st.st_uid != before->st_uid ||
+	    st.st_gid != before->st_gid)
+		return;
+	_cleanup_free_ char *path = xasprintf("%s/%s", upper, name);
+	if (lgetxattr(path, "user.overlay.opaque", v, sizeof(v)) > 0)
+		return;
+	unlinkat(ufd, name, AT_REMOVEDIR); /* fails, as it should, when not empty */
+}
+
+typedef struct RunOutput {
+	Progress *p;
+	unsigned step;
+} RunOutput;
+
+static void run_output(void *ud, int stream, const char *buf, size_t len)
+{
+	RunOutput *o = ud;
+
+	(void)stream;
+	progress_step_output(o->p, o->step, buf, len);
+}
+
+static char **run_env(StageRun *r)
+{
+	char **env = image_conf_env_strv(r->st->conf);
+	bool has_path = image_conf_env_get(r->st->conf, "PATH") != NULL;
+
+	for (size_t i = 0; i < r->args.n; i++) {
+		const Var *v = &r->args.v[i];
+		if (!v->value || image_conf_env_get(r->st->conf, v->key))
+			continue;
+		strv_consume(&env, xasprintf("%s=%s", v->key, v->value));
+	}
+	if (!has_path)
+		strv_consume(&env, xasprintf("PATH=%s", DEFAULT_PATH));
+	return env;
+}
+
+static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError **err)
+{
+	static const char *const refused[] = {"mount", "security", NULL};
+	Build *b = r->b;
+	_cleanup_strv_free_ char **argv = NULL, **env = NULL;
+	_cleanup_free_ char *created = NULL, *groups_s = NULL;
+	_cleanup_free_ gid_t *groups = NULL;
+	Mounted m = {.fd = -1};
+	size_t n_groups = 0;
+	uid_t uid;
+	gid_t gid;
+	int status = 0, k;
+
+	k = refuse_flags(b, in, refused, err);
+	if (k < 0)
+		return k;
+	const char *net = df_instruction_flag(in, "network");
+	bool net_none = b->o->network_none;
+	if (net && strcmp(net, "none") == 0)
+		net_none = true;
+	else if (net && (strcmp(net, "host") == 0 || strcmp(net, "default") == 0))
+		net_none = strcmp(net, "host") == 0 ? false : b->o->network_none;
+	else if (net)
+		return inst_error(b, in, EINVAL, err,
+				  "RUN --network=%s: expected none, host or default", net);
+	if (in->json) {
+		argv = strv_copy(in->args);
+		if (!argv || !argv[0])
+			return inst_error(b, in, EINVAL, err, "RUN needs a command");
+	} else {
+		_cleanup_free_ char *cmd = run_command_text(in);
+		argv = shell_argv(r, cmd);
+	}
+	_cleanup_free_ char *joined = strv_join(argv, " ");
+	created = xasprintf("RUN %s", joined);
+	k = mount_layers(b, r->st->layers, r->st->n_layers, &m, err);
+	if (k < 0)
+		return k;
+	_cleanup_free_ char *wd = workdir_join(r, ".");
+	k = rootfs_mkdir_p(m.fd, wd, 0755, 0, 0, NULL, err);
+	if (k >= 0)
+		k = image_user_resolve(m.fd, image_conf_get_string(r->st->conf, "User"), &uid, &gid,
+				       &groups, &n_groups, err);
+	if (k < 0) {
+		mounted_release(&m);
+		return inst_wrap(b, in, k, err);
+	}
+	env = run_env(r);
+	struct stat etc_before;
+	bool had_etc = fstatat(m.fd, "etc", &etc_before, AT_SYMLINK_NOFOLLOW) == 0 &&
+		       S_ISDIR(etc_before.st_mode);
+	RunOutput out = {.p = b->progress, .step = step};
+	ContainerSpec spec = {
+	    .rootfs = m.merged,
+	    .argv = argv,
+	    .envp = env,
+	    .cwd = wd,
+	    .uid = uid,
+	    .gid = gid,
+	    .groups = groups,
+	    .n_groups = n_groups,
+	    .network_none = net_none,
+	    .hostname = "kiln",
+	    .hosts_path = net_none || access("/etc/hosts", R_OK) ? NULL : "/etc/hosts",
+	    .resolv_path = net_none || access("/etc/resolv.conf", R_OK) ? NULL : "/etc/resolv.conf",
+	    .output = run_output,
+	    .output_userdata = &out,
+	};
+	k = container_run(&spec, &status, err);
+	if (k < 0) {
+		mounted_release(&m);
+		return inst_wrap(b, in, k, err);
+	}
+	if (status != 0) {
+		mounted_release(&m);
+		return inst_error(b, in, EIO, err, "RUN %s: process exited with exit code %d",
+				  in->json ? joined : argv[strv_length(argv) - 1], status);
+	}
+	k = mounted_unmount(&m, err);
+	if (k < 0) {
+		mounted_release(&m);
+		return k;
+	}
+	if (had_etc)
+		prune_copied_up_dir(&m, "etc", &etc_before);
+	return step_commit(r, &m, created, err);
+}
+
+/* A source for COPY --from: a stage, a named build context (image or dir), or a store image. */
+typedef struct CopySource {
+	Mounted m;
+	int fd;
+	bool from_context;
+	OciImage *img;
+	Stage tmp; /* layers of an image source */
+} CopySource;
+
+static void copy_source_done(CopySource *s)
+{
+	mounted_release(&s->m);
+	if (s->from_context && s->fd >= 0)
+		close(s->fd);
+	oci_image_free(s->img);
+	stage_reset(&s->tmp);
+}
+
+static int copy_source_open(StageRun *r, const DfInstruction *in, const char *from, CopySource *s,
+			    KilnError **err)
+{
+	Build *b = r->b;
+	int k;
+
+	*s = (CopySource){.fd = -1, .m = {.fd = -1}};
+	if (!from) {
+		s->fd = build_context_fd(b->ctx);
+		s->from_context = false;
+		return 0;
+	}
+	Stage *st = stage_find(b, from);
+	if (st) {
+		if (st == r->st)
+			return inst_error(b, in, EINVAL, err,
+					  "COPY --from='%s' refers to its own stage", from);
+		k = stage_build(b, st, err);
+		if (k < 0)
+			return k;
+		k = mount_layers(b, st->layers, st->n_layers, &s->m, err);
+		s->fd = s->m.fd;
+		return k;
+	}
+	const char *src = build_context_source(b, from);
+	if (src && is_local_dir_context(src)) {
+		s->fd = open(src, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s->fd < 0)
+			return inst_error(b, in, errno, err, "build context '%s': open '%s': %s",
+					  from, src, strerror(errno));
+		s->from_context = true;
+		return 0;
+	}
+	k = image_lookup(b, from, &r->st->platform, &s->img, err);
+	if (k < 0) {
+		if (k == -ENOENT && !src)
+			return inst_error(
+			    b, in, ENOENT, err,
+			    "COPY --from='%s': no stage, build context or image of that "
+			    "name",
+			    from);
+		return inst_wrap(b, in, k, err);
+	}
+	s->tmp.platform = r->st->platform;
+	k = stage_from_image(b, &s->tmp, s->img, err);
+	if (k < 0)
+		return k;
+	k = mount_layers(b, s->tmp.layers, s->tmp.n_layers, &s->m, err);
+	s->fd = s->m.fd;
+	return k;
+}
+
+static bool is_url(const char *s)
+{
+	return strncmp(s, "http://", 7) == 0 || strncmp(s, "https://", 8) == 0 ||
+	       strncmp(s, "git@", 4) == 0 || strstr(s, ".git#") != NULL;
+}
+
+static const DfHeredoc *heredoc_for(const DfInstruction *in, const char *word)
+{
+	if (strncmp(word, "<<", 2) != 0)
+		return NULL;
+	word += 2;
+	if (*word == '-')
+		word++;
+	_cleanup_free_ char *name = xstrdup(word);
+	size_t n = strlen(name);
+	if (n >= 2 && (name[0] == '"' || name[0] == '\'') && name[n - 1] == name[0]) {
+		memmove(name, name + 1, n - 2);
+		name[n - 2] = 0;
+	}
+	for (size_t i = 0; i < in->n_heredocs; i++)
+		if (strcmp(in->heredocs[i].name, name) == 0)
+			return &in->heredocs[i];
+	return NULL;
+}
+
+static int copy_heredoc(StageRun *r, const DfInstruction *in, const DfHeredoc *h, int root,
+			const char *dest, const CopyOptions *co, KilnError **err)
+{
+	_cleanup_free_ char *content = NULL, *target = NULL, *name = NULL;
+	_cleanup_close_ int pdir = -1, fd = -1;
+	int k;
+
+	if (h->expand) {
+		k = expand1(r, in, h->content, &content, err);
+		if (k < 0)
+			return k;
+	} else {
+		content = xstrdup(h->content);
+	}
+	size_t dl = strlen(dest);
+	target = dest[dl - 1] == '/' ? xasprintf("%s%s", dest, h->name) : xstrdup(dest);
+	_cleanup_free_ char *parent = xstrdup(target);
+	*strrchr(parent, '/') = 0;
+	k = rootfs_mkdir_p(root, *parent ? parent : "/", 0755, co->set_owner ? co->uid : 0,
+			   co->set_owner ? co->gid : 0, NULL, err);
+	if (k >= 0)
+		k = rootfs_open_parent(root, target, &pdir, &name, err);
+	if (k < 0)
+		return inst_wrap(r->b, in, k, err);
+	unlinkat(pdir, name, 0);
+	fd = openat(pdir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+	if (fd < 0 || write_all(fd, content, strlen(content)) < 0 ||
+	    fchown(fd, co->set_owner ? co->uid : 0, co->set_owner ? co->gid : 0) < 0 ||
+	    (co->set_mode && fchmod(fd, co->mode) < 0))
+		return inst_error(r->b, in, errno, err, "write '%s': %s", target, strerror(errno));
+	return 0;
+}
+
+static int parse_chmod(const char *s, mode_t *ret)
+{
+	char *end;
+	unsigned long v = strtoul(s, &end, 8);
+
+	if (!*s || *end || v > 07777)
+		return -EINVAL;
+	*ret = (mode_t)v;
+	return 0;
+}
+
+static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **err)
+{
+	static const char *const refused_copy[] = {"link", "parents", "exclude", NULL};
+	static const char *const refused_add[] = {"link", "checksum", "keep-git-dir", "exclude",
+						  NULL};
+	Build *b = r->b;
+	_cleanup_strv_free_ char **words = NULL, **srcs = NULL;
+	_cleanup_free_ char *from = NULL, *chown_s = NULL, *chmod_s = NULL, *dest = NULL;
+	_cleanup_free_ char *created = NULL, *joined = NULL;
+	CopySource src = {.fd = -1, .m = {.fd = -1}};
+	Mounted m = {.fd = -1};
+	int k;
+
+	k = refuse_flags(b, in, add ? refused_add : refused_copy, err);
+	if (k < 0)
+		return k;
+	if ((k = flag_expanded(r, in, "from", &from, err)) < 0 ||
+	    (k = flag_expanded(r, in, "chown", &chown_s, err)) < 0 ||
+	    (k = flag_expanded(r, in, "chmod", &chmod_s, err)) < 0)
+		return k;
+	if (add && from)
+		return inst_error(b, in, EINVAL, err, "ADD does not take --from");
+	k = inst_words(r, in, true, &words, err);
+	if (k < 0)
+		return k;
+	size_t n = strv_length(words);
+	if (n < 2)
+		return inst_error(b, in, EINVAL, err,
+				  "%s needs at least one source and a destination", in->keyword);
+	CopyOptions co = {
+	    .mtime = from ? -1 : b->o->epoch,
+	    .extract_archives = add,
+	    .what = in->keyword,
+	};
+	if (chmod_s && parse_chmod(chmod_s, &co.mode) < 0)
+		return inst_error(b, in, EINVAL, err, "invalid --chmod '%s': expected octal mode",
+				  chmod_s);
+	co.set_mode = chmod_s != NULL;
+	const char *d = words[n - 1];
+	dest = workdir_join(r, d);
+	size_t dl = strlen(d);
+	if ((dl && d[dl - 1] == '/') || strcmp(d, ".") == 0 ||
+	    (dl >= 2 && strcmp(d + dl - 2, "/.") == 0)) {
+		char *t = strcmp(dest, "/") == 0 ? xstrdup("/") : xasprintf("%s/", dest);
+		free(dest);
+		dest = t;
+	}
+	joined = strv_join(words, " ");
+	created = xasprintf("%s %s%s%s", in->keyword, from ? "--from=" : "", from ? from : "",
+			    from ? " " : "");
+	{
+		char *t = xasprintf("%s%s", created, joined);
+		free(created);
+		created = t;
+	}
+	k = copy_source_open(r, in, from, &src, err);
+	if (k < 0)
+		goto out;
+	co.from_context = src.from_context || !from;
+	co.ignore = from ? NULL : build_context_ignore(b->ctx);
+	k = mount_layers(b, r->st->layers, r->st->n_layers, &m, err);
+	if (k < 0)
+		goto out;
+	co.set_owner = !from || chown_s;
+	if (chown_s) {
+		k = image_chown_resolve(m.fd, chown_s, &co.uid, &co.gid, err);
+		if (k < 0) {
+			k = inst_wrap(b, in, k, err);
+			goto out;
+		}
+	}
+	for (size_t i = 0; i + 1 < n; i++) {
+		const DfHeredoc *h = heredoc_for(in, words[i]);
+		if (h) {
+			k = copy_heredoc(r, in, h, m.fd, dest, &co, err);
+			if (k < 0)
+				goto out;
+			continue;
+		}
+		if (is_url(words[i])) {
+			k = inst_error(
+			    b, in, ENOTSUP, err,
+			    "%s from a URL or git repository is not supported by kiln yet: "
+			    "'%s'",
+			    in->keyword, words[i]);
+			goto out;
+		}
+		strv_push(&srcs, words[i]);
+	}
+	if (srcs) {
+		if (strv_length(srcs) > 1 && dest[strlen(dest) - 1] != '/') {
+			k = inst_error(b, in, EINVAL, err,
+				       "%s with more than one source needs a destination ending in "
+				       "'/': '%s'",
+				       in->keyword, d);
+			goto out;
+		}
+		k = copy_into(src.fd, srcs, m.fd, dest, &co, err);
+		if (k < 0) {
+			k = inst_wrap(b, in, k, err);
+			goto out;
+		}
+	}
+	copy_source_done(&src);
+	return step_commit(r, &m, created, err);
+out:
+	mounted_release(&m);
+	copy_source_done(&src);
+	return k;
+}
+
+static int do_workdir(StageRun *r, const DfInstruction *in, KilnError **err)
+{
+	_cleanup_free_ char *w = NULL, *path = NULL, *created = NULL;
+	Mounted m = {.fd = -1};
+	int k;
+
+	k = expand1(r, in, in->args && in->args[0] ? in->args[0] : "", &w, err);
+	if (k < 0)
+		return k;
+	if (!*w)
+		return inst_error(r->b, in, EINVAL, err, "WORKDIR needs a path");
+	path = workdir_join(r, w);
+	image_conf_set_string(r->st->conf, "WorkingDir", path);
+	created = xasprintf("WORKDIR %s", path);
+	k = mount_layers(r->b, r->st->layers, r->st->n_layers, &m, err);
+	if (k < 0)
+		return k;
+	k = rootfs_mkdir_p(m.fd, path, 0755, 0, 0, NULL, err);
+	if (k < 0) {
+		mounted_release(&m);
+		return inst_wrap(r->b, in, k, err);
+	}
+	return step_commit(r, &m, created, err);
+}
+
+static int64_t parse_duration_ns(const char *s, bool *ok)
+{
+	int64_t total = 0;
+
+	*ok = *s != 0;
+	while (*s && *ok) {
+		char *end;
+		double v = strtod(s, &end);
+		if (end == s) {
+			*ok = false;
+			break;
+		}
+		double mult;
+		if (strncmp(end, "ns", 2) == 0)
+			mult = 1, end += 2;
+		else if (strncmp(end, "us", 2) == 0)
+			mult = 1e3, end += 2;
+		else if (strncmp(end, "ms", 2) == 0)
+			mult = 1e6, end += 2;
+		else if (*end == 's')
+			mult = 1e9, end += 1;
+		else if (*end == 'm')
+			mult = 60e9, end += 1;
+		else if (*end == 'h')
+			mult = 3600e9, end += 1;
+		else {
+			*ok = false;
+			break;
+		}
+		total += (int64_t)(v * mult);
+		s = end;
+	}
+	return total;
+}
+
+static int do_healthcheck(StageRun *r, const DfInstruction *in, KilnError **err)
+{
+	static const char *const dur[] = {"interval", "timeout", "start-period", "start-interval"};
+	static const char *const keys[] = {"Interval", "Timeout", "StartPeriod", "StartInterval"};
+	json_t *hc = json_object(), *test = json_array();
+	const char *text = in->args && in->args[0] ? in->args[0] : "";
+
+	if (in->json) {
+		json_array_append_new(test, json_string("CMD"));
+		for (size_t i = 0; in->args[i]; i++)
+			json_array_append_new(test, json_string(in->args[i]));
+	} else {
+		while (*text == ' ')
+			text++;
+		if (strncasecmp(text, "NONE", 4) == 0 && (!text[4] || text[4] == ' ')) {
+			json_array_append_new(test, json_string("NONE"));
+		} else if (strncasecmp(text, "CMD", 3) == 0 &&
+			   (text[3] == ' ' || text[3] == '\t')) {
+			const char *c = text + 4;
+			while (*c == ' ' || *c == '\t')
+				c++;
+			json_t *arr = json_loads(c, 0, NULL);
+			if (json_is_array(arr)) {
+				size_t i;
+				json_t *e;
+				json_array_append_new(test, json_string("CMD"));
+				json_array_foreach (arr, i, e)
+					json_array_append(test, e);
+			} else {
+				json_array_append_new(test, json_string("CMD-SHELL"));
+				json_array_append_new(test, json_string(c));
+			}
+			json_decref(arr);
+		} else {
+			json_decref(hc);
+			json_decref(test);
+			return inst_error(r->b, in, EINVAL, err,
+					  "HEALTHCHECK needs 'CMD command' or 'NONE': '%s'", text);
+		}
+	}
+	json_object_set_new(hc, "Test", test);
+	for (size_t i = 0; i < ELEMENTSOF(dur); i++) {
+		const char *v = df_instruction_flag(in, dur[i]);
+		bool ok;
+		if (!v)
+			continue;
+		int64_t ns = parse_duration_ns(v, &ok);
+		if (!ok || ns < 0) {
+			json_decref(hc);
+			return inst_error(r->b, in, EINVAL, err,
+					  "HEALTHCHECK --%s: bad duration '%s'", dur[i], v);
+		}
+		json_object_set_new(hc, keys[i], json_integer(ns));
+	}
+	const char *retries = df_instruction_flag(in, "retries");
+	if (retries) {
+		char *end;
+		long v = strtol(retries, &end, 10);
+		if (!*retries || *end || v < 0) {
+			json_decref(hc);
+			return inst_error(r->b, in, EINVAL, err,
+					  "HEALTHCHECK --retries: bad number '%s'", retries);
+		}
+		json_object_set_new(hc, "Retries", json_integer(v));
+	}
+	image_conf_set_json(r->st->conf, "Healthcheck", hc);
+	return 0;
+}
+
+static int do_arg(StageRun *r, const DfInstruction *in, KilnError **err)
+{
+	Build *b = r->b;
+
+	for (size_t i = 0; i < in->n_kvs; i++) {
+		const DfKeyValue *kv = &in->kvs[i];
+		Var *given = vars_find(&b->build_args, kv->key);
+		_cleanup_free_ char *value = NULL;
+		if (given) {
+			value = xstrdup(given->value);
+			mark_consumed(b, kv->key);
+		} else if (kv->raw_value) {
+			int k = expand1(r, in, kv->raw_value, &value, err);
+			if (k < 0)
+				return k;
+		} else {
+			Var *g = vars_find(&b->global_args, kv->key);
+			if (g && g->value)
+				value = xstrdup(g->value);
+		}
+		vars_set(&r->args, kv->key, value);
+	}
+	return 0;
+}
+
+static int do_env_label(StageRun *r, const DfInstruction *in, bool env, KilnError **err)
+{
+	size_t n = in->n_kvs;
+	_cleanup_strv_free_ char **keys = NULL, **vals = NULL;
+
+	for (size_t i = 0; i < n; i++) {
+		char *k = NULL, *v = NULL;
+		int ret = expand1(r, in, in->kvs[i].key, &k, err);
+		if (ret >= 0)
+			ret = expand1(r, in, in->kvs[i].raw_value ? in->kvs[i].raw_value : "", &v,
+				      err);
+		if (ret < 0) {
+			free(k);
+			return ret;
+		}
+		if (!*k) {
+			free(k);
+			free(v);
+			return inst_error(r->b, in, EINVAL, err, "%s with an empty name",
+					  in->keyword);
+		}
+		strv_consume(&keys, k);
+		strv_consume(&vals, v);
+	}
+	for (size_t i = 0; i < n; i++) {
+		if (env)
+			image_conf_env_set(r->st->conf, keys[i], vals[i]);
+		else
+			image_conf_map_add(r->st->conf, "Labels", keys[i], vals[i]);
+	}
+	return 0;
+}
+
+static int do_expose(StageRun *r, const DfInstruction *in, KilnError **err)
+{
+	_cleanup_strv_free_ char **words = NULL;
+	int k = inst_words(r, in, true, &words, err);
+
+	if (k < 0)
+		return k;
+	for (size_t i = 0; words && words[i]; i++) {
+		_cleanup_free_ char *p =
+		    strchr(words[i], '/') ? xstrdup(words[i]) : xasprintf("%s/tcp", words[i]);
+		for (char *c = strchr(p, '/'); c && *c; c++)
+			*c = (char)tolower((unsigned char)*c);
+		char *end;
+		long port = strtol(p, &end, 10);
+		if (end == p || *end != '/' || port < 0 || port > 65535 ||
+		    (strcmp(end, "/tcp") && strcmp(end, "/udp") && strcmp(end, "/sctp")))
+			return inst_error(r->b, in, EINVAL, err, "EXPOSE: invalid port '%s'",
+					  words[i]);
+		image_conf_map_add(r->st->conf, "ExposedPorts", p, NULL);
+	}
+	return 0;
+}
+
+static int do_cmd_entrypoint(StageRun *r, const DfInstruction *in, bool entrypoint)
+{
+	_cleanup_strv_free_ char **v = NULL;
+
+	if (in->json)
+		v = strv_copy(in->args);
+	else
+		v = shell_argv(r, in->args && in->args[0] ? in->args[0] : "");
+	if (entrypoint) {
+		image_conf_set_strv(r->st->conf, "Entrypoint", v);
+		/* A base image's CMD does not survive a new ENTRYPOINT (Dockerfile reference). */
+		if (!r->cmd_set)
+			image_conf_set_strv(r->st->conf, "Cmd", NULL);
+	} else {
+		image_conf_set_strv(r->st->conf, "Cmd", v);
+		r->cmd_set = true;
+	}
+	return 0;
+}
+
+static int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err);
+
+/* Metadata-only instructions; returns 1 if `in` is not one of them. */
+static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, KilnError **err)
+{
+	const char *kw = in->keyword;
+	const char *text = in->args && in->args[0] ? in->args[0] : "";
+	_cleanup_free_ char *v = NULL;
+	int k;
+
+	if (strcmp(kw, "ENV") == 0 || strcmp(kw, "LABEL") == 0) {
+		k = do_env_label(r, in, kw[0] == 'E', err);
+	} else if (strcmp(kw, "ARG") == 0) {
+		k = do_arg(r, in, err);
+	} else if (strcmp(kw, "CMD") == 0 || strcmp(kw, "ENTRYPOINT") == 0) {
+		k = do_cmd_entrypoint(r, in, kw[0] == 'E');
+	} else if (strcmp(kw, "USER") == 0 || strcmp(kw, "STOPSIGNAL") == 0) {
+		k = expand1(r, in, text, &v, err);
+		if (k >= 0 && !*v)
+			k = inst_error(r->b, in, EINVAL, err, "%s needs a value", kw);
+		if (k >= 0)
+			image_conf_set_string(r->st->conf, kw[0] == 'U' ? "User" : "StopSignal", v);
+	} else if (strcmp(kw, "EXPOSE") == 0) {
+		k = do_expose(r, in, err);
+	} else if (strcmp(kw, "VOLUME") == 0) {
+		_cleanup_strv_free_ char **w = NULL;
+		k = inst_words(r, in, true, &w, err);
+		for (size_t i = 0; k >= 0 && w && w[i]; i++)
+			image_conf_map_add(r->st->conf, "Volumes", w[i], NULL);
+	} else if (strcmp(kw, "SHELL") == 0) {
+		if (!in->json || !in->args || !in->args[0])
+			return inst_error(
+			    r->b, in, EINVAL, err,
+			    "SHELL needs the JSON form: SHELL [\"executable\", \"parameters\"]");
+		image_conf_set_strv(r->st->conf, "Shell", in->args);
+		k = 0;
+	} else if (strcmp(kw, "HEALTHCHECK") == 0) {
+		k = do_healthcheck(r, in, err);
+	} else if (strcmp(kw, "MAINTAINER") == 0) {
+		image_conf_set_author(r->st->conf, text);
+		k = 0;
+	} else if (strcmp(kw, "ONBUILD") == 0) {
+		_cleanup_strv_free_ char **list = image_conf_get_strv(r->st->conf, "OnBuild");
+		const char *t = in->onbuild && in->onbuild->original ? in->onbuild->original : text;
+		strv_push(&list, t);
+		image_conf_set_strv(r->st->conf, "OnBuild", list);
+		k = 0;
+	} else {
+		return 1;
+	}
+	if (k < 0)
+		return k;
+	if (in->json) {
+		_cleanup_free_ char *j = json_strv(in->args);
+		*ret_created = xasprintf("%s %s", kw, j);
+	} else if (v) {
+		*ret_created = xasprintf("%s %s", kw, v);
+	} else {
+		*ret_created = xasprintf("%s %s", kw,
+					 in->original ? in->original + strlen(kw) +
+							    (in->original[strlen(kw)] == ' ')
+						      : text);
+	}
+	return 0;
+}
+
+static int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err)
+{
+	Build *b = r->b;
+	_cleanup_free_ char *name = NULL, *created = NULL;
+	unsigned step;
+	int k;
+
+	r->step_no++;
+	name = step_name(r, in);
+	step = progress_step_begin(b->progress, name);
+	if (strcmp(in->keyword, "RUN") == 0) {
+		k = do_run(r, in, step, err);
+	} else if (strcmp(in->keyword, "COPY") == 0 || strcmp(in->keyword, "ADD") == 0) {
+		k = do_copy(r, in, in->keyword[0] == 'A', err);
+	} else if (strcmp(in->keyword, "WORKDIR") == 0) {
+		k = do_workdir(r, in, err);
+	} else {
+		k = do_meta(r, in, &created, err);
+		if (k == 1)
+			k = inst_error(b, in, EINVAL, err, "unexpected instruction '%s'",
+				       in->keyword);
+		else if (k >= 0)
+			image_conf_add_history(r->st->conf, created, true);
+	}
+	progress_step_end(b->progress, step, k >= 0, false,
+			  k < 0 && err && *err ? (*err)->message : NULL);
+	return k;
+}
+
+/* ONBUILD triggers of the base image run right after FROM, then are cleared. */
+static int run_onbuild(StageRun *r, const char *image, KilnError **err)
+{
+	_cleanup_strv_free_ char **triggers = image_conf_get_strv(r->st->conf, "OnBuild");
+	int k;
+
+	image_conf_set_strv(r->st->conf, "OnBuild", NULL);
+	for (size_t i = 0; triggers && triggers[i]; i++) {
+		Dockerfile *df = NULL;
+		_cleanup_free_ char *fname = xasprintf("ONBUILD of '%s'", image);
+		k = dockerfile_parse(fname, triggers[i], strlen(triggers[i]), &df, err);
+		if (k < 0)
+			return k;
+		for (size_t j = 0; j < df->n_insts && k >= 0; j++) {
+			r->n_steps++;
+			k = run_instruction(r, &df->insts[j], err);
+		}
+		dockerfile_free(df);
+		if (k < 0)
+			return k;
+	}
+	return 0;
+}
+
+static int stage_from(StageRun *r, KilnError **err)
+{
+	Build *b = r->b;
+	Stage *st = r->st;
+	const DfInstruction *in = st->from;
+	_cleanup_strv_free_ char **words = NULL;
+	_cleanup_free_ char *image = NULL, *plat = NULL;
+	int k;
+
+	k = expand_words(in->args && in->args[0] ? in->args[0] : "", b->df->escape, lookup_global,
+			 b, &words, err);
+	if (k < 0)
+		return inst_wrap(b, in, k, err);
+	if (!words || !words[0])
+		return inst_error(b, in, EINVAL, err, "FROM needs an image");
+	image = xstrdup(words[0]);
+	st->platform = b->platform;
+	const char *pf = df_instruction_flag(in, "platform");
+	if (pf) {
+		k = expand_word(pf, b->df->escape, lookup_global, b, &plat, err);
+		if (k >= 0)
+			k = platform_parse(plat, &st->platform, err);
+		if (k < 0)
+			return inst_wrap(b, in, k, err);
+	}
+	if (strcasecmp(image, "scratch") == 0) {
+		st->conf = image_conf_new_empty(&st->platform);
+		image_conf_env_set(st->conf, "PATH", DEFAULT_PATH);
+		return 0;
+	}
+	Stage *base = stage_find(b, image);
+	if (base && base != st && !(base->index > st->index)) {
+		k = stage_build(b, base, err);
+		if (k < 0)
+			return k;
+		st->conf = image_conf_copy(base->conf);
+		for (size_t i = 0; i < base->n_layers; i++) {
+			st->layers = xrealloc(st->layers, (st->n_layers + 1) * sizeof(LayerRef));
+			st->layers[st->n_layers] = base->layers[i];
+			st->layers[st->n_layers++].desc.annotations = NULL;
+		}
+		return 0;
+	}
+	OciImage *img = NULL;
+	k = image_lookup(b, image, &st->platform, &img, err);
+	if (k < 0)
+		return inst_wrap(b, in, k, err);
+	k = stage_from_image(b, st, img, err);
+	oci_image_free(img);
+	if (k < 0)
+		return inst_wrap(b, in, k, err);
+	if (!image_conf_env_get(st->conf, "PATH"))
+		image_conf_env_set(st->conf, "PATH", DEFAULT_PATH);
+	return run_onbuild(r, image, err);
+}
+
+static int stage_build(Build *b, Stage *st, KilnError **err)
+{
+	StageRun r = {.b = b, .st = st};
+	int k;
+
+	if (st->state == STAGE_BUILT)
+		return 0;
+	if (st->state == STAGE_BUILDING)
+		return inst_error(b, st->from, ELOOP, err, "stage '%s' depends on itself",
+				  st->name ? st->name : "?");
+	st->state = STAGE_BUILDING;
+	r.n_steps = (unsigned)(st->end - st->first) + 1;
+	r.step_no = 1;
+	{
+		char plat[96];
+		_cleanup_free_ char *name = NULL;
+		platform_format(&b->platform, plat, sizeof(plat));
+		name = xasprintf("[%s %s%s 1/%u] %s", plat, st->name ? "" : "stage-",
+				 st->name ? st->name : "", r.n_steps, st->from->original);
+		if (!st->name) {
+			free(name);
+			name = xasprintf("[%s stage-%zu 1/%u] %s", plat, st->index, r.n_steps,
+					 st->from->original);
+		}
+		unsigned step = progress_step_begin(b->progress, name);
+		k = stage_from(&r, err);
+		progress_step_end(b->progress, step, k >= 0, false,
+				  k < 0 && err && *err ? (*err)->message : NULL);
+	}
+	for (size_t i = st->first; k >= 0 && i < st->end; i++)
+		k = run_instruction(&r, &b->df->insts[i], err);
+	vars_done(&r.args);
+	if (k < 0)
+		return k;
+	st->state = STAGE_BUILT;
+	return 0;
+}
+
+/* ---------- setup and results ---------- */
+
+/* Global ARGs (before the first FROM), evaluated per target platform since their defaults may
+ * use the automatic platform args. */
+static int global_args_eval(Build *b, KilnError **err)
+{
+	Dockerfile *df = b->df;
+
+	vars_done(&b->global_args);
+	set_platform_args(b, &b->global_args);
+	for (size_t i = 0; i < df->n_insts && strcmp(df->insts[i].keyword, "FROM") != 0; i++) {
+		const DfInstruction *in = &df->insts[i];
+		if (strcmp(in->keyword, "ARG") != 0)
+			return inst_error(b, in, EINVAL, err, "%s before the first FROM",
+					  in->keyword);
+		for (size_t j = 0; j < in->n_kvs; j++) {
+			const DfKeyValue *kv = &in->kvs[j];
+			Var *given = vars_find(&b->build_args, kv->key);
+			_cleanup_free_ char *v = NULL;
+			if (given) {
+				v = xstrdup(given->value);
+				mark_consumed(b, kv->key);
+			} else if (kv->raw_value) {
+				int k = expand_word(kv->raw_value, df->escape, lookup_global, b, &v,
+						    err);
+				if (k < 0)
+					return inst_wrap(b, in, k, err);
+			}
+			vars_set(&b->global_args, kv->key, v);
+		}
+	}
+	return 0;
+}
+
+static int stages_split(Build *b, KilnError **err)
+{
+	Dockerfile *df = b->df;
+	size_t i = 0;
+
+	while (i < df->n_insts && strcmp(df->insts[i].keyword, "FROM") != 0)
+		i++;
+	if (i == df->n_insts)
+		return kiln_error(err, EINVAL, "%s: no FROM instruction", df->filename);
+	for (; i < df->n_insts; i++) {
+		const DfInstruction *in = &df->insts[i];
+		if (strcmp(in->keyword, "FROM") != 0) {
+			b->stages[b->n_stages - 1].end = i + 1;
+			continue;
+		}
+		b->stages = xrealloc(b->stages, (b->n_stages + 1) * sizeof(Stage));
+		Stage *st = &b->stages[b->n_stages];
+		*st = (Stage){.index = b->n_stages, .from = in, .first = i + 1, .end = i + 1};
+		/* "FROM image AS name": the name is the third word. */
+		const char *text = in->args && in->args[0] ? in->args[0] : "";
+		_cleanup_strv_free_ char **w = NULL;
+		int k = 0;
+		_cleanup_free_ char *copy = xstrdup(text);
+		char *save = NULL;
+		for (char *t = strtok_r(copy, " \t\n", &save); t;
+		     t = strtok_r(NULL, " \t\n", &save))
+			strv_push(&w, t);
+		if (k >= 0 && strv_length(w) == 3 && strcasecmp(w[1], "as") == 0) {
+			st->name = xstrdup(w[2]);
+			for (char *c = st->name; *c; c++)
+				*c = (char)tolower((unsigned char)*c);
+			for (size_t s = 0; s < b->n_stages; s++)
+				if (b->stages[s].name && strcmp(b->stages[s].name, st->name) == 0)
+					return inst_error(b, in, EINVAL, err,
+							  "duplicate stage name '%s'", st->name);
+		} else if (k >= 0 && strv_length(w) != 1) {
+			return inst_error(b, in, EINVAL, err,
+					  "FROM takes 'image [AS name]', got '%s'", text);
+		}
+		b->n_stages++;
+	}
+	return 0;
+}
+
+static void stages_reset(Build *b)
+{
+	for (size_t i = 0; i < b->n_stages; i++) {
+		stage_reset(&b->stages[i]);
+		b->stages[i].state = STAGE_NEW;
+	}
+}
+
+static json_t *platform_json(const Platform *p)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "architecture", json_string(p->arch));
+	json_object_set_new(o, "os", json_string(p->os));
+	if (p->variant[0])
+		json_object_set_new(o, "variant", json_string(p->variant));
+	return o;
+}
+
+static json_t *descriptor_json(const char *mt, const char *digest, int64_t size)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "mediaType", json_string(mt));
+	json_object_set_new(o, "digest", json_string(digest));
+	json_object_set_new(o, "size", json_integer(size));
+	return o;
+}
+
+static int put_json(Build *b, json_t *j, char ret_digest[DIGEST_STRING_MAX], int64_t *ret_size,
+		    KilnError **err)
+{
+	char *s = json_dumps(j, JSON_COMPACT);
+	int k;
+
+	if (!s)
+		return kiln_error(err, ENOMEM, "out of memory");
+	k = store_put_blob(b->store, s, strlen(s), NULL, ret_digest, err);
+	*ret_size = (int64_t)strlen(s);
+	free(s);
+	return k;
+}
+
+/* Config and manifest of the target stage; returns the manifest descriptor. */
+static int stage_write_manifest(Build *b, Stage *st, OciDescriptor *ret, KilnError **err)
+{
+	_cleanup_free_ char *cfg = image_conf_serialize(st->conf, b->o->epoch);
+	char cfg_digest[DIGEST_STRING_MAX];
+	int k;
+
+	k = store_put_blob(b->store, cfg, strlen(cfg), NULL, cfg_digest, err);
+	if (k < 0)
+		return k;
+	json_t *m = json_object(), *layers = json_array();
+	json_object_set_new(m, "schemaVersion", json_integer(2));
+	json_object_set_new(m, "mediaType", json_string(MT_OCI_MANIFEST));
+	json_object_set_new(m, "config",
+			    descriptor_json(MT_OCI_CONFIG, cfg_digest, (int64_t)strlen(cfg)));
+	for (size_t i = 0; i < st->n_layers; i++)
+		json_array_append_new(layers, descriptor_json(st->layers[i].desc.media_type,
+							      st->layers[i].desc.digest,
+							      st->layers[i].desc.size));
+	json_object_set_new(m, "layers", layers);
+	*ret = (OciDescriptor){.size = 0, .has_platform = true, .platform = st->platform};
+	snprintf(ret->media_type, sizeof(ret->media_type), "%s", MT_OCI_MANIFEST);
+	k = put_json(b, m, ret->digest, &ret->size, err);
+	json_decref(m);
+	return k;
+}
+
+static int write_index(Build *b, const OciDescriptor *manifests, size_t n, OciDescriptor *ret,
+		       KilnError **err)
+{
+	json_t *idx = json_object(), *arr = json_array();
+	int k;
+
+	json_object_set_new(idx, "schemaVersion", json_integer(2));
+	json_object_set_new(idx, "mediaType", json_string(MT_OCI_INDEX));
+	for (size_t i = 0; i < n; i++) {
+		json_t *d = descriptor_json(manifests[i].media_type, manifests[i].digest,
+					    manifests[i].size);
+		json_object_set_new(d, "platform", platform_json(&manifests[i].platform));
+		json_array_append_new(arr, d);
+	}
+	json_object_set_new(idx, "manifests", arr);
+	*ret = (OciDescriptor){0};
+	snprintf(ret->media_type, sizeof(ret->media_type), "%s", MT_OCI_INDEX);
+	k = put_json(b, idx, ret->digest, &ret->size, err);
+	json_decref(idx);
+	return k;
+}
+
+int build_export_local(Store *s, const char *manifest_digest, const char *dest, KilnError **err)
+{
+	_cleanup_free_ char *data = NULL;
+	_cleanup_close_ int dfd = -1;
+	json_t *m;
+	size_t i;
+	json_t *l;
+	int k;
+
+	k = store_read_blob(s, manifest_digest, 4 << 20, &data, NULL, err);
+	if (k < 0)
+		return k;
+	m = json_loads(data, 0, NULL);
+	if (!m)
+		return kiln_error(err, EINVAL, "manifest %s is not JSON", manifest_digest);
+	k = mkdir_p(dest, 0755, err);
+	if (k >= 0) {
+		dfd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0)
+			k = kiln_error_errno(err, errno, "open '%s'", dest);
+	}
+	json_array_foreach (json_object_get(m, "layers"), i, l) {
+		if (k < 0)
+			break;
+		const char *digest = json_string_value(json_object_get(l, "digest"));
+		_cleanup_close_ int fd = -1;
+		k = store_open_blob(s, digest ? digest : "", &fd, err);
+		if (k < 0)
+			break;
+		LayerApplyOptions ao = {
+		    .mode = LAYER_APPLY_MERGE,
+		    .whiteouts = true,
+		    .keep_owner = false,
+		    .force_uid = (uid_t)-1,
+		    .force_gid = (gid_t)-1,
+		};
+		k = layer_apply(fd, dfd, &ao, NULL, err);
+		if (k < 0)
+			kiln_error_wrap(err, k, "apply layer %s to '%s'", digest, dest);
+	}
+	json_decref(m);
+	return k < 0 ? k : 0;
+}
+
+static int write_outputs(Build *b, const OciDescriptor *root, const OciDescriptor *manifests,
+			 KilnError **err)
+{
+	const BuildOptions *o = b->o;
+	const char *name = o->tags && o->tags[0] ? o->tags[0] : NULL;
+	int k = 0;
+
+	for (size_t i = 0; i < o->n_outputs && k >= 0; i++) {
+		const OutputSpec *out = &o->outputs[i];
+		switch (out->type) {
+		case OUTPUT_OCI:
+			k = out->tar ? export_oci_archive(b->store, root, name, out->dest, err)
+				     : export_oci_dir(b->store, root, name, out->dest, err);
+			break;
+		case OUTPUT_DOCKER: {
+			if (o->n_platforms != 1) {
+				k = kiln_error(err, EINVAL,
+					       "type=docker holds one platform; %zu were built",
+					       o->n_platforms);
+				break;
+			}
+			OciImage *img = NULL;
+			k = oci_image_resolve(b->store, root, &o->platforms[0], &img, err);
+			if (k >= 0)
+				k = export_docker_archive(b->store, img, o->tags, out->dest, err);
+			oci_image_free(img);
+			break;
+		}
+		case OUTPUT_LOCAL:
+			for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
+				_cleanup_free_ char *dest = NULL;
+				if (o->n_platforms == 1) {
+					dest = xstrdup(out->dest);
+				} else {
+					char pl[96];
+					platform_format(&o->platforms[p], pl, sizeof(pl));
+					for (char *c = pl; *c; c++)
+						if (*c == '/')
+							*c = '_';
+					dest = xasprintf("%s/%s", out->dest, pl);
+				}
+				k = build_export_local(b->store, manifests[p].digest, dest, err);
+			}
+			break;
+		}
+		if (k < 0)
+			kiln_error_wrap(err, k, "output '%s'", out->dest);
+	}
+	return k < 0 ? k : 0;
+}
+
+static int write_metadata(Build *b, const OciDescriptor *root, KilnError **err)
+{
+	json_t *m = json_object(), *d = descriptor_json(root->media_type, root->digest, root->size);
+	_cleanup_free_ char *names = b->o->tags ? strv_join(b->o->tags, ",") : NULL;
+
+	json_object_set_new(m, "containerimage.digest", json_string(root->digest));
+	json_object_set_new(m, "containerimage.descriptor", d);
+	if (names)
+		json_object_set_new(m, "image.name", json_string(names));
+	char *s = json_dumps(m, JSON_INDENT(2));
+	json_decref(m);
+	int k = write_file_atomic_at(AT_FDCWD, b->o->metadata_file, s, strlen(s), 0644, err);
+	free(s);
+	return k;
+}
+
+static Stage *target_stage(Build *b, KilnError **err)
+{
+	if (!b->o->target)
+		return &b->stages[b->n_stages - 1];
+	for (size_t i = 0; i < b->n_stages; i++)
+		if (b->stages[i].name && strcasecmp(b->stages[i].name, b->o->target) == 0)
+			return &b->stages[i];
+	kiln_error(err, KILN_EUSAGE, "target stage '%s' not found in %s", b->o->target,
+		   b->df->filename);
+	return NULL;
+}
+
+static int build_prepare(Build *b, KilnError **err)
+{
+	const BuildOptions *o = b->o;
+	_cleanup_free_ char *dfpath =
+	    o->dockerfile ? xstrdup(o->dockerfile) : xasprintf("%s/Dockerfile", o->context_dir);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int k;
+
+	k = read_file_at(AT_FDCWD, dfpath, 16 << 20, &data, &len, err);
+	if (k < 0)
+		return k;
+	k = dockerfile_parse(o->dockerfile ? dfpath : "Dockerfile", data, len, &b->df, err);
+	if (k < 0)
+		return k;
+	k = build_context_open(o->context_dir, o->dockerfile ? dfpath : NULL, &b->ctx, err);
+	if (k < 0)
+		return k;
+	for (size_t i = 0; o->build_args && o->build_args[i]; i++) {
+		_cleanup_free_ char *kv = xstrdup(o->build_args[i]);
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			continue;
+		*eq = 0;
+		vars_set(&b->build_args, kv, eq + 1);
+	}
+	b->snapdir = xasprintf("%s/snapshots", store_path(b->store));
+	b->work = xasprintf("%s/work/%d", store_path(b->store), (int)getpid());
+	rm_rf_at(AT_FDCWD, b->work, NULL);
+	k = mkdir_p(b->snapdir, 0700, err);
+	if (k >= 0)
+		k = mkdir_p(b->work, 0700, err);
+	return k;
+}
+
+static void build_done(Build *b)
+{
+	stages_reset(b);
+	for (size_t i = 0; i < b->n_stages; i++)
+		free(b->stages[i].name);
+	free(b->stages);
+	vars_done(&b->global_args);
+	vars_done(&b->build_args);
+	strv_free(b->consumed_args);
+	if (b->work)
+		rm_rf_at(AT_FDCWD, b->work, NULL);
+	free(b->work);
+	free(b->snapdir);
+	build_context_free(b->ctx);
+	dockerfile_free(b->df);
+	progress_free(b->progress);
+}
+
+static void warn_unused_args(Build *b)
+{
+	for (size_t i = 0; i < b->build_args.n; i++) {
+		bool used = false;
+		for (size_t j = 0; b->consumed_args && b->consumed_args[j]; j++)
+			used |= strcmp(b->consumed_args[j], b->build_args.v[i].key) == 0;
+		if (!used)
+			progress_note(b->progress, "warning: build-arg '%s' was not consumed",
+				      b->build_args.v[i].key);
+	}
+}
+
+int build_run(const BuildOptions *o, KilnError **err)
+{
+	Build b = {.o = o, .store = o->store, .compression = COMPRESSION_GZIP};
+	OciDescriptor *manifests = xcalloc(o->n_platforms, sizeof(OciDescriptor));
+	OciDescriptor root = {0};
+	Stage *target;
+	int k;
+
+	b.progress = progress_new(o->progress);
+	platform_host(&b.build_platform);
+	for (size_t i = 0; i < o->n_outputs; i++)
+		if (o->outputs[i].type != OUTPUT_LOCAL) {
+			b.compression = o->outputs[i].compression;
+			break;
+		}
+	k = build_prepare(&b, err);
+	if (k >= 0)
+		k = stages_split(&b, err);
+	if (k < 0)
+		goto out;
+	target = target_stage(&b, err);
+	if (!target) {
+		k = -KILN_EUSAGE;
+		goto out;
+	}
+	for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
+		stages_reset(&b);
+		b.platform = o->platforms[p];
+		k = global_args_eval(&b, err);
+		if (k >= 0)
+			k = stage_build(&b, target, err);
+		if (k >= 0)
+			k = stage_write_manifest(&b, target, &manifests[p], err);
+	}
+	if (k >= 0)
+		k = write_index(&b, manifests, o->n_platforms, &root, err);
+	for (size_t i = 0; k >= 0 && o->tags && o->tags[i]; i++) {
+		_cleanup_free_ char *name = NULL;
+		k = store_name_normalize(o->tags[i], &name, err);
+		if (k >= 0)
+			k = store_tag_set(b.store, name, &root, err);
+	}
+	if (k >= 0)
+		k = write_outputs(&b, &root, manifests, err);
+	if (k >= 0 && o->metadata_file)
+		k = write_metadata(&b, &root, err);
+	if (k >= 0) {
+		warn_unused_args(&b);
+		progress_note(b.progress, "writing image %s done", root.digest);
+		for (size_t i = 0; o->tags && o->tags[i]; i++)
+			progress_note(b.progress, "naming to %s done", o->tags[i]);
+		printf("%s\n", root.digest);
+	}
+out:
+	free(manifests);
+	build_done(&b);
+	return k < 0 ? k : 0;
+}

@@ -1,1 +1,827 @@
-/* placeholder: being written */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "builder/build.h"
+#include "builder/dockerfile.h"
+#include "builder/imageconf.h"
+#include "builder/parse_json.h"
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+#include "layers/import.h"
+#include "layers/oci.h"
+#include "layers/store.h"
+#include "platforms/platform.h"
+#include "sandbox/doctor.h"
+#include "sandbox/userns.h"
+
+static const char usage_text[] =
+    "usage: kiln COMMAND [OPTIONS]\n"
+    "\n"
+    "commands:\n"
+    "  build [options] CONTEXT      build a Dockerfile into an OCI image\n"
+    "  load ARCHIVE [NAME...]       import an oci-archive, oci layout dir or docker-archive\n"
+    "  images                       list images in the store\n"
+    "  rmi NAME...                  remove image names from the store\n"
+    "  inspect [--json] IMAGE       show an image's index, platforms, config, layers, history\n"
+    "  parse [FILE]                 print a Dockerfile's syntax tree as JSON\n"
+    "  doctor                       check what this host allows kiln to do\n"
+    "\n"
+    "common option: --root DIR (default $KILN_ROOT, else $XDG_DATA_HOME/kiln; root: "
+    "/var/lib/kiln)\n";
+
+static int usage_error(KilnError **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int usage_error(KilnError **err, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	int r = kiln_errorv(err, KILN_EUSAGE, fmt, ap);
+	va_end(ap);
+	return r;
+}
+
+static char *default_root(void)
+{
+	const char *e = getenv("KILN_ROOT");
+
+	if (e && *e)
+		return xstrdup(e);
+	if (geteuid() == 0)
+		return xstrdup("/var/lib/kiln");
+	e = getenv("XDG_DATA_HOME");
+	if (e && *e)
+		return xasprintf("%s/kiln", e);
+	e = getenv("HOME");
+	return xasprintf("%s/.local/share/kiln", e && *e ? e : "/tmp");
+}
+
+/* Enters kiln's user namespace and opens the store. */
+static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
+{
+	_cleanup_free_ char *root = root_opt ? xstrdup(root_opt) : default_root();
+	_cleanup_free_ char *reason = NULL;
+	_cleanup_free_ char *abs = NULL;
+	int r;
+
+	r = mkdir_p(root, 0700, err);
+	if (r < 0)
+		return r;
+	abs = realpath(root, NULL);
+	if (!abs)
+		return kiln_error_errno(err, errno, "resolve root '%s'", root);
+	r = userns_enter(idmap, &reason, err);
+	if (r < 0)
+		return r;
+	if (reason && getenv("KILN_DEBUG"))
+		fprintf(stderr, "kiln: %s\n", reason);
+	return store_open(abs, ret, err);
+}
+
+/* ---------- build ---------- */
+
+enum {
+	OPT_ROOT = 1000,
+	OPT_BUILD_ARG,
+	OPT_BUILD_CONTEXT,
+	OPT_TARGET,
+	OPT_PLATFORM,
+	OPT_NO_CACHE,
+	OPT_NETWORK,
+	OPT_EPOCH,
+	OPT_PROGRESS,
+	OPT_METADATA,
+	OPT_PUSH,
+	OPT_CACHE_FROM,
+	OPT_CACHE_TO,
+	OPT_SECRET,
+	OPT_REPORT,
+	OPT_JOBS,
+	OPT_JSON,
+};
+
+static int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
+{
+	_cleanup_free_ char *copy = xstrdup(list);
+	char *save = NULL;
+	Platform *v = NULL;
+	size_t n = 0;
+
+	for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		v = xrealloc(v, (n + 1) * sizeof(Platform));
+		int r = platform_parse(t, &v[n], err);
+		if (r < 0) {
+			free(v);
+			return kiln_error_wrap(err, KILN_EUSAGE, "--platform");
+		}
+		bool dup = false;
+		for (size_t i = 0; i < n; i++)
+			dup |= platform_equal(&v[i], &v[n]);
+		if (!dup)
+			n++;
+	}
+	if (n == 0) {
+		free(v);
+		return usage_error(err, "--platform needs at least one platform");
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+static int parse_epoch(const char *s, int64_t *ret, KilnError **err)
+{
+	char *end;
+
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (!*s || *end || errno || v < 0)
+		return usage_error(err, "invalid source date epoch '%s': expected seconds", s);
+	*ret = v;
+	return 0;
+}
+
+static int cmd_build(int argc, char **argv, KilnError **err)
+{
+	static const struct option opts[] = {
+	    {"file", required_argument, NULL, 'f'},
+	    {"tag", required_argument, NULL, 't'},
+	    {"output", required_argument, NULL, 'o'},
+	    {"root", required_argument, NULL, OPT_ROOT},
+	    {"build-arg", required_argument, NULL, OPT_BUILD_ARG},
+	    {"build-context", required_argument, NULL, OPT_BUILD_CONTEXT},
+	    {"target", required_argument, NULL, OPT_TARGET},
+	    {"platform", required_argument, NULL, OPT_PLATFORM},
+	    {"no-cache", no_argument, NULL, OPT_NO_CACHE},
+	    {"network", required_argument, NULL, OPT_NETWORK},
+	    {"source-date-epoch", required_argument, NULL, OPT_EPOCH},
+	    {"progress", required_argument, NULL, OPT_PROGRESS},
+	    {"metadata-file", required_argument, NULL, OPT_METADATA},
+	    {"push", no_argument, NULL, OPT_PUSH},
+	    {"cache-from", required_argument, NULL, OPT_CACHE_FROM},
+	    {"cache-to", required_argument, NULL, OPT_CACHE_TO},
+	    {"secret", required_argument, NULL, OPT_SECRET},
+	    {"report", required_argument, NULL, OPT_REPORT},
+	    {"jobs", required_argument, NULL, OPT_JOBS},
+	    {0},
+	};
+	BuildOptions o = {.progress = PROGRESS_AUTO};
+	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL;
+	_cleanup_free_ Platform *platforms = NULL;
+	const char *root = NULL;
+	OutputSpec *outputs = NULL;
+	size_t n_outputs = 0;
+	const char *e = getenv("SOURCE_DATE_EPOCH");
+	int c, r = 0;
+
+	if (e && *e && parse_epoch(e, &o.epoch, err) < 0)
+		return kiln_error_wrap(err, KILN_EUSAGE, "SOURCE_DATE_EPOCH");
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "f:t:o:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'f':
+			o.dockerfile = optarg;
+			break;
+		case 't': {
+			_cleanup_free_ char *n = NULL;
+			Store *none = NULL;
+			(void)none;
+			r = store_name_normalize(optarg, &n, err);
+			if (r < 0)
+				goto out_usage;
+			strv_push(&tags, optarg);
+			break;
+		}
+		case 'o':
+			outputs = xrealloc(outputs, (n_outputs + 1) * sizeof(OutputSpec));
+			r = output_spec_parse(optarg, &outputs[n_outputs], err);
+			if (r < 0)
+				goto out;
+			n_outputs++;
+			break;
+		case OPT_ROOT:
+			root = optarg;
+			break;
+		case OPT_BUILD_ARG:
+			if (strchr(optarg, '=')) {
+				strv_push(&args, optarg);
+			} else {
+				const char *v = getenv(optarg);
+				if (v)
+					strv_consume(&args, xasprintf("%s=%s", optarg, v));
+			}
+			break;
+		case OPT_BUILD_CONTEXT:
+			if (!strchr(optarg, '=') || optarg[0] == '=') {
+				r = usage_error(err, "--build-context takes NAME=SOURCE, got '%s'",
+						optarg);
+				goto out;
+			}
+			strv_push(&contexts, optarg);
+			break;
+		case OPT_TARGET:
+			o.target = optarg;
+			break;
+		case OPT_PLATFORM:
+			free(platforms);
+			platforms = NULL;
+			r = parse_platforms(optarg, &platforms, &o.n_platforms, err);
+			if (r < 0)
+				goto out;
+			break;
+		case OPT_NO_CACHE:
+			o.no_cache = true;
+			break;
+		case OPT_NETWORK:
+			if (strcmp(optarg, "none") && strcmp(optarg, "host") &&
+			    strcmp(optarg, "default")) {
+				r = usage_error(err, "--network takes host or none, got '%s'",
+						optarg);
+				goto out;
+			}
+			o.network_none = strcmp(optarg, "none") == 0;
+			break;
+		case OPT_EPOCH:
+			r = parse_epoch(optarg, &o.epoch, err);
+			if (r < 0)
+				goto out;
+			break;
+		case OPT_PROGRESS:
+			c = progress_mode_parse(optarg);
+			if (c < 0) {
+				r = usage_error(err, "--progress takes auto, plain, json or quiet");
+				goto out;
+			}
+			o.progress = (ProgressMode)c;
+			break;
+		case OPT_METADATA:
+			o.metadata_file = optarg;
+			break;
+		case OPT_JOBS:
+			break;
+		case OPT_PUSH:
+		case OPT_CACHE_FROM:
+		case OPT_CACHE_TO:
+		case OPT_SECRET:
+		case OPT_REPORT:
+			r = usage_error(err,
+					"build option '%s' is not available in this version of "
+					"kiln yet (see README: not done yet)",
+					argv[optind - 1]);
+			goto out;
+		default:
+			r = usage_error(err, "see 'kiln build --help'");
+			goto out;
+		}
+	}
+	if (optind != argc - 1) {
+		r = usage_error(err, "kiln build takes exactly one CONTEXT argument");
+		goto out;
+	}
+	o.context_dir = argv[optind];
+	if (strcmp(o.context_dir, "-") == 0) {
+		r = usage_error(err, "a context tar on stdin ('-') is not supported yet");
+		goto out;
+	}
+	struct stat st;
+	if (stat(o.context_dir, &st) < 0 || !S_ISDIR(st.st_mode)) {
+		r = usage_error(err, "build context '%s' is not a directory", o.context_dir);
+		goto out;
+	}
+	if (!platforms) {
+		platforms = xcalloc(1, sizeof(Platform));
+		platform_host(platforms);
+		o.n_platforms = 1;
+	}
+	o.platforms = platforms;
+	o.build_args = args;
+	o.build_contexts = contexts;
+	o.tags = tags;
+	o.outputs = outputs;
+	o.n_outputs = n_outputs;
+	IdMapInfo idmap;
+	_cleanup_(store_freep) Store *store = NULL;
+	r = store_enter(root, &idmap, &store, err);
+	if (r < 0)
+		goto out;
+	o.store = store;
+	o.idmap = &idmap;
+	r = build_run(&o, err);
+	goto out;
+out_usage:
+	kiln_error_wrap(err, KILN_EUSAGE, "-t");
+	if (*err)
+		(*err)->code = KILN_EUSAGE;
+out:
+	for (size_t i = 0; i < n_outputs; i++)
+		output_spec_done(&outputs[i]);
+	free(outputs);
+	return r;
+}
+
+int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
+{
+	_cleanup_free_ char *copy = xstrdup(s);
+	char *save = NULL;
+	OutputSpec o = {.tar = true, .compression = COMPRESSION_GZIP};
+	const char *type = NULL;
+
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (!eq) {
+			free(o.dest);
+			return usage_error(err, "--output: '%s' is not KEY=VALUE", kv);
+		}
+		*eq++ = 0;
+		if (strcmp(kv, "type") == 0) {
+			type = s + (eq - copy);
+			if (strncmp(eq, "oci", 3) == 0 && (eq[3] == 0))
+				o.type = OUTPUT_OCI;
+			else if (strcmp(eq, "docker") == 0)
+				o.type = OUTPUT_DOCKER;
+			else if (strcmp(eq, "local") == 0)
+				o.type = OUTPUT_LOCAL;
+			else {
+				free(o.dest);
+				return usage_error(err,
+						   "--output type '%s' is not supported (oci, "
+						   "docker, local; registry comes with push)",
+						   eq);
+			}
+		} else if (strcmp(kv, "dest") == 0) {
+			free(o.dest);
+			o.dest = xstrdup(eq);
+		} else if (strcmp(kv, "tar") == 0) {
+			o.tar = strcmp(eq, "false") != 0;
+		} else if (strcmp(kv, "compression") == 0) {
+			if (strcmp(eq, "gzip") == 0)
+				o.compression = COMPRESSION_GZIP;
+			else if (strcmp(eq, "zstd") == 0)
+				o.compression = COMPRESSION_ZSTD;
+			else if (strcmp(eq, "uncompressed") == 0)
+				o.compression = COMPRESSION_NONE;
+			else {
+				free(o.dest);
+				return usage_error(err,
+						   "--output compression '%s': gzip, zstd or "
+						   "uncompressed",
+						   eq);
+			}
+		} else {
+			free(o.dest);
+			return usage_error(err, "--output: unknown key '%s'", kv);
+		}
+	}
+	if (!type) {
+		free(o.dest);
+		return usage_error(err, "--output needs type=oci|docker|local");
+	}
+	if (!o.dest) {
+		return usage_error(err, "--output needs dest=PATH");
+	}
+	*ret = o;
+	return 0;
+}
+
+void output_spec_done(OutputSpec *o)
+{
+	free(o->dest);
+	o->dest = NULL;
+}
+
+/* ---------- load, images, rmi ---------- */
+
+static int parse_root_only(int argc, char **argv, const char **ret_root, bool *ret_json,
+			   KilnError **err)
+{
+	static const struct option opts[] = {
+	    {"root", required_argument, NULL, OPT_ROOT},
+	    {"json", no_argument, NULL, OPT_JSON},
+	    {0},
+	};
+	int c;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_ROOT)
+			*ret_root = optarg;
+		else if (c == OPT_JSON && ret_json)
+			*ret_json = true;
+		else
+			return usage_error(err, "unknown option for 'kiln %s'", argv[0]);
+	}
+	return 0;
+}
+
+static int cmd_load(int argc, char **argv, KilnError **err)
+{
+	const char *root = NULL;
+	_cleanup_(store_freep) Store *store = NULL;
+	ImportedImage *imgs = NULL;
+	size_t n = 0;
+	IdMapInfo idmap;
+	int r;
+
+	r = parse_root_only(argc, argv, &root, NULL, err);
+	if (r < 0)
+		return r;
+	if (optind >= argc)
+		return usage_error(err, "kiln load takes ARCHIVE [NAME...]");
+	const char *src = argv[optind];
+	r = store_enter(root, &idmap, &store, err);
+	if (r < 0)
+		return r;
+	r = image_import(store, src, &imgs, &n, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "load '%s'", src);
+	if (n == 0) {
+		imported_images_free(imgs, n);
+		return kiln_error(err, ENOENT, "load '%s': no image in it", src);
+	}
+	char **names = argv + optind + 1;
+	size_t n_names = (size_t)(argc - optind - 1);
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		_cleanup_strv_free_ char **want = NULL;
+		if (n_names > 0 && i == 0) {
+			for (size_t j = 0; j < n_names; j++)
+				strv_push(&want, names[j]);
+		} else if (imgs[i].name) {
+			strv_push(&want, imgs[i].name);
+		}
+		if (!want) {
+			printf("Loaded image: %s (no name)\n", imgs[i].root.digest);
+			continue;
+		}
+		for (size_t j = 0; want[j] && r >= 0; j++) {
+			_cleanup_free_ char *norm = NULL;
+			r = store_name_normalize(want[j], &norm, err);
+			if (r >= 0)
+				r = store_tag_set(store, norm, &imgs[i].root, err);
+			if (r >= 0)
+				printf("Loaded image: %s\n", norm);
+		}
+	}
+	imported_images_free(imgs, n);
+	return r;
+}
+
+static int cmd_images(int argc, char **argv, KilnError **err)
+{
+	const char *root = NULL;
+	bool json = false;
+	_cleanup_(store_freep) Store *store = NULL;
+	_cleanup_strv_free_ char **names = NULL;
+	OciDescriptor *descs = NULL;
+	size_t n = 0;
+	IdMapInfo idmap;
+	int r;
+
+	r = parse_root_only(argc, argv, &root, &json, err);
+	if (r < 0)
+		return r;
+	r = store_enter(root, &idmap, &store, err);
+	if (r < 0)
+		return r;
+	r = store_tag_list(store, &names, &descs, &n, err);
+	if (r < 0)
+		return r;
+	json_t *arr = json_array();
+	if (!json)
+		printf("%-40s %-19s %s\n", "NAME", "DIGEST", "PLATFORMS");
+	for (size_t i = 0; i < n; i++) {
+		Platform *ps = NULL;
+		size_t np = 0;
+		char plats[512] = "";
+		json_t *pl = json_array();
+		if (oci_list_platforms(store, &descs[i], &ps, &np, NULL) >= 0) {
+			for (size_t j = 0; j < np; j++) {
+				char p[96];
+				platform_format(&ps[j], p, sizeof(p));
+				if (j)
+					strncat(plats, ",", sizeof(plats) - strlen(plats) - 1);
+				strncat(plats, p, sizeof(plats) - strlen(plats) - 1);
+				json_array_append_new(pl, json_string(p));
+			}
+			free(ps);
+		}
+		if (json) {
+			json_t *o = json_object();
+			json_object_set_new(o, "name", json_string(names[i]));
+			json_object_set_new(o, "digest", json_string(descs[i].digest));
+			json_object_set_new(o, "mediaType", json_string(descs[i].media_type));
+			json_object_set_new(o, "platforms", pl);
+			json_array_append_new(arr, o);
+		} else {
+			json_decref(pl);
+			printf("%-40s %.19s %s\n", names[i], descs[i].digest, plats);
+		}
+	}
+	if (json) {
+		char *s = json_dumps(arr, JSON_INDENT(2));
+		printf("%s\n", s);
+		free(s);
+	}
+	json_decref(arr);
+	oci_descriptors_free(descs, n);
+	return 0;
+}
+
+static int cmd_rmi(int argc, char **argv, KilnError **err)
+{
+	const char *root = NULL;
+	_cleanup_(store_freep) Store *store = NULL;
+	IdMapInfo idmap;
+	int r;
+
+	r = parse_root_only(argc, argv, &root, NULL, err);
+	if (r < 0)
+		return r;
+	if (optind >= argc)
+		return usage_error(err, "kiln rmi takes NAME...");
+	r = store_enter(root, &idmap, &store, err);
+	if (r < 0)
+		return r;
+	for (int i = optind; i < argc; i++) {
+		_cleanup_free_ char *norm = NULL;
+		r = store_name_normalize(argv[i], &norm, err);
+		if (r >= 0)
+			r = store_tag_remove(store, norm, err);
+		if (r == -ENOENT)
+			return kiln_error_wrap(err, r, "no image named '%s'", argv[i]);
+		if (r < 0)
+			return r;
+		printf("Untagged: %s\n", norm);
+	}
+	return 0;
+}
+
+/* ---------- inspect ---------- */
+
+static bool looks_like_path(const char *s)
+{
+	return strncmp(s, "oci:", 4) == 0 || strncmp(s, "oci-archive:", 12) == 0 ||
+	       strncmp(s, "docker-archive:", 15) == 0 || access(s, F_OK) == 0;
+}
+
+static json_t *inspect_platform(Store *store, const OciDescriptor *root, const Platform *p,
+				KilnError **err)
+{
+	OciImage *img = NULL;
+	char pl[96];
+
+	if (oci_image_resolve(store, root, p, &img, err) < 0)
+		return NULL;
+	json_t *o = json_object(), *layers = json_array();
+	platform_format(&img->platform, pl, sizeof(pl));
+	json_object_set_new(o, "platform", json_string(pl));
+	json_object_set_new(o, "manifest", json_string(img->manifest_digest));
+	json_object_set_new(o, "manifestMediaType", json_string(img->manifest_media_type));
+	json_object_set_new(o, "configDigest", json_string(img->config_digest));
+	for (size_t i = 0; i < img->n_layers; i++) {
+		json_t *l = json_object();
+		json_object_set_new(l, "digest", json_string(img->layers[i].digest));
+		json_object_set_new(l, "mediaType", json_string(img->layers[i].media_type));
+		json_object_set_new(l, "size", json_integer(img->layers[i].size));
+		json_object_set_new(l, "diffID", json_string(img->diff_ids[i]));
+		json_array_append_new(layers, l);
+	}
+	json_object_set_new(o, "layers", layers);
+	json_object_set(o, "config", img->config);
+	oci_image_free(img);
+	return o;
+}
+
+static void print_inspect_text(json_t *j)
+{
+	size_t i, k;
+	json_t *p, *l;
+
+	printf("Name:      %s\n", json_string_value(json_object_get(j, "name")) ?: "(none)");
+	printf("Digest:    %s\n", json_string_value(json_object_get(j, "digest")));
+	printf("MediaType: %s\n", json_string_value(json_object_get(j, "mediaType")));
+	json_array_foreach (json_object_get(j, "platforms"), i, p) {
+		json_t *cfg = json_object_get(p, "config");
+		json_t *cc = json_object_get(cfg, "config");
+		printf("\nPlatform:  %s\n", json_string_value(json_object_get(p, "platform")));
+		printf("  Manifest: %s\n", json_string_value(json_object_get(p, "manifest")));
+		printf("  Config:   %s\n", json_string_value(json_object_get(p, "configDigest")));
+		printf("  Created:  %s\n",
+		       json_string_value(json_object_get(cfg, "created")) ?: "");
+		static const char *const fields[] = {
+		    "User",    "WorkingDir", "Env",	   "Entrypoint",  "Cmd",     "ExposedPorts",
+		    "Volumes", "Labels",     "StopSignal", "Healthcheck", "OnBuild", "Shell"};
+		for (size_t f = 0; f < ELEMENTSOF(fields); f++) {
+			json_t *v = json_object_get(cc, fields[f]);
+			if (!v)
+				continue;
+			char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+			printf("  %-11s %s\n", fields[f], s ? s : "");
+			free(s);
+		}
+		printf("  Layers:\n");
+		json_array_foreach (json_object_get(p, "layers"), k, l) {
+			printf("    %s %10lld %s\n",
+			       json_string_value(json_object_get(l, "digest")),
+			       (long long)json_integer_value(json_object_get(l, "size")),
+			       json_string_value(json_object_get(l, "mediaType")));
+		}
+		printf("  History:\n");
+		json_array_foreach (json_object_get(cfg, "history"), k, l) {
+			printf(
+			    "    %s%s\n", json_string_value(json_object_get(l, "created_by")) ?: "",
+			    json_is_true(json_object_get(l, "empty_layer")) ? "  (no layer)" : "");
+		}
+	}
+}
+
+static int cmd_inspect(int argc, char **argv, KilnError **err)
+{
+	const char *root = NULL;
+	bool json = false;
+	_cleanup_(store_freep) Store *store = NULL;
+	_cleanup_free_ char *name = NULL;
+	OciDescriptor desc = {0};
+	IdMapInfo idmap;
+	int r;
+
+	r = parse_root_only(argc, argv, &root, &json, err);
+	if (r < 0)
+		return r;
+	if (optind != argc - 1)
+		return usage_error(err, "kiln inspect takes one IMAGE");
+	const char *ref = argv[optind];
+	/* A file source is imported into a scratch store so inspection never touches the user's. */
+	char tmpl[] = "/tmp/kiln-inspect-XXXXXX";
+	bool scratch = looks_like_path(ref) && !root;
+	if (scratch && !mkdtemp(tmpl))
+		return kiln_error_errno(err, errno, "mkdtemp");
+	r = store_enter(scratch ? tmpl : root, &idmap, &store, err);
+	if (r < 0)
+		goto out;
+	if (looks_like_path(ref)) {
+		ImportedImage *imgs = NULL;
+		size_t n = 0;
+		r = image_import(store, ref, &imgs, &n, err);
+		if (r >= 0 && n == 0)
+			r = kiln_error(err, ENOENT, "'%s' holds no image", ref);
+		if (r >= 0) {
+			oci_descriptor_copy(&desc, &imgs[0].root);
+			name = imgs[0].name ? xstrdup(imgs[0].name) : NULL;
+		}
+		imported_images_free(imgs, n);
+	} else {
+		r = store_name_normalize(ref, &name, err);
+		if (r >= 0)
+			r = store_tag_get(store, name, &desc, err);
+		if (r == -ENOENT)
+			kiln_error_wrap(err, r, "inspect '%s'", ref);
+	}
+	if (r < 0)
+		goto out;
+	Platform *ps = NULL;
+	size_t np = 0;
+	r = oci_list_platforms(store, &desc, &ps, &np, err);
+	if (r < 0)
+		goto out;
+	json_t *j = json_object(), *plats = json_array();
+	if (name)
+		json_object_set_new(j, "name", json_string(name));
+	json_object_set_new(j, "digest", json_string(desc.digest));
+	json_object_set_new(j, "mediaType", json_string(desc.media_type));
+	json_object_set_new(j, "size", json_integer(desc.size));
+	for (size_t i = 0; i < np && r >= 0; i++) {
+		json_t *p = inspect_platform(store, &desc, &ps[i], err);
+		if (!p)
+			r = -EINVAL;
+		else
+			json_array_append_new(plats, p);
+	}
+	free(ps);
+	json_object_set_new(j, "platforms", plats);
+	if (r >= 0) {
+		if (json) {
+			char *s = json_dumps(j, JSON_INDENT(2));
+			printf("%s\n", s);
+			free(s);
+		} else {
+			print_inspect_text(j);
+		}
+	}
+	json_decref(j);
+out:
+	oci_descriptor_done(&desc);
+	if (scratch)
+		rm_rf_at(AT_FDCWD, tmpl, NULL);
+	return r;
+}
+
+/* ---------- parse, doctor ---------- */
+
+static int cmd_parse(int argc, char **argv, KilnError **err)
+{
+	const char *path = argc > 1 ? argv[1] : "Dockerfile";
+	_cleanup_free_ char *data = NULL;
+	_cleanup_(dockerfile_freep) Dockerfile *df = NULL;
+	json_t *j = NULL;
+	size_t len = 0;
+	int r;
+
+	if (argc > 2)
+		return usage_error(err, "kiln parse takes at most one FILE");
+	if (strcmp(path, "-") == 0)
+		r = read_all_fd(STDIN_FILENO, 16 << 20, &data, &len, err);
+	else
+		r = read_file_at(AT_FDCWD, path, 16 << 20, &data, &len, err);
+	if (r < 0)
+		return r;
+	r = dockerfile_parse(strcmp(path, "-") == 0 ? "Dockerfile" : path, data, len, &df, err);
+	if (r < 0)
+		return r;
+	r = dockerfile_to_json(df, &j, err);
+	if (r < 0)
+		return r;
+	char *s = json_dumps(j, JSON_INDENT(2));
+	printf("%s\n", s);
+	free(s);
+	json_decref(j);
+	return 0;
+}
+
+static int cmd_doctor(int argc, char **argv, KilnError **err)
+{
+	DoctorCheck *checks = NULL;
+	size_t n = 0;
+	bool all_ok = true;
+	int r;
+
+	r = doctor_run(&checks, &n, err);
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n; i++) {
+		printf("%-4s %s: %s\n", checks[i].ok ? "ok" : "FAIL", checks[i].name,
+		       checks[i].detail ? checks[i].detail : "");
+		if (!checks[i].ok && checks[i].hint)
+			printf("     fix: %s\n", checks[i].hint);
+		all_ok &= checks[i].ok;
+	}
+	doctor_checks_free(checks, n);
+	if (!all_ok)
+		return kiln_error(err, KILN_EFAIL,
+				  "this host lacks something kiln needs (see above)");
+	return 0;
+}
+
+int cli_main(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		int (*fn)(int, char **, KilnError **);
+	} cmds[] = {
+	    {"build", cmd_build},   {"load", cmd_load},	      {"images", cmd_images},
+	    {"rmi", cmd_rmi},	    {"inspect", cmd_inspect}, {"parse", cmd_parse},
+	    {"doctor", cmd_doctor},
+	};
+	static const char *const later[] = {"push", "pull", "run", "merge", "prune", "login"};
+	_cleanup_error_ KilnError *err = NULL;
+
+	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+		fputs(usage_text, argc < 2 ? stderr : stdout);
+		return argc < 2 ? 2 : 0;
+	}
+	if (strcmp(argv[1], "--version") == 0 || strcmp(argv[1], "version") == 0) {
+		printf("kiln %s\n", KILN_VERSION);
+		return 0;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(cmds); i++) {
+		if (strcmp(argv[1], cmds[i].name) != 0)
+			continue;
+		if (argc > 2 && (strcmp(argv[2], "--help") == 0 || strcmp(argv[2], "-h") == 0)) {
+			fputs(usage_text, stdout);
+			return 0;
+		}
+		int r = cmds[i].fn(argc - 1, argv + 1, &err);
+		fflush(stdout);
+		if (r >= 0)
+			return 0;
+		fprintf(stderr, "kiln %s: %s\n", argv[1],
+			err && err->message ? err->message : strerror(-r));
+		return err ? kiln_error_exit_status(err) : 1;
+	}
+	for (size_t i = 0; i < ELEMENTSOF(later); i++)
+		if (strcmp(argv[1], later[i]) == 0) {
+			fprintf(stderr,
+				"kiln: '%s' is not available in this version yet (see README)\n",
+				argv[1]);
+			return 2;
+		}
+	fprintf(stderr, "kiln: unknown command '%s'\n%s", argv[1], usage_text);
+	return 2;
+}

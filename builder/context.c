@@ -1,1 +1,543 @@
-/* placeholder: being written */
+#include "context.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <fnmatch.h>
+#include <linux/openat2.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+#include "common/rootfs.h"
+#include "layers/layer_apply.h"
+
+struct BuildContext {
+	int fd;
+	DockerIgnore *ignore;
+};
+
+int build_context_open(const char *dir, const char *dockerfile_path, BuildContext **ret,
+		       KilnError **err)
+{
+	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int r = -ENOENT;
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open build context '%s'", dir);
+	if (dockerfile_path) {
+		_cleanup_free_ char *p = xasprintf("%s.dockerignore", dockerfile_path);
+		r = read_file_at(AT_FDCWD, p, 1 << 20, &data, &len, NULL);
+	}
+	if (r < 0)
+		r = read_file_at(fd, ".dockerignore", 1 << 20, &data, &len, NULL);
+	BuildContext *c = xcalloc(1, sizeof(*c));
+	if (r >= 0) {
+		r = dockerignore_parse(data, len, &c->ignore, err);
+		if (r < 0) {
+			free(c);
+			return kiln_error_wrap(err, r, ".dockerignore");
+		}
+	}
+	c->fd = TAKE_FD(fd);
+	*ret = c;
+	return 0;
+}
+
+void build_context_free(BuildContext *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	dockerignore_free(c->ignore);
+	free(c);
+}
+
+int build_context_fd(const BuildContext *c)
+{
+	return c->fd;
+}
+
+const DockerIgnore *build_context_ignore(const BuildContext *c)
+{
+	return c->ignore;
+}
+
+/* Opens a source path: in the context, a path that leads outside (by '..' or a symlink) is an
+ * error, as in every Dockerfile builder; in a stage root, it resolves inside that root. */
+static int open_source(int root_fd, const char *rel, const CopyOptions *o, int flags,
+		       KilnError **err)
+{
+	if (!o->from_context) {
+		int fd = rootfs_open(root_fd, rel, flags, 0);
+		if (fd < 0)
+			return kiln_error_errno(err, -fd, "%s: '%s'", o->what, rel);
+		return fd;
+	}
+	struct open_how how = {
+	    .flags = (uint64_t)(flags | O_CLOEXEC),
+	    .resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS,
+	};
+	int fd = (int)syscall(SYS_openat2, root_fd, rel, &how, sizeof(how));
+	if (fd >= 0)
+		return fd;
+	if (errno == EXDEV)
+		return kiln_error(err, EXDEV, "%s: '%s' leads outside the build context", o->what,
+				  rel);
+	if (errno == ENOENT)
+		return kiln_error(err, ENOENT, "%s: '%s' not found in the build context", o->what,
+				  rel);
+	return kiln_error_errno(err, errno, "%s: open '%s' in the build context", o->what, rel);
+}
+
+static bool has_glob(const char *s)
+{
+	return strpbrk(s, "*?[") != NULL;
+}
+
+static bool ignored(const CopyOptions *o, const char *rel)
+{
+	return o->from_context && o->ignore && dockerignore_excluded(o->ignore, rel);
+}
+
+/* Expands a cleaned relative pattern component by component; matches land in *out. */
+static int glob_expand(int root_fd, const char *prefix, char **comps, const CopyOptions *o,
+		       char ***out, KilnError **err)
+{
+	if (!comps[0])
+		return strv_push(out, prefix);
+	if (!has_glob(comps[0])) {
+		_cleanup_free_ char *p =
+		    *prefix ? xasprintf("%s/%s", prefix, comps[0]) : xstrdup(comps[0]);
+		struct stat st;
+		_cleanup_close_ int fd = -1;
+		if (!comps[1])
+			return strv_push(out, p);
+		fd = open_source(root_fd, p, o, O_PATH, NULL);
+		if (fd < 0 || fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode))
+			return 0;
+		return glob_expand(root_fd, p, comps + 1, o, out, err);
+	}
+	_cleanup_close_ int dfd =
+	    open_source(root_fd, *prefix ? prefix : ".", o, O_RDONLY | O_DIRECTORY, NULL);
+	if (dfd < 0)
+		return 0;
+	DIR *d = fdopendir(dfd);
+	if (!d)
+		return kiln_error_errno(err, errno, "opendir '%s'", prefix);
+	dfd = -1;
+	_cleanup_strv_free_ char **names = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
+		    fnmatch(comps[0], de->d_name, 0) == 0)
+			strv_push(&names, de->d_name);
+	closedir(d);
+	size_t n = strv_length(names);
+	qsort(names, n, sizeof(char *), (int (*)(const void *, const void *))strcmp);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *p =
+		    *prefix ? xasprintf("%s/%s", prefix, names[i]) : xstrdup(names[i]);
+		if (ignored(o, p))
+			continue;
+		int r = glob_expand(root_fd, p, comps + 1, o, out, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int cmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Cleans each source; globs are expanded in sorted order. */
+static int sources_resolve(int root_fd, char *const *srcs, const CopyOptions *o, char ***ret,
+			   KilnError **err)
+{
+	_cleanup_strv_free_ char **out = NULL;
+
+	for (size_t i = 0; srcs[i]; i++) {
+		_cleanup_free_ char *clean = NULL;
+		if (path_clean_relative(srcs[i], &clean) < 0)
+			return kiln_error(err, EXDEV, "%s: '%s' is outside the %s", o->what,
+					  srcs[i],
+					  o->from_context ? "build context" : "stage root");
+		if (!has_glob(clean)) {
+			strv_push(&out, clean);
+			continue;
+		}
+		_cleanup_strv_free_ char **comps = NULL;
+		char *save = NULL;
+		for (char *c = strtok_r(clean, "/", &save); c; c = strtok_r(NULL, "/", &save))
+			strv_push(&comps, c);
+		size_t before = strv_length(out);
+		int r = glob_expand(root_fd, "", comps, o, &out, err);
+		if (r < 0)
+			return r;
+		if (strv_length(out) == before)
+			return kiln_error(err, ENOENT, "%s: no source files match '%s'", o->what,
+					  srcs[i]);
+		qsort(out + before, strv_length(out) - before, sizeof(char *), cmp_strp);
+	}
+	*ret = TAKE_PTR(out);
+	return 0;
+}
+
+typedef struct CopyJob {
+	const CopyOptions *o;
+	int dest_root;
+} CopyJob;
+
+static int apply_meta(int fd, const char *name_or_null, const struct stat *st, const CopyJob *j,
+		      bool is_link, const char *dest_path, KilnError **err)
+{
+	uid_t uid = j->o->set_owner ? j->o->uid : st->st_uid;
+	gid_t gid = j->o->set_owner ? j->o->gid : st->st_gid;
+	const char *n = name_or_null ? name_or_null : "";
+	int flags = (name_or_null ? AT_SYMLINK_NOFOLLOW : AT_EMPTY_PATH);
+
+	if (fchownat(fd, n, uid, gid, flags) < 0) {
+		if (errno == EINVAL)
+			return kiln_error(err, EINVAL, "chown '%s' to %u:%u: id not mapped",
+					  dest_path, (unsigned)uid, (unsigned)gid);
+		return kiln_error_errno(err, errno, "chown '%s'", dest_path);
+	}
+	if (!is_link) {
+		mode_t mode = j->o->set_mode ? j->o->mode : (st->st_mode & 07777);
+		if (name_or_null ? fchmodat(fd, n, mode, 0) < 0 : fchmod(fd, mode) < 0)
+			return kiln_error_errno(err, errno, "chmod '%s'", dest_path);
+	}
+	struct timespec ts[2];
+	if (j->o->mtime >= 0) {
+		ts[0].tv_sec = ts[1].tv_sec = j->o->mtime;
+		ts[0].tv_nsec = ts[1].tv_nsec = 0;
+	} else {
+		ts[0] = st->st_atim;
+		ts[1] = st->st_mtim;
+	}
+	if (utimensat(fd, n, ts, flags) < 0)
+		return kiln_error_errno(err, errno, "set times of '%s'", dest_path);
+	return 0;
+}
+
+static int copy_file_data(int in, int out, const char *dest_path, KilnError **err)
+{
+	for (;;) {
+		ssize_t n = copy_file_range(in, NULL, out, NULL, 1 << 30, 0);
+		if (n == 0)
+			return 0;
+		if (n > 0)
+			continue;
+		if (errno != EXDEV && errno != EINVAL && errno != ENOSYS && errno != EOPNOTSUPP)
+			return kiln_error_errno(err, errno, "copy to '%s'", dest_path);
+		break;
+	}
+	char buf[65536];
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return kiln_error_errno(err, errno, "read source of '%s'", dest_path);
+		}
+		if (n == 0)
+			return 0;
+		int r = write_all(out, buf, (size_t)n);
+		if (r < 0)
+			return kiln_error_errno(err, -r, "write '%s'", dest_path);
+	}
+}
+
+/* Removes whatever is at dirfd/name unless it is a directory and keep_dir is set. */
+static int clear_entry(int dirfd, const char *name, bool keep_dir, bool *ret_is_dir,
+		       KilnError **err)
+{
+	struct stat st;
+
+	*ret_is_dir = false;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT ? 0 : kiln_error_errno(err, errno, "stat '%s'", name);
+	if (S_ISDIR(st.st_mode) && keep_dir) {
+		*ret_is_dir = true;
+		return 0;
+	}
+	return rm_rf_at(dirfd, name, err);
+}
+
+static int copy_entry(int src_dir, const char *name, const char *src_rel, int dest_dir,
+		      const char *dest_name, const char *dest_path, const CopyJob *j,
+		      KilnError **err);
+
+static int copy_dir_contents(int src_fd, const char *src_rel, int dest_fd, const char *dest_path,
+			     const CopyJob *j, KilnError **err)
+{
+	_cleanup_close_ int dup_fd = fcntl(src_fd, F_DUPFD_CLOEXEC, 3);
+	if (dup_fd < 0)
+		return kiln_error_errno(err, errno, "dup");
+	DIR *d = fdopendir(dup_fd);
+	if (!d)
+		return kiln_error_errno(err, errno, "opendir '%s'", src_rel);
+	dup_fd = -1;
+	_cleanup_strv_free_ char **names = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			strv_push(&names, de->d_name);
+	closedir(d);
+	size_t n = strv_length(names);
+	qsort(names, n, sizeof(char *), cmp_strp);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *rel = *src_rel && strcmp(src_rel, ".")
+					       ? xasprintf("%s/%s", src_rel, names[i])
+					       : xstrdup(names[i]);
+		_cleanup_free_ char *dp = strcmp(dest_path, "/") == 0
+					      ? xasprintf("/%s", names[i])
+					      : xasprintf("%s/%s", dest_path, names[i]);
+		if (ignored(j->o, rel) && !(j->o->from_context && j->o->ignore &&
+					    dockerignore_may_include_below(j->o->ignore, rel)))
+			continue;
+		int r = copy_entry(src_fd, names[i], rel, dest_fd, names[i], dp, j, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int copy_entry(int src_dir, const char *name, const char *src_rel, int dest_dir,
+		      const char *dest_name, const char *dest_path, const CopyJob *j,
+		      KilnError **err)
+{
+	struct stat st;
+	bool is_dir;
+	int r;
+
+	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return kiln_error_errno(err, errno, "stat '%s'", src_rel);
+	bool excluded = ignored(j->o, src_rel);
+	if (excluded && !S_ISDIR(st.st_mode))
+		return 0;
+	r = clear_entry(dest_dir, dest_name, S_ISDIR(st.st_mode), &is_dir, err);
+	if (r < 0)
+		return r;
+	if (S_ISDIR(st.st_mode)) {
+		if (!is_dir && mkdirat(dest_dir, dest_name, 0700) < 0)
+			return kiln_error_errno(err, errno, "mkdir '%s'", dest_path);
+		_cleanup_close_ int s =
+		    openat(src_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int d =
+		    openat(dest_dir, dest_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		if (s < 0 || d < 0)
+			return kiln_error_errno(err, errno, "open '%s'",
+						s < 0 ? src_rel : dest_path);
+		r = copy_dir_contents(s, src_rel, d, dest_path, j, err);
+		if (r < 0)
+			return r;
+		if (excluded && is_dir)
+			return 0;
+		return apply_meta(d, NULL, &st, j, false, dest_path, err);
+	}
+	if (S_ISLNK(st.st_mode)) {
+		char target[PATH_MAX + 1];
+		ssize_t n = readlinkat(src_dir, name, target, PATH_MAX);
+		if (n < 0)
+			return kiln_error_errno(err, errno, "readlink '%s'", src_rel);
+		target[n] = 0;
+		if (symlinkat(target, dest_dir, dest_name) < 0)
+			return kiln_error_errno(err, errno, "symlink '%s'", dest_path);
+		return apply_meta(dest_dir, dest_name, &st, j, true, dest_path, err);
+	}
+	if (S_ISREG(st.st_mode)) {
+		_cleanup_close_ int in = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		if (in < 0)
+			return kiln_error_errno(err, errno, "open '%s'", src_rel);
+		_cleanup_close_ int out =
+		    openat(dest_dir, dest_name,
+			   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (out < 0)
+			return kiln_error_errno(err, errno, "create '%s'", dest_path);
+		r = copy_file_data(in, out, dest_path, err);
+		if (r < 0)
+			return r;
+		return apply_meta(out, NULL, &st, j, false, dest_path, err);
+	}
+	if (mknodat(dest_dir, dest_name, st.st_mode & (S_IFMT | 07777), st.st_rdev) < 0)
+		return kiln_error_errno(err, errno, "mknod '%s'", dest_path);
+	return apply_meta(dest_dir, dest_name, &st, j, false, dest_path, err);
+}
+
+static bool looks_like_archive(int fd)
+{
+	struct archive *a = archive_read_new();
+	struct archive_entry *e;
+	bool ok;
+
+	archive_read_support_filter_all(a);
+	archive_read_support_format_tar(a);
+	ok = lseek(fd, 0, SEEK_SET) == 0 && archive_read_open_fd(a, fd, 65536) == ARCHIVE_OK &&
+	     archive_read_next_header(a, &e) == ARCHIVE_OK;
+	archive_read_free(a);
+	lseek(fd, 0, SEEK_SET);
+	return ok;
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+	size_t n = strlen(dir);
+
+	if (n && dir[n - 1] == '/')
+		return xasprintf("%s%s", dir, name);
+	return xasprintf("%s/%s", dir, name);
+}
+
+static const char *base_name(const char *p)
+{
+	const char *s = strrchr(p, '/');
+
+	return s ? s + 1 : p;
+}
+
+static int make_dest_dir(const CopyJob *j, const char *path, int *ret_fd, KilnError **err)
+{
+	uid_t uid = j->o->set_owner ? j->o->uid : 0;
+	gid_t gid = j->o->set_owner ? j->o->gid : 0;
+
+	return rootfs_mkdir_p(j->dest_root, path, 0755, uid, gid, ret_fd, err);
+}
+
+/* Copies one non-directory source (sfd: O_PATH, top-level symlinks already followed) to target. */
+static int copy_single_file(int sfd, const struct stat *st, const char *src, const char *target,
+			    const CopyJob *j, KilnError **err)
+{
+	_cleanup_close_ int pdir = -1;
+	_cleanup_free_ char *name = NULL;
+	_cleanup_free_ char *parent = xstrdup(target);
+	char *slash = strrchr(parent, '/');
+	bool is_dir;
+	int r;
+
+	if (slash && slash != parent)
+		*slash = 0;
+	else
+		strcpy(parent, "/");
+	r = make_dest_dir(j, parent, NULL, err);
+	if (r < 0)
+		return r;
+	r = rootfs_open_parent(j->dest_root, target, &pdir, &name, err);
+	if (r < 0)
+		return r;
+	r = clear_entry(pdir, name, false, &is_dir, err);
+	if (r < 0)
+		return r;
+	if (!S_ISREG(st->st_mode)) {
+		if (mknodat(pdir, name, st->st_mode & (S_IFMT | 07777), st->st_rdev) < 0)
+			return kiln_error_errno(err, errno, "mknod '%s'", target);
+		return apply_meta(pdir, name, st, j, false, target, err);
+	}
+	char proc[64];
+	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", sfd);
+	_cleanup_close_ int in = open(proc, O_RDONLY | O_CLOEXEC);
+	if (in < 0)
+		return kiln_error_errno(err, errno, "open '%s'", src);
+	_cleanup_close_ int out =
+	    openat(pdir, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (out < 0)
+		return kiln_error_errno(err, errno, "create '%s'", target);
+	r = copy_file_data(in, out, target, err);
+	if (r < 0)
+		return r;
+	return apply_meta(out, NULL, st, j, false, target, err);
+}
+
+static int copy_one_source(int src_root, const char *src, const char *dest, bool dest_is_dir,
+			   const CopyJob *j, KilnError **err)
+{
+	const CopyOptions *o = j->o;
+	_cleanup_close_ int sfd = open_source(src_root, src, o, O_PATH, err);
+	struct stat st;
+	int r;
+
+	if (sfd < 0)
+		return sfd;
+	if (fstat(sfd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat '%s'", src);
+	if (S_ISDIR(st.st_mode)) {
+		_cleanup_close_ int dfd = -1;
+		_cleanup_close_ int s = openat(sfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (s < 0)
+			return kiln_error_errno(err, errno, "open '%s'", src);
+		r = make_dest_dir(j, dest, &dfd, err);
+		if (r < 0)
+			return r;
+		return copy_dir_contents(s, strcmp(src, ".") ? src : "", dfd, dest, j, err);
+	}
+	_cleanup_free_ char *target = NULL;
+	_cleanup_close_ int probe = -1;
+	if (!dest_is_dir) {
+		probe = rootfs_open(j->dest_root, dest, O_PATH | O_DIRECTORY, 0);
+		dest_is_dir = probe >= 0;
+	}
+	if (S_ISREG(st.st_mode) && o->extract_archives) {
+		_cleanup_close_ int in = open_source(src_root, src, o, O_RDONLY, err);
+		if (in < 0)
+			return in;
+		if (looks_like_archive(in)) {
+			_cleanup_close_ int dfd = -1;
+			r = make_dest_dir(j, dest, &dfd, err);
+			if (r < 0)
+				return r;
+			LayerApplyOptions lo = {
+			    .mode = LAYER_APPLY_MERGE,
+			    .whiteouts = false,
+			    .keep_owner = true,
+			    .force_uid = o->set_owner ? o->uid : (uid_t)-1,
+			    .force_gid = o->set_owner ? o->gid : (gid_t)-1,
+			};
+			r = layer_apply(in, dfd, &lo, NULL, err);
+			if (r < 0)
+				return kiln_error_wrap(err, r, "%s: extract '%s'", o->what, src);
+			return 0;
+		}
+	}
+	target = dest_is_dir ? path_join(dest, base_name(src)) : xstrdup(dest);
+	return copy_single_file(sfd, &st, src, target, j, err);
+}
+
+int copy_into(int src_root_fd, char *const *srcs, int dest_root_fd, const char *dest,
+	      const CopyOptions *opts, KilnError **err)
+{
+	_cleanup_strv_free_ char **list = NULL;
+	CopyJob j = {.o = opts, .dest_root = dest_root_fd};
+	size_t n_given = strv_length(srcs);
+	bool dest_is_dir = dest[strlen(dest) - 1] == '/';
+	int r;
+
+	r = sources_resolve(src_root_fd, srcs, opts, &list, err);
+	if (r < 0)
+		return r;
+	bool any_glob = false;
+	for (size_t i = 0; i < n_given; i++)
+		any_glob |= has_glob(srcs[i]);
+	if ((n_given > 1 || (any_glob && strv_length(list) > 1)) && !dest_is_dir)
+		return kiln_error(err, EINVAL,
+				  "%s: with more than one source the destination must be a "
+				  "directory and end with '/': '%s'",
+				  opts->what, dest);
+	for (size_t i = 0; list[i]; i++) {
+		r = copy_one_source(src_root_fd, list[i], dest, dest_is_dir, &j, err);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

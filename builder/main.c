@@ -1,4 +1,6 @@
-int main(void)
+#include "builder/cli.h"
+
+int main(int argc, char **argv)
 {
-	return 1;
+	return cli_main(argc, argv);
 }

@@ -32,15 +32,26 @@ int write_all(int fd, const void *buf, size_t len)
 
 int read_all_fd(int fd, size_t max, char **ret_data, size_t *ret_len, KilnError **err)
 {
-	size_t cap = 4096, len = 0;
+	size_t cap = max < 4096 ? max : 4096, len = 0;
 	_cleanup_free_ char *buf = malloc(cap + 1);
 
 	if (!buf)
 		return kiln_error(err, ENOMEM, "out of memory");
 	for (;;) {
 		if (len == cap) {
-			if (cap >= max)
-				return kiln_error(err, EFBIG, "input larger than %zu bytes", max);
+			if (cap >= max) {
+				char extra;
+				ssize_t n;
+				do
+					n = read(fd, &extra, 1);
+				while (n < 0 && errno == EINTR);
+				if (n < 0)
+					return kiln_error_errno(err, errno, "read");
+				if (n > 0)
+					return kiln_error(err, EFBIG, "input larger than %zu bytes",
+							  max);
+				break;
+			}
 			cap = cap * 2 > max ? max : cap * 2;
 			char *nb = realloc(buf, cap + 1);
 			if (!nb)

@@ -1,1 +1,476 @@
-/* placeholder: being written */
+#include "export.h"
+
+#include <archive.h>
+#include <archive_entry.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <libgen.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+
+#define COPY_BUF (64u << 10)
+#define INDEX_DEPTH_MAX 4
+#define OCI_LAYOUT_JSON "{\"imageLayoutVersion\":\"1.0.0\"}"
+
+/* The files of an artifact: blobs copied from the store, or small generated documents. */
+typedef struct Item {
+	char *name;
+	bool dir;
+	char digest[DIGEST_STRING_MAX]; /* blob, when data is NULL and !dir */
+	int64_t size;
+	char *data;
+} Item;
+
+typedef struct Items {
+	Item *v;
+	size_t n;
+} Items;
+
+static void items_done(Items *it)
+{
+	for (size_t i = 0; i < it->n; i++) {
+		free(it->v[i].name);
+		free(it->v[i].data);
+	}
+	free(it->v);
+}
+
+static Item *items_add(Items *it, char *name)
+{
+	for (size_t i = 0; i < it->n; i++)
+		if (!strcmp(it->v[i].name, name)) {
+			free(name);
+			return NULL;
+		}
+	it->v = xrealloc(it->v, (it->n + 1) * sizeof(*it->v));
+	Item *e = &it->v[it->n++];
+	*e = (Item){.name = name};
+	return e;
+}
+
+static void items_add_data(Items *it, const char *name, char *data)
+{
+	Item *e = items_add(it, xstrdup(name));
+
+	if (!e) {
+		free(data);
+		return;
+	}
+	e->data = data;
+	e->size = (int64_t)strlen(data);
+}
+
+static int items_add_blob(Store *s, Items *it, const char *digest, int64_t size, KilnError **err)
+{
+	if (!digest_is_valid(digest))
+		return kiln_error(err, EINVAL, "invalid digest '%s'", digest);
+	if (!store_has_blob(s, digest))
+		return kiln_error(err, ENOENT, "blob %s is not in the store", digest);
+	Item *e = items_add(it, xasprintf("blobs/sha256/%s", digest_hex(digest)));
+	if (e) {
+		memcpy(e->digest, digest, DIGEST_STRING_MAX);
+		e->size = size;
+	}
+	return 0;
+}
+
+static int cmp_items(const void *a, const void *b)
+{
+	return strcmp(((const Item *)a)->name, ((const Item *)b)->name);
+}
+
+static int read_described(Store *s, const OciDescriptor *d, char **ret, size_t *ret_len,
+			  KilnError **err)
+{
+	int r = store_read_blob(s, d->digest, OCI_MANIFEST_MAX, ret, ret_len, err);
+
+	if (r < 0)
+		return r;
+	if ((int64_t)*ret_len != d->size) {
+		free(*ret);
+		*ret = NULL;
+		return kiln_error(err, EIO, "blob %s has %zu bytes, its descriptor says %lld",
+				  d->digest, *ret_len, (long long)d->size);
+	}
+	return 0;
+}
+
+/* Adds d and everything reachable from it. */
+static int collect_blobs(Store *s, const OciDescriptor *d, unsigned depth, Items *it,
+			 KilnError **err)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int r;
+
+	if (depth > INDEX_DEPTH_MAX)
+		return kiln_error(err, ELOOP, "index %s: indexes nested too deeply", d->digest);
+	r = items_add_blob(s, it, d->digest, d->size, err);
+	if (r < 0)
+		return r;
+	if (oci_media_type_is_index(d->media_type)) {
+		OciDescriptor *v = NULL;
+		size_t n = 0;
+		r = read_described(s, d, &data, &len, err);
+		if (r < 0)
+			return r;
+		r = oci_index_parse(data, len, &v, &n, err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "index %s", d->digest);
+		for (size_t i = 0; i < n && r >= 0; i++)
+			r = collect_blobs(s, &v[i], depth + 1, it, err);
+		oci_descriptors_free(v, n);
+		return r;
+	}
+	if (oci_media_type_is_manifest(d->media_type)) {
+		_cleanup_(oci_image_freep) OciImage *img = NULL;
+		r = read_described(s, d, &data, &len, err);
+		if (r < 0)
+			return r;
+		r = oci_manifest_parse(data, len, &img, err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "manifest %s", d->digest);
+		r = items_add_blob(s, it, img->config_digest, img->config_size, err);
+		for (size_t i = 0; i < img->n_layers && r >= 0; i++)
+			r = items_add_blob(s, it, img->layers[i].digest, img->layers[i].size, err);
+		return r;
+	}
+	return 0;
+}
+
+static void items_add_layout(Items *it)
+{
+	items_add(it, xstrdup("blobs/"))->dir = true;
+	items_add(it, xstrdup("blobs/sha256/"))->dir = true;
+	items_add_data(it, "oci-layout", xstrdup(OCI_LAYOUT_JSON));
+}
+
+/* The index.json entry of an export: root, with its name annotations replaced. */
+static int named_descriptor(const OciDescriptor *root, const char *name, OciDescriptor *ret,
+			    KilnError **err)
+{
+	_cleanup_free_ char *norm = NULL;
+	json_t *ann = json_object();
+
+	if (root->annotations)
+		json_object_update(ann, root->annotations);
+	json_object_del(ann, CONTAINERD_ANNOTATION_IMAGE_NAME);
+	json_object_del(ann, OCI_ANNOTATION_REF_NAME);
+	if (name) {
+		int r = store_name_normalize(name, &norm, err);
+		if (r < 0) {
+			json_decref(ann);
+			return r;
+		}
+		_cleanup_free_ char *full = store_name_qualify(norm);
+		json_object_set_new(ann, CONTAINERD_ANNOTATION_IMAGE_NAME, json_string(full));
+		json_object_set_new(ann, OCI_ANNOTATION_REF_NAME,
+				    json_string(store_name_tag(norm)));
+	}
+	*ret = *root;
+	ret->annotations = ann;
+	return 0;
+}
+
+static char *index_json(const OciDescriptor *entries, size_t n)
+{
+	_cleanup_json_ json_t *index = json_object();
+	json_t *m = json_array();
+
+	json_object_set_new(index, "schemaVersion", json_integer(2));
+	json_object_set_new(index, "mediaType", json_string(MT_OCI_INDEX));
+	json_object_set_new(index, "manifests", m);
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(m, oci_descriptor_to_json(&entries[i]));
+	return oci_json_dump(index);
+}
+
+static int oci_items(Store *s, const OciDescriptor *root, const char *name, Items *it,
+		     KilnError **err)
+{
+	OciDescriptor entry;
+	int r;
+
+	r = named_descriptor(root, name, &entry, err);
+	if (r < 0)
+		return r;
+	items_add_layout(it);
+	items_add_data(it, "index.json", index_json(&entry, 1));
+	oci_descriptor_done(&entry);
+	r = collect_blobs(s, root, 0, it, err);
+	if (r < 0)
+		return r;
+	qsort(it->v, it->n, sizeof(*it->v), cmp_items);
+	return 0;
+}
+
+typedef int (*WriteFn)(void *ctx, const void *buf, size_t len, KilnError **err);
+
+/* Copies a blob out of the store, checking its size and digest on the way. */
+static int copy_blob(Store *s, const Item *e, WriteFn fn, void *ctx, KilnError **err)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_(sha256_freep) Sha256 *h = NULL;
+	_cleanup_free_ char *buf = xcalloc(1, COPY_BUF);
+	char actual[DIGEST_STRING_MAX];
+	int64_t total = 0;
+	int r;
+
+	r = store_open_blob(s, e->digest, &fd, err);
+	if (r < 0)
+		return r;
+	r = sha256_new(&h, err);
+	if (r < 0)
+		return r;
+	for (;;) {
+		ssize_t n = read(fd, buf, COPY_BUF);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kiln_error_errno(err, errno, "read blob %s", e->digest);
+		if (n == 0)
+			break;
+		if (total + n > e->size)
+			return kiln_error(err, EIO, "blob %s is larger than its descriptor says",
+					  e->digest);
+		sha256_update(h, buf, (size_t)n);
+		total += n;
+		r = fn(ctx, buf, (size_t)n, err);
+		if (r < 0)
+			return r;
+	}
+	sha256_final(h, actual);
+	if (total != e->size || strcmp(actual, e->digest) != 0)
+		return kiln_error(err, EIO, "blob %s is corrupt in the store (content %s)",
+				  e->digest, actual);
+	return 0;
+}
+
+static int archive_write_fn(void *ctx, const void *buf, size_t len, KilnError **err)
+{
+	struct archive *a = ctx;
+
+	if (archive_write_data(a, buf, len) != (la_ssize_t)len)
+		return kiln_error(err, EIO, "write archive: %s", archive_error_string(a));
+	return 0;
+}
+
+static void archive_write_freep(struct archive **a)
+{
+	if (*a)
+		archive_write_free(*a);
+}
+
+static int write_tar(Store *s, const Items *it, int fd, KilnError **err)
+{
+	_cleanup_(archive_write_freep) struct archive *a = archive_write_new();
+
+	if (!a)
+		return kiln_error(err, ENOMEM, "out of memory");
+	/* ustar headers for our short names; pax only if ever needed (never for these names). */
+	if (archive_write_set_format_pax_restricted(a) != ARCHIVE_OK ||
+	    archive_write_add_filter_none(a) != ARCHIVE_OK ||
+	    archive_write_open_fd(a, fd) != ARCHIVE_OK)
+		return kiln_error(err, EIO, "write archive: %s", archive_error_string(a));
+	for (size_t i = 0; i < it->n; i++) {
+		const Item *e = &it->v[i];
+		struct archive_entry *ae = archive_entry_new();
+		archive_entry_set_pathname(ae, e->name);
+		archive_entry_set_filetype(ae, e->dir ? AE_IFDIR : AE_IFREG);
+		archive_entry_set_perm(ae, e->dir ? 0755 : 0644);
+		archive_entry_set_size(ae, e->dir ? 0 : e->size);
+		archive_entry_set_mtime(ae, 0, 0);
+		archive_entry_set_uid(ae, 0);
+		archive_entry_set_gid(ae, 0);
+		int ar = archive_write_header(a, ae);
+		archive_entry_free(ae);
+		if (ar != ARCHIVE_OK)
+			return kiln_error(err, EIO, "write archive entry '%s': %s", e->name,
+					  archive_error_string(a));
+		int r = 0;
+		if (e->data)
+			r = archive_write_fn(a, e->data, (size_t)e->size, err);
+		else if (!e->dir)
+			r = copy_blob(s, e, archive_write_fn, a, err);
+		if (r < 0)
+			return r;
+	}
+	if (archive_write_close(a) != ARCHIVE_OK)
+		return kiln_error(err, EIO, "write archive: %s", archive_error_string(a));
+	return 0;
+}
+
+/* Writes the tar to dest atomically, or to stdout for "-". */
+static int write_tar_atomic(Store *s, const Items *it, const char *dest, KilnError **err)
+{
+	if (!strcmp(dest, "-"))
+		return write_tar(s, it, STDOUT_FILENO, err);
+
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp-XXXXXX", dest);
+	_cleanup_close_ int fd = mkostemp(tmp, O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "create '%s'", tmp);
+	r = write_tar(s, it, fd, err);
+	if (r >= 0 && fchmod(fd, 0644) < 0)
+		r = kiln_error_errno(err, errno, "chmod '%s'", tmp);
+	if (r >= 0 && fsync(fd) < 0)
+		r = kiln_error_errno(err, errno, "fsync '%s'", tmp);
+	if (r >= 0 && rename(tmp, dest) < 0)
+		r = kiln_error_errno(err, errno, "rename '%s' to '%s'", tmp, dest);
+	if (r < 0) {
+		unlink(tmp);
+		return kiln_error_wrap(err, r, "write '%s'", dest);
+	}
+	return 0;
+}
+
+int export_oci_archive(Store *s, const OciDescriptor *root, const char *name, const char *dest,
+		       KilnError **err)
+{
+	_cleanup_(items_done) Items it = {0};
+	int r;
+
+	r = oci_items(s, root, name, &it, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "export %s", root->digest);
+	return write_tar_atomic(s, &it, dest, err);
+}
+
+static int fd_write_fn(void *ctx, const void *buf, size_t len, KilnError **err)
+{
+	int r = write_all(*(int *)ctx, buf, len);
+
+	if (r < 0)
+		return kiln_error_errno(err, r, "write");
+	return 0;
+}
+
+static int dir_write_blob(Store *s, int blobs_fd, const Item *e, KilnError **err)
+{
+	const char *hex = digest_hex(e->digest);
+	_cleanup_free_ char *tmp = xasprintf(".tmp-%s-%d", hex, (int)getpid());
+	_cleanup_close_ int fd =
+	    openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	int r;
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "create blobs/sha256/%s", tmp);
+	r = copy_blob(s, e, fd_write_fn, &fd, err);
+	if (r >= 0 && fsync(fd) < 0)
+		r = kiln_error_errno(err, errno, "fsync blob %s", e->digest);
+	if (r >= 0 && renameat(blobs_fd, tmp, blobs_fd, hex) < 0)
+		r = kiln_error_errno(err, errno, "rename blob %s", e->digest);
+	if (r < 0)
+		unlinkat(blobs_fd, tmp, 0);
+	return r;
+}
+
+int export_oci_dir(Store *s, const OciDescriptor *root, const char *name, const char *dest_dir,
+		   KilnError **err)
+{
+	_cleanup_(items_done) Items it = {0};
+	_cleanup_close_ int dfd = -1, blobs_fd = -1;
+	int r;
+
+	r = oci_items(s, root, name, &it, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "export %s", root->digest);
+	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dest_dir);
+	r = mkdir_p(blobs, 0755, err);
+	if (r < 0)
+		return r;
+	dfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", dest_dir);
+	blobs_fd = openat(dfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (blobs_fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", blobs);
+	/* Blobs first, index.json last: a reader never sees an index naming a missing blob. */
+	for (size_t i = 0; i < it.n; i++) {
+		const Item *e = &it.v[i];
+		if (e->dir || e->data)
+			continue;
+		r = dir_write_blob(s, blobs_fd, e, err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
+	}
+	if (fsync(blobs_fd) < 0)
+		return kiln_error_errno(err, errno, "fsync '%s'", blobs);
+	for (size_t pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < it.n; i++) {
+			const Item *e = &it.v[i];
+			bool is_index = !strcmp(e->name, "index.json");
+			if (!e->data || is_index != (pass == 1))
+				continue;
+			r = write_file_atomic_at(dfd, e->name, e->data, (size_t)e->size, 0644, err);
+			if (r < 0)
+				return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
+		}
+	return 0;
+}
+
+static json_t *blob_path_json(const char *digest)
+{
+	_cleanup_free_ char *p = xasprintf("blobs/sha256/%s", digest_hex(digest));
+
+	return json_string(p);
+}
+
+int export_docker_archive(Store *s, const OciImage *img, char *const *repo_tags, const char *dest,
+			  KilnError **err)
+{
+	_cleanup_(items_done) Items it = {0};
+	_cleanup_json_ json_t *list = json_array();
+	json_t *m = json_object(), *tags = json_array(), *layers = json_array();
+	size_t n_tags = strv_length(repo_tags);
+	OciDescriptor *entries = xcalloc(n_tags + 1, sizeof(*entries));
+	size_t n_entries = 0;
+	int r = 0;
+
+	json_array_append_new(list, m);
+	json_object_set_new(m, "Config", blob_path_json(img->config_digest));
+	json_object_set_new(m, "RepoTags", tags);
+	json_object_set_new(m, "Layers", layers);
+
+	OciDescriptor md = {.size = img->manifest_size};
+	memcpy(md.media_type, img->manifest_media_type, sizeof(md.media_type));
+	memcpy(md.digest, img->manifest_digest, sizeof(md.digest));
+	for (size_t i = 0; i < n_tags && r >= 0; i++) {
+		_cleanup_free_ char *norm = NULL;
+		r = store_name_normalize(repo_tags[i], &norm, err);
+		if (r >= 0) {
+			json_array_append_new(tags, json_string(norm));
+			r = named_descriptor(&md, norm, &entries[n_entries], err);
+		}
+		if (r >= 0)
+			n_entries++;
+	}
+	if (r >= 0 && n_tags == 0)
+		entries[n_entries++] = md;
+	if (r >= 0)
+		items_add_data(&it, "index.json", index_json(entries, n_entries));
+	oci_descriptors_free(entries, n_entries);
+	if (r < 0)
+		return r;
+
+	items_add_layout(&it);
+	r = items_add_blob(s, &it, img->manifest_digest, img->manifest_size, err);
+	if (r >= 0)
+		r = items_add_blob(s, &it, img->config_digest, img->config_size, err);
+	for (size_t i = 0; i < img->n_layers && r >= 0; i++) {
+		r = items_add_blob(s, &it, img->layers[i].digest, img->layers[i].size, err);
+		json_array_append_new(layers, blob_path_json(img->layers[i].digest));
+	}
+	if (r < 0)
+		return kiln_error_wrap(err, r, "export %s", img->manifest_digest);
+	items_add_data(&it, "manifest.json", oci_json_dump(list));
+	qsort(it.v, it.n, sizeof(*it.v), cmp_items);
+	return write_tar_atomic(s, &it, dest, err);
+}

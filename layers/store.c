@@ -1,1 +1,686 @@
-/* placeholder: being written */
+#include "store.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+
+#define INDEX_MAX (64u << 20)
+#define OCI_LAYOUT_JSON "{\"imageLayoutVersion\":\"1.0.0\"}"
+
+struct Store {
+	char *path;
+	int dirfd;
+	int blobsfd; /* ROOT/blobs/sha256 */
+	int tmpfd;   /* ROOT/tmp */
+};
+
+struct BlobWriter {
+	Store *store;
+	int fd;
+	char tmpname[64];
+	Sha256 *hash;
+	int64_t size;
+	bool finished;
+	char digest[DIGEST_STRING_MAX];
+};
+
+static int open_dir_at(int dirfd, const char *name, bool create, int *ret_fd, KilnError **err)
+{
+	if (create && mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+		return kiln_error_errno(err, errno, "mkdir '%s'", name);
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", name);
+	*ret_fd = fd;
+	return 0;
+}
+
+int store_lock(Store *s, int *ret_fd, KilnError **err)
+{
+	_cleanup_close_ int fd =
+	    openat(s->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/lock'", s->path);
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			return kiln_error_errno(err, errno, "lock '%s/lock'", s->path);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int write_if_missing(Store *s, const char *name, const char *data, KilnError **err)
+{
+	if (faccessat(s->dirfd, name, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+		return 0;
+	if (errno != ENOENT)
+		return kiln_error_errno(err, errno, "access '%s/%s'", s->path, name);
+	return write_file_atomic_at(s->dirfd, name, data, strlen(data), 0644, err);
+}
+
+static int store_init_layout(Store *s, KilnError **err)
+{
+	_cleanup_close_ int blobs = -1, lock = -1;
+	int r;
+
+	r = open_dir_at(s->dirfd, "blobs", true, &blobs, err);
+	if (r < 0)
+		return r;
+	r = open_dir_at(blobs, "sha256", true, &s->blobsfd, err);
+	if (r < 0)
+		return r;
+	r = open_dir_at(s->dirfd, "tmp", true, &s->tmpfd, err);
+	if (r < 0)
+		return r;
+	r = store_lock(s, &lock, err);
+	if (r < 0)
+		return r;
+	r = write_if_missing(s, "oci-layout", OCI_LAYOUT_JSON, err);
+	if (r < 0)
+		return r;
+	return write_if_missing(
+	    s, "index.json",
+	    "{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX "\",\"manifests\":[]}", err);
+}
+
+int store_open(const char *root, Store **ret, KilnError **err)
+{
+	_cleanup_(store_freep) Store *s = xcalloc(1, sizeof(*s));
+	int r;
+
+	s->dirfd = s->blobsfd = s->tmpfd = -1;
+	s->path = xstrdup(root);
+	r = mkdir_p(root, 0755, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "open store '%s'", root);
+	s->dirfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (s->dirfd < 0)
+		return kiln_error_errno(err, errno, "open store '%s'", root);
+	r = store_init_layout(s, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "open store '%s'", root);
+	*ret = TAKE_PTR(s);
+	return 0;
+}
+
+void store_free(Store *s)
+{
+	if (!s)
+		return;
+	closep(&s->dirfd);
+	closep(&s->blobsfd);
+	closep(&s->tmpfd);
+	free(s->path);
+	free(s);
+}
+
+const char *store_path(const Store *s)
+{
+	return s->path;
+}
+
+int store_dirfd(const Store *s)
+{
+	return s->dirfd;
+}
+
+/* Blobs */
+
+int store_blob_writer_new(Store *s, BlobWriter **ret, KilnError **err)
+{
+	_cleanup_(blob_writer_freep) BlobWriter *w = xcalloc(1, sizeof(*w));
+	uint64_t rnd[2];
+	int r;
+
+	w->store = s;
+	w->fd = -1;
+	r = sha256_new(&w->hash, err);
+	if (r < 0)
+		return r;
+	for (int tries = 0; w->fd < 0; tries++) {
+		if (getrandom(rnd, sizeof(rnd), 0) != sizeof(rnd))
+			return kiln_error_errno(err, errno, "getrandom");
+		snprintf(w->tmpname, sizeof(w->tmpname), "blob-%016llx%016llx",
+			 (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
+		w->fd = openat(s->tmpfd, w->tmpname,
+			       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (w->fd < 0 && (errno != EEXIST || tries > 8)) {
+			w->tmpname[0] = 0;
+			return kiln_error_errno(err, errno, "create temp file in '%s/tmp'",
+						s->path);
+		}
+	}
+	*ret = TAKE_PTR(w);
+	return 0;
+}
+
+int blob_writer_write(BlobWriter *w, const void *buf, size_t len, KilnError **err)
+{
+	if (w->finished)
+		return kiln_error(err, EINVAL, "blob writer already finished");
+	int r = write_all(w->fd, buf, len);
+	if (r < 0)
+		return kiln_error_errno(err, r, "write '%s/tmp/%s'", w->store->path, w->tmpname);
+	sha256_update(w->hash, buf, len);
+	w->size += (int64_t)len;
+	return 0;
+}
+
+static void blob_writer_discard(BlobWriter *w)
+{
+	closep(&w->fd);
+	w->fd = -1;
+	if (w->tmpname[0])
+		unlinkat(w->store->tmpfd, w->tmpname, 0);
+	w->tmpname[0] = 0;
+}
+
+int blob_writer_finish(BlobWriter *w, const char *expected_digest,
+		       char ret_digest[DIGEST_STRING_MAX], int64_t *ret_size, KilnError **err)
+{
+	if (!w->finished) {
+		if (!w->tmpname[0])
+			return kiln_error(err, EINVAL, "blob writer failed earlier");
+		sha256_final(w->hash, w->digest);
+		w->finished = true;
+		if (fsync(w->fd) < 0) {
+			int e = errno;
+			blob_writer_discard(w);
+			return kiln_error_errno(err, e, "fsync blob %s", w->digest);
+		}
+		closep(&w->fd);
+		w->fd = -1;
+	}
+	if (!w->tmpname[0])
+		return kiln_error(err, EINVAL, "blob writer failed earlier");
+	if (expected_digest && strcmp(expected_digest, w->digest) != 0) {
+		blob_writer_discard(w);
+		return kiln_error(err, EIO, "digest mismatch: expected %s, content is %s",
+				  expected_digest, w->digest);
+	}
+	if (ret_digest)
+		memcpy(ret_digest, w->digest, DIGEST_STRING_MAX);
+	if (ret_size)
+		*ret_size = w->size;
+	return 0;
+}
+
+int blob_writer_open_data(BlobWriter *w, int *ret_fd, KilnError **err)
+{
+	if (!w->finished || !w->tmpname[0])
+		return kiln_error(err, EINVAL, "blob writer not finished");
+	int fd = openat(w->store->tmpfd, w->tmpname, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/tmp/%s'", w->store->path, w->tmpname);
+	*ret_fd = fd;
+	return 0;
+}
+
+static int blob_publish(BlobWriter *w, KilnError **err)
+{
+	Store *s = w->store;
+	const char *hex = digest_hex(w->digest);
+
+	/* link(2) never replaces: an existing blob (same bytes, by its name) is kept, and a
+	 * concurrent writer of the same content cannot observe a half-written file. */
+	if (linkat(s->tmpfd, w->tmpname, s->blobsfd, hex, 0) < 0 && errno != EEXIST) {
+		int e = errno;
+		if (renameat2(s->tmpfd, w->tmpname, s->blobsfd, hex, RENAME_NOREPLACE) < 0 &&
+		    errno != EEXIST)
+			return kiln_error_errno(err, e, "store blob %s", w->digest);
+	}
+	blob_writer_discard(w);
+	if (fsync(s->blobsfd) < 0)
+		return kiln_error_errno(err, errno, "fsync '%s/blobs/sha256'", s->path);
+	return 0;
+}
+
+int blob_writer_commit(BlobWriter *w, const char *expected_digest,
+		       char ret_digest[DIGEST_STRING_MAX], int64_t *ret_size, KilnError **err)
+{
+	char digest[DIGEST_STRING_MAX];
+	int64_t size;
+	int r;
+
+	r = blob_writer_finish(w, expected_digest, digest, &size, err);
+	if (r < 0)
+		return r;
+	r = blob_publish(w, err);
+	if (r < 0)
+		return r;
+	if (ret_digest)
+		memcpy(ret_digest, digest, DIGEST_STRING_MAX);
+	if (ret_size)
+		*ret_size = size;
+	return 0;
+}
+
+void blob_writer_free(BlobWriter *w)
+{
+	if (!w)
+		return;
+	blob_writer_discard(w);
+	sha256_free(w->hash);
+	free(w);
+}
+
+int store_put_blob(Store *s, const void *data, size_t len, const char *expected_digest,
+		   char ret_digest[DIGEST_STRING_MAX], KilnError **err)
+{
+	_cleanup_(blob_writer_freep) BlobWriter *w = NULL;
+	int r;
+
+	if (expected_digest && !digest_is_valid(expected_digest))
+		return kiln_error(err, EINVAL, "invalid digest '%s'", expected_digest);
+	r = store_blob_writer_new(s, &w, err);
+	if (r < 0)
+		return r;
+	r = blob_writer_write(w, data, len, err);
+	if (r < 0)
+		return r;
+	return blob_writer_commit(w, expected_digest, ret_digest, NULL, err);
+}
+
+bool store_has_blob(Store *s, const char *digest)
+{
+	struct stat st;
+
+	if (!digest_is_valid(digest))
+		return false;
+	return fstatat(s->blobsfd, digest_hex(digest), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       S_ISREG(st.st_mode);
+}
+
+int store_open_blob(Store *s, const char *digest, int *ret_fd, KilnError **err)
+{
+	if (!digest_is_valid(digest))
+		return kiln_error(err, EINVAL, "invalid digest '%s'", digest ? digest : "");
+	int fd = openat(s->blobsfd, digest_hex(digest), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd < 0) {
+		if (errno == ENOENT)
+			return kiln_error(err, ENOENT, "blob %s not found in store", digest);
+		return kiln_error_errno(err, errno, "open blob %s", digest);
+	}
+	*ret_fd = fd;
+	return 0;
+}
+
+int store_read_blob(Store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,
+		    KilnError **err)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *data = NULL;
+	char actual[DIGEST_STRING_MAX];
+	size_t len = 0;
+	struct stat st;
+	int r;
+
+	r = store_open_blob(s, digest, &fd, err);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat blob %s", digest);
+	if (!S_ISREG(st.st_mode))
+		return kiln_error(err, EIO, "blob %s is not a regular file", digest);
+	if ((uint64_t)st.st_size > max)
+		return kiln_error(err, EFBIG, "blob %s is larger than %zu bytes", digest, max);
+	/* read_all_fd() refuses input of exactly `max` bytes: give it one byte of room. */
+	r = read_all_fd(fd, (size_t)st.st_size + 1, &data, &len, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "read blob %s", digest);
+	if (len > max)
+		return kiln_error(err, EFBIG, "blob %s is larger than %zu bytes", digest, max);
+	digest_buffer(data, len, actual);
+	if (strcmp(actual, digest) != 0)
+		return kiln_error(err, EIO, "blob %s is corrupt: content digest is %s", digest,
+				  actual);
+	*ret_data = TAKE_PTR(data);
+	if (ret_len)
+		*ret_len = len;
+	return 0;
+}
+
+/* Names: the distribution/reference grammar. */
+
+static bool is_lower_alnum(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static bool is_alnum(char c)
+{
+	return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
+}
+
+/* path-component := [a-z0-9]+ (separator [a-z0-9]+)*, separator := [_.] | "__" | "-"+ */
+static bool path_component_valid(const char *p, size_t n)
+{
+	size_t i = 0;
+
+	if (n == 0 || !is_lower_alnum(p[0]) || !is_lower_alnum(p[n - 1]))
+		return false;
+	while (i < n) {
+		if (is_lower_alnum(p[i])) {
+			i++;
+			continue;
+		}
+		size_t j = i;
+		while (j < n && !is_lower_alnum(p[j]))
+			j++;
+		size_t sep = j - i;
+		bool dashes = strspn(p + i, "-") >= sep;
+		if (!(sep == 1 && (p[i] == '.' || p[i] == '_')) &&
+		    !(sep == 2 && p[i] == '_' && p[i + 1] == '_') && !dashes)
+			return false;
+		i = j;
+	}
+	return true;
+}
+
+/* domain := host [":" port]; host := component ("." component)*, component :=
+ * [a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9] */
+static bool domain_valid(const char *p, size_t n)
+{
+	const char *colon = memchr(p, ':', n);
+	size_t host_n = colon ? (size_t)(colon - p) : n;
+
+	if (colon) {
+		size_t port_n = n - host_n - 1;
+		if (port_n == 0 || port_n > 5 || strspn(colon + 1, "0123456789") < port_n)
+			return false;
+	}
+	if (host_n == 0)
+		return false;
+	for (size_t i = 0; i < host_n;) {
+		size_t j = i;
+		while (j < host_n && p[j] != '.')
+			j++;
+		if (j == i || !is_alnum(p[i]) || !is_alnum(p[j - 1]))
+			return false;
+		for (size_t k = i; k < j; k++)
+			if (!is_alnum(p[k]) && p[k] != '-')
+				return false;
+		i = j + 1;
+		if (j < host_n && i == host_n)
+			return false;
+	}
+	return true;
+}
+
+static bool tag_valid(const char *t)
+{
+	size_t n = strlen(t);
+
+	if (n == 0 || n > 128 || !(is_alnum(t[0]) || t[0] == '_'))
+		return false;
+	for (size_t i = 1; i < n; i++)
+		if (!is_alnum(t[i]) && t[i] != '_' && t[i] != '.' && t[i] != '-')
+			return false;
+	return true;
+}
+
+int store_name_normalize(const char *name, char **ret, KilnError **err)
+{
+	if (!name || !*name)
+		return kiln_error(err, KILN_EUSAGE, "invalid image name ''");
+	if (strchr(name, '@'))
+		return kiln_error(err, KILN_EUSAGE,
+				  "invalid image name '%s': digest references are not supported",
+				  name);
+
+	const char *slash = strrchr(name, '/');
+	const char *colon = strrchr(slash ? slash : name, ':');
+	size_t repo_n = colon ? (size_t)(colon - name) : strlen(name);
+	const char *tag = colon ? colon + 1 : "latest";
+
+	if (repo_n == 0 || repo_n > 255)
+		return kiln_error(err, KILN_EUSAGE, "invalid image name '%s'", name);
+	if (!tag_valid(tag))
+		return kiln_error(err, KILN_EUSAGE, "invalid image name '%s': bad tag '%s'", name,
+				  tag);
+
+	const char *first_slash = memchr(name, '/', repo_n);
+	size_t pos = 0;
+	if (first_slash) {
+		size_t n = (size_t)(first_slash - name);
+		bool is_domain = memchr(name, '.', n) || memchr(name, ':', n) ||
+				 (n == 9 && !strncmp(name, "localhost", 9));
+		for (size_t i = 0; i < n && !is_domain; i++)
+			is_domain = name[i] >= 'A' && name[i] <= 'Z';
+		if (is_domain) {
+			if (!domain_valid(name, n))
+				return kiln_error(err, KILN_EUSAGE,
+						  "invalid image name '%s': bad registry '%.*s'",
+						  name, (int)n, name);
+			pos = n + 1;
+		}
+	}
+	if (pos >= repo_n)
+		return kiln_error(err, KILN_EUSAGE, "invalid image name '%s'", name);
+	while (pos < repo_n) {
+		const char *end = memchr(name + pos, '/', repo_n - pos);
+		size_t n = end ? (size_t)(end - (name + pos)) : repo_n - pos;
+		if (!path_component_valid(name + pos, n))
+			return kiln_error(err, KILN_EUSAGE,
+					  "invalid image name '%s': repository must be lowercase "
+					  "letters, digits and separators",
+					  name);
+		pos += n + 1;
+		if (end && pos == repo_n)
+			return kiln_error(err, KILN_EUSAGE, "invalid image name '%s'", name);
+	}
+	*ret = xasprintf("%.*s:%s", (int)repo_n, name, tag);
+	return 0;
+}
+
+const char *store_name_tag(const char *normalized)
+{
+	const char *slash = strrchr(normalized, '/');
+	const char *colon = strrchr(slash ? slash : normalized, ':');
+
+	return colon ? colon + 1 : "latest";
+}
+
+char *store_name_qualify(const char *normalized)
+{
+	const char *slash = strchr(normalized, '/');
+
+	if (slash) {
+		size_t n = (size_t)(slash - normalized);
+		if (memchr(normalized, '.', n) || memchr(normalized, ':', n) ||
+		    (n == 9 && !strncmp(normalized, "localhost", 9)))
+			return xstrdup(normalized);
+		return xasprintf("docker.io/%s", normalized);
+	}
+	return xasprintf("docker.io/library/%s", normalized);
+}
+
+/* index.json */
+
+static int index_load(Store *s, json_t **ret, KilnError **err)
+{
+	_cleanup_free_ char *data = NULL;
+	json_error_t jerr;
+	size_t len = 0;
+	int r;
+
+	r = read_file_at(s->dirfd, "index.json", INDEX_MAX, &data, &len, err);
+	if (r < 0)
+		return r;
+	json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+	if (!j)
+		return kiln_error(err, EIO, "parse '%s/index.json': %s (line %d)", s->path,
+				  jerr.text, jerr.line);
+	json_t *m = json_object_get(j, "manifests");
+	if (!json_is_object(j) || !json_is_array(m)) {
+		json_decref(j);
+		return kiln_error(err, EIO, "'%s/index.json' is not an image index", s->path);
+	}
+	*ret = j;
+	return 0;
+}
+
+static int index_save(Store *s, json_t *index, KilnError **err)
+{
+	_cleanup_free_ char *text = oci_json_dump(index);
+
+	return write_file_atomic_at(s->dirfd, "index.json", text, strlen(text), 0644, err);
+}
+
+static const char *entry_name(json_t *entry)
+{
+	return json_string_value(
+	    json_object_get(json_object_get(entry, "annotations"), OCI_ANNOTATION_REF_NAME));
+}
+
+/* Index of `name` in the manifests array, or -1. */
+static ssize_t index_find(json_t *manifests, const char *name)
+{
+	size_t i;
+	json_t *e;
+
+	json_array_foreach (manifests, i, e) {
+		const char *n = entry_name(e);
+		if (n && !strcmp(n, name))
+			return (ssize_t)i;
+	}
+	return -1;
+}
+
+int store_tag_set(Store *s, const char *name, const OciDescriptor *desc, KilnError **err)
+{
+	_cleanup_free_ char *norm = NULL;
+	_cleanup_close_ int lock = -1;
+	_cleanup_json_ json_t *index = NULL;
+	int r;
+
+	r = store_name_normalize(name, &norm, err);
+	if (r < 0)
+		return r;
+	if (!digest_is_valid(desc->digest))
+		return kiln_error(err, EINVAL, "invalid digest '%s'", desc->digest);
+	r = store_lock(s, &lock, err);
+	if (r < 0)
+		return r;
+	r = index_load(s, &index, err);
+	if (r < 0)
+		return r;
+
+	OciDescriptor d;
+	oci_descriptor_copy(&d, desc);
+	json_t *ann = json_object();
+	if (d.annotations) {
+		json_object_update(ann, d.annotations);
+		json_decref(d.annotations);
+	}
+	json_object_set_new(ann, OCI_ANNOTATION_REF_NAME, json_string(norm));
+	d.annotations = ann;
+	json_t *entry = oci_descriptor_to_json(&d);
+	oci_descriptor_done(&d);
+
+	/* Kept sorted by name so that index.json does not depend on tagging order. */
+	json_t *manifests = json_object_get(index, "manifests");
+	ssize_t at = index_find(manifests, norm);
+	if (at >= 0)
+		json_array_set_new(manifests, (size_t)at, entry);
+	else {
+		size_t i = 0;
+		for (; i < json_array_size(manifests); i++) {
+			const char *n = entry_name(json_array_get(manifests, i));
+			if (n && strcmp(n, norm) > 0)
+				break;
+		}
+		json_array_insert_new(manifests, i, entry);
+	}
+	r = index_save(s, index, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "tag '%s'", norm);
+	return 0;
+}
+
+int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **err)
+{
+	_cleanup_free_ char *norm = NULL;
+	_cleanup_json_ json_t *index = NULL;
+	int r;
+
+	r = store_name_normalize(name, &norm, err);
+	if (r < 0)
+		return r;
+	r = index_load(s, &index, err);
+	if (r < 0)
+		return r;
+	json_t *manifests = json_object_get(index, "manifests");
+	ssize_t at = index_find(manifests, norm);
+	if (at < 0)
+		return kiln_error(err, ENOENT, "image '%s' not found in store", norm);
+	r = oci_descriptor_from_json(json_array_get(manifests, (size_t)at), ret, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, norm);
+	return 0;
+}
+
+int store_tag_remove(Store *s, const char *name, KilnError **err)
+{
+	_cleanup_free_ char *norm = NULL;
+	_cleanup_close_ int lock = -1;
+	_cleanup_json_ json_t *index = NULL;
+	int r;
+
+	r = store_name_normalize(name, &norm, err);
+	if (r < 0)
+		return r;
+	r = store_lock(s, &lock, err);
+	if (r < 0)
+		return r;
+	r = index_load(s, &index, err);
+	if (r < 0)
+		return r;
+	json_t *manifests = json_object_get(index, "manifests");
+	ssize_t at = index_find(manifests, norm);
+	if (at < 0)
+		return kiln_error(err, ENOENT, "image '%s' not found in store", norm);
+	json_array_remove(manifests, (size_t)at);
+	return index_save(s, index, err);
+}
+
+int store_tag_list(Store *s, char ***ret_names, OciDescriptor **ret_descs, size_t *ret_n,
+		   KilnError **err)
+{
+	_cleanup_json_ json_t *index = NULL;
+	_cleanup_strv_free_ char **names = xcalloc(1, sizeof(char *));
+	OciDescriptor *descs = NULL;
+	size_t n = 0, i;
+	json_t *e;
+	int r;
+
+	r = index_load(s, &index, err);
+	if (r < 0)
+		return r;
+	json_t *manifests = json_object_get(index, "manifests");
+	descs = xcalloc(json_array_size(manifests) + 1, sizeof(*descs));
+	json_array_foreach (manifests, i, e) {
+		const char *name = entry_name(e);
+		if (!name)
+			continue;
+		r = oci_descriptor_from_json(e, &descs[n], err);
+		if (r < 0) {
+			oci_descriptors_free(descs, n);
+			return kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, name);
+		}
+		n++;
+		strv_push(&names, name);
+	}
+	*ret_names = TAKE_PTR(names);
+	*ret_descs = descs;
+	*ret_n = n;
+	return 0;
+}

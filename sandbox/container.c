@@ -1,1 +1,592 @@
-/* placeholder: being written */
+#include "container.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/openat2.h>
+#include <net/if.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+
+#define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/* What the child sends when a setup step fails. It may not allocate, so step and arg point at
+ * static strings or into the spec: the parent has the same memory layout (fork semantics). */
+typedef struct ChildFailure {
+	int error;
+	const char *step;
+	const char *arg;
+} ChildFailure;
+
+typedef struct ChildCtx {
+	const ContainerSpec *spec;
+	const char *rootfs; /* absolute */
+	const char *cwd;
+	const char *hostname;
+	const char *path; /* PATH for argv[0] */
+	char *const *envp;
+	int report_fd, out_fd, err_fd;
+} ChildCtx;
+
+/* A mount point the sandbox needs inside the root; parent NULL means the root itself. */
+typedef struct MountPoint {
+	const char *parent;
+	const char *name;
+	bool dir;
+	bool created;
+} MountPoint;
+
+static char *const empty_env[] = {NULL};
+
+static int openat2_in_root(int rootfd, const char *path, uint64_t flags, uint64_t resolve)
+{
+	struct open_how how = {.flags = flags | O_CLOEXEC, .resolve = resolve};
+
+	return (int)syscall(SYS_openat2, rootfd, path, &how, sizeof(how));
+}
+
+/* "/proc/self/fd/N" without allocating or calling printf (used between clone and exec). */
+static void fd_path(char buf[32], int fd)
+{
+	char digits[12];
+	size_t n = 0, i = 0;
+
+	do {
+		digits[n++] = (char)('0' + fd % 10);
+		fd /= 10;
+	} while (fd > 0 && n < sizeof(digits));
+	memcpy(buf, "/proc/self/fd/", 14);
+	i = 14;
+	while (n > 0)
+		buf[i++] = digits[--n];
+	buf[i] = 0;
+}
+
+/* ---- child side: between clone and exec, no allocation and no output ---- */
+
+static _Noreturn void child_fail(const ChildCtx *c, int error, const char *step, const char *arg)
+{
+	ChildFailure f = {.error = error, .step = step, .arg = arg};
+
+	if (write(c->report_fd, &f, sizeof(f)) < 0)
+		_exit(126);
+	_exit(127);
+}
+
+/* Mounts onto path inside the root; strict refuses any symlink on the way. */
+static int mount_in_root(int rootfd, const char *path, bool strict, const char *src,
+			 const char *fstype, unsigned long flags, const char *data)
+{
+	uint64_t resolve = RESOLVE_IN_ROOT | (strict ? RESOLVE_NO_SYMLINKS : 0);
+	int fd = openat2_in_root(rootfd, path, O_PATH, resolve);
+	char buf[32];
+	int r, e;
+
+	if (fd < 0)
+		return -errno;
+	fd_path(buf, fd);
+	r = mount(src, buf, fstype, flags, data);
+	e = errno;
+	close(fd);
+	return r < 0 ? -e : 0;
+}
+
+static int set_readonly_in_root(int rootfd, const char *path, bool recursive)
+{
+	struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY};
+	int fd = openat2_in_root(rootfd, path, O_PATH, RESOLVE_IN_ROOT);
+	int r, e;
+
+	if (fd < 0)
+		return -errno;
+	r = mount_setattr(fd, "", AT_EMPTY_PATH | (recursive ? AT_RECURSIVE : 0), &attr,
+			  sizeof(attr));
+	e = errno;
+	close(fd);
+	return r < 0 ? -e : 0;
+}
+
+static void child_setup_dev(const ChildCtx *c, int rootfd)
+{
+	static const char *const devices[][2] = {
+	    {"null", "/dev/null"},     {"zero", "/dev/zero"},	    {"full", "/dev/full"},
+	    {"random", "/dev/random"}, {"urandom", "/dev/urandom"}, {"tty", "/dev/tty"},
+	};
+	static const char *const links[][2] = {
+	    {"fd", "/proc/self/fd"},	   {"stdin", "/proc/self/fd/0"},
+	    {"stdout", "/proc/self/fd/1"}, {"stderr", "/proc/self/fd/2"},
+	    {"ptmx", "pts/ptmx"},
+	};
+	char buf[32];
+	int r, devfd;
+
+	r = mount_in_root(rootfd, "dev", true, "tmpfs", "tmpfs", MS_NOSUID | MS_NOEXEC,
+			  "mode=0755,size=65536k");
+	if (r < 0)
+		child_fail(c, -r, "mount tmpfs on", "/dev");
+	devfd = openat2_in_root(rootfd, "dev", O_PATH | O_DIRECTORY,
+				RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+	if (devfd < 0)
+		child_fail(c, errno, "open", "/dev");
+	for (size_t i = 0; i < ELEMENTSOF(devices); i++) {
+		int fd =
+		    openat(devfd, devices[i][0], O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0666);
+		if (fd < 0)
+			child_fail(c, errno, "create", devices[i][1]);
+		fd_path(buf, fd);
+		if (mount(devices[i][1], buf, NULL, MS_BIND, NULL) < 0)
+			child_fail(c, errno, "bind host device", devices[i][1]);
+		close(fd);
+	}
+	for (size_t i = 0; i < ELEMENTSOF(links); i++)
+		if (symlinkat(links[i][1], devfd, links[i][0]) < 0)
+			child_fail(c, errno, "symlink", links[i][0]);
+	if (mkdirat(devfd, "pts", 0755) < 0 || mkdirat(devfd, "shm", 01777) < 0)
+		child_fail(c, errno, "mkdir in", "/dev");
+	/* A private devpts instance is optional: without it only ptys are missing. */
+	(void)mount_in_root(rootfd, "dev/pts", true, "devpts", "devpts", MS_NOSUID | MS_NOEXEC,
+			    "newinstance,ptmxmode=0666,mode=0620");
+	r = mount_in_root(rootfd, "dev/shm", true, "shm", "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			  "mode=1777,size=65536k");
+	if (r < 0)
+		child_fail(c, -r, "mount tmpfs on", "/dev/shm");
+	close(devfd);
+}
+
+static void child_setup_sys(int rootfd)
+{
+	/* Optional: a kernel or outer sandbox may forbid it; then the image gets no /sys. */
+	if (mount_in_root(rootfd, "sys", true, "/sys", NULL, MS_BIND | MS_REC, NULL) < 0)
+		return;
+	if (set_readonly_in_root(rootfd, "sys", true) < 0) {
+		int fd = openat2_in_root(rootfd, "sys", O_PATH, RESOLVE_IN_ROOT);
+		char buf[32];
+
+		if (fd >= 0) {
+			fd_path(buf, fd);
+			umount2(buf, MNT_DETACH);
+			close(fd);
+		}
+	}
+}
+
+static void child_bind_file(const ChildCtx *c, int rootfd, const char *host, const char *path,
+			    const char *shown)
+{
+	int r, fd = openat2_in_root(rootfd, path, O_PATH, RESOLVE_IN_ROOT);
+
+	if (fd < 0 && errno == ENOENT)
+		return; /* a symlink dangling inside the root: leave the image's choice alone */
+	if (fd < 0)
+		child_fail(c, errno, "open", shown);
+	close(fd);
+	r = mount_in_root(rootfd, path, false, host, NULL, MS_BIND, NULL);
+	if (r < 0)
+		child_fail(c, -r, "bind", host);
+	r = set_readonly_in_root(rootfd, path, false);
+	if (r < 0)
+		child_fail(c, -r, "make read-only", shown);
+}
+
+static void child_loopback_up(const ChildCtx *c)
+{
+	struct ifreq ifr = {0};
+	int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+
+	if (s < 0)
+		child_fail(c, errno, "socket", NULL);
+	memcpy(ifr.ifr_name, "lo", 3);
+	if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0)
+		child_fail(c, errno, "get flags of", "lo");
+	ifr.ifr_flags |= IFF_UP;
+	if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0)
+		child_fail(c, errno, "bring up", "lo");
+	close(s);
+}
+
+static int child_setup_root(const ChildCtx *c)
+{
+	const ContainerSpec *s = c->spec;
+	int r, rootfd;
+
+	if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0)
+		child_fail(c, errno, "make mounts private", NULL);
+	/* pivot_root needs a mount point; the bind also hides the parent's view of the root. */
+	if (mount(c->rootfs, c->rootfs, NULL, MS_BIND | MS_REC, NULL) < 0)
+		child_fail(c, errno, "bind root", c->rootfs);
+	rootfd = open(c->rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		child_fail(c, errno, "open root", c->rootfs);
+	r = mount_in_root(rootfd, "proc", true, "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			  NULL);
+	if (r < 0)
+		child_fail(c, -r, "mount proc on", "/proc");
+	child_setup_dev(c, rootfd);
+	child_setup_sys(rootfd);
+	if (s->hosts_path)
+		child_bind_file(c, rootfd, s->hosts_path, "etc/hosts", "/etc/hosts");
+	if (s->resolv_path)
+		child_bind_file(c, rootfd, s->resolv_path, "etc/resolv.conf", "/etc/resolv.conf");
+	return rootfd;
+}
+
+static void child_pivot(const ChildCtx *c, int rootfd)
+{
+	/* pivot_root(".", ".") stacks the old root on the new one; unmounting "." drops it. */
+	if (fchdir(rootfd) < 0)
+		child_fail(c, errno, "chdir", c->rootfs);
+	if (syscall(SYS_pivot_root, ".", ".") < 0)
+		child_fail(c, errno, "pivot_root", c->rootfs);
+	if (umount2(".", MNT_DETACH) < 0)
+		child_fail(c, errno, "unmount old root", NULL);
+	if (chdir("/") < 0 || chdir(c->cwd) < 0)
+		child_fail(c, errno, "chdir", c->cwd);
+	close(rootfd);
+}
+
+static void child_set_ids(const ChildCtx *c)
+{
+	const ContainerSpec *s = c->spec;
+
+	/* Under a single-id map setgroups is denied; with no groups asked for that is fine. */
+	if (setgroups(s->n_groups, s->groups) < 0 && !(errno == EPERM && s->n_groups == 0))
+		child_fail(c, errno, "setgroups", NULL);
+	if (setresgid(s->gid, s->gid, s->gid) < 0)
+		child_fail(c, errno, "setresgid", NULL);
+	if (setresuid(s->uid, s->uid, s->uid) < 0)
+		child_fail(c, errno, "setresuid", NULL);
+}
+
+static void child_prepare_exec(const ChildCtx *c)
+{
+	struct sigaction dfl = {.sa_handler = SIG_DFL};
+	sigset_t none;
+	int null_fd;
+
+	/* The credential change above cleared any parent-death signal: set it now. */
+	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+		child_fail(c, errno, "set parent death signal", NULL);
+	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
+		child_fail(c, errno, "mark fds close-on-exec", NULL);
+	null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (null_fd < 0)
+		child_fail(c, errno, "open", "/dev/null");
+	if (dup2(null_fd, 0) < 0 || dup2(c->out_fd, 1) < 0 || dup2(c->err_fd, 2) < 0)
+		child_fail(c, errno, "set up stdio", NULL);
+	sigemptyset(&none);
+	sigemptyset(&dfl.sa_mask);
+	for (int sig = 1; sig < _NSIG; sig++)
+		(void)sigaction(sig, &dfl, NULL);
+	if (sigprocmask(SIG_SETMASK, &none, NULL) < 0)
+		child_fail(c, errno, "reset signal mask", NULL);
+}
+
+/* execvpe() without allocation: argv[0] is looked up in the container's PATH. */
+static _Noreturn void child_exec(const ChildCtx *c)
+{
+	char *const *argv = c->spec->argv;
+	const char *file = argv[0], *p = c->path;
+	size_t flen = strlen(file);
+	int error = ENOENT;
+	char buf[PATH_MAX];
+
+	if (strchr(file, '/')) {
+		execve(file, argv, c->envp);
+		child_fail(c, errno, "exec", file);
+	}
+	while (*p) {
+		const char *end = strchrnul(p, ':');
+		size_t dlen = (size_t)(end - p);
+
+		if (dlen == 0) {
+			buf[0] = '.';
+			dlen = 1;
+		} else if (dlen + flen + 2 <= sizeof(buf)) {
+			memcpy(buf, p, dlen);
+		}
+		if (dlen + flen + 2 <= sizeof(buf)) {
+			buf[dlen] = '/';
+			memcpy(buf + dlen + 1, file, flen + 1);
+			execve(buf, argv, c->envp);
+			if (errno == EACCES)
+				error = EACCES;
+			else if (errno != ENOENT && errno != ENOTDIR)
+				child_fail(c, errno, "exec", file);
+		}
+		p = *end ? end + 1 : end;
+	}
+	child_fail(c, error, "exec", file);
+}
+
+static _Noreturn void child_main(const ChildCtx *c)
+{
+	int rootfd;
+
+	if (setsid() < 0)
+		child_fail(c, errno, "setsid", NULL);
+	rootfd = child_setup_root(c);
+	if (sethostname(c->hostname, strlen(c->hostname)) < 0)
+		child_fail(c, errno, "set hostname", c->hostname);
+	if (c->spec->network_none)
+		child_loopback_up(c);
+	child_pivot(c, rootfd);
+	child_set_ids(c);
+	/* Hardening before exec (seccomp filter, capability bounding set, no_new_privs) goes
+	 * here: after the id switch, before fds are closed and the command is executed. */
+	child_prepare_exec(c);
+	child_exec(c);
+}
+
+/* ---- parent side ---- */
+
+static int point_parent_fd(int rootfd, const MountPoint *m)
+{
+	if (!m->parent)
+		return fcntl(rootfd, F_DUPFD_CLOEXEC, 3);
+	return openat2_in_root(rootfd, m->parent, O_PATH | O_DIRECTORY, RESOLVE_IN_ROOT);
+}
+
+static int points_create(int rootfd, MountPoint *v, size_t n, KilnError **err)
+{
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_close_ int pfd = point_parent_fd(rootfd, &v[i]);
+		struct stat st;
+
+		if (pfd < 0)
+			return kiln_error_errno(err, errno, "open '/%s' in root", v[i].parent);
+		if (fstatat(pfd, v[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;
+		if (errno != ENOENT)
+			return kiln_error_errno(err, errno, "stat '%s' in root", v[i].name);
+		if (v[i].dir) {
+			if (mkdirat(pfd, v[i].name, 0755) < 0)
+				return kiln_error_errno(err, errno, "create '%s' in root",
+							v[i].name);
+		} else {
+			int fd = openat(pfd, v[i].name,
+					O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, 0644);
+			if (fd < 0)
+				return kiln_error_errno(err, errno, "create '%s' in root",
+							v[i].name);
+			close(fd);
+		}
+		v[i].created = true;
+	}
+	return 0;
+}
+
+static void points_remove(int rootfd, MountPoint *v, size_t n)
+{
+	for (size_t i = n; i-- > 0;) {
+		_cleanup_close_ int pfd = -1;
+		struct stat st;
+
+		if (!v[i].created)
+			continue;
+		pfd = point_parent_fd(rootfd, &v[i]);
+		if (pfd < 0)
+			continue;
+		/* Only what is still empty goes: the command may have filled it on purpose. */
+		if (v[i].dir)
+			(void)unlinkat(pfd, v[i].name, AT_REMOVEDIR);
+		else if (fstatat(pfd, v[i].name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+			 S_ISREG(st.st_mode) && st.st_size == 0)
+			(void)unlinkat(pfd, v[i].name, 0);
+	}
+}
+
+/* A CLOEXEC pipe whose ends are >= 3, so dup2() onto 0-2 in the child cannot clobber them. */
+static int pipe_high(int *ret_r, int *ret_w, KilnError **err)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return kiln_error_errno(err, errno, "pipe");
+	for (int i = 0; i < 2; i++) {
+		if (fds[i] < 3) {
+			int nfd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
+			int e = errno;
+			close(fds[i]);
+			fds[i] = nfd;
+			if (nfd < 0) {
+				if (i == 0)
+					close(fds[1]);
+				else
+					close(fds[0]);
+				return kiln_error_errno(err, e, "pipe");
+			}
+		}
+	}
+	*ret_r = fds[0];
+	*ret_w = fds[1];
+	return 0;
+}
+
+static void pump_output(const ContainerSpec *spec, int out_fd, int err_fd)
+{
+	struct pollfd p[2] = {{.fd = out_fd, .events = POLLIN}, {.fd = err_fd, .events = POLLIN}};
+	char buf[16384];
+
+	while (p[0].fd >= 0 || p[1].fd >= 0) {
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return;
+		}
+		for (int i = 0; i < 2; i++) {
+			if (p[i].fd < 0 || !p[i].revents)
+				continue;
+			ssize_t n = read(p[i].fd, buf, sizeof(buf));
+			if (n < 0 && (errno == EINTR || errno == EAGAIN))
+				continue;
+			if (n <= 0) {
+				p[i].fd = -1;
+				continue;
+			}
+			if (spec->output)
+				spec->output(spec->output_userdata, i + 1, buf, (size_t)n);
+		}
+	}
+}
+
+static const char *env_path(char *const *envp)
+{
+	for (size_t i = 0; envp && envp[i]; i++)
+		if (strncmp(envp[i], "PATH=", 5) == 0)
+			return envp[i] + 5;
+	return DEFAULT_PATH;
+}
+
+static int failure_to_error(const ContainerSpec *spec, const ChildFailure *f, KilnError **err)
+{
+	const char *cmd = spec->argv[0];
+
+	if (f->step && strcmp(f->step, "setresuid") == 0)
+		return kiln_error_errno(err, f->error, "run '%s': switch to uid %u", cmd,
+					(unsigned)spec->uid);
+	if (f->step && strcmp(f->step, "setresgid") == 0)
+		return kiln_error_errno(err, f->error, "run '%s': switch to gid %u", cmd,
+					(unsigned)spec->gid);
+	if (f->arg)
+		return kiln_error_errno(err, f->error, "run '%s': %s '%s'", cmd, f->step, f->arg);
+	return kiln_error_errno(err, f->error, "run '%s': %s", cmd, f->step ? f->step : "setup");
+}
+
+static int wait_child(pid_t pid, int *ret_status, KilnError **err)
+{
+	int status;
+
+	while (waitpid(pid, &status, 0) < 0)
+		if (errno != EINTR)
+			return kiln_error_errno(err, errno, "wait for container");
+	*ret_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	return 0;
+}
+
+static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
+{
+	_cleanup_close_ int rep_r = -1, rep_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
+	unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
+	ChildFailure f = {0};
+	ssize_t n;
+	int r, status;
+	pid_t pid;
+
+	if ((r = pipe_high(&rep_r, &rep_w, err)) < 0 || (r = pipe_high(&out_r, &out_w, err)) < 0 ||
+	    (r = pipe_high(&err_r, &err_w, err)) < 0)
+		return r;
+	if (ctx->spec->network_none)
+		flags |= CLONE_NEWNET;
+	ctx->report_fd = rep_w;
+	ctx->out_fd = out_w;
+	ctx->err_fd = err_w;
+	fflush(stdout);
+	fflush(stderr);
+	/* fork semantics (no new stack): the child runs on a private copy of this one. */
+	pid = (pid_t)syscall(SYS_clone, flags | SIGCHLD, NULL, NULL, NULL, NULL);
+	if (pid < 0)
+		return kiln_error_errno(err, errno, "create container namespaces");
+	if (pid == 0)
+		child_main(ctx);
+	closep(&rep_w);
+	rep_w = -1;
+	closep(&out_w);
+	out_w = -1;
+	closep(&err_w);
+	err_w = -1;
+	do
+		n = read(rep_r, &f, sizeof(f));
+	while (n < 0 && errno == EINTR);
+	if (n != 0) {
+		wait_child(pid, &status, NULL);
+		if (n != sizeof(f))
+			return kiln_error(err, EIO, "run '%s': sandbox setup failed",
+					  ctx->spec->argv[0]);
+		return failure_to_error(ctx->spec, &f, err);
+	}
+	pump_output(ctx->spec, out_r, err_r);
+	return wait_child(pid, ret_status, err);
+}
+
+int container_run(const ContainerSpec *spec, int *ret_status, KilnError **err)
+{
+	MountPoint points[] = {
+	    {NULL, "proc", true, false},    {NULL, "dev", true, false},
+	    {NULL, "sys", true, false},	    {NULL, "etc", true, false},
+	    {"etc", "hosts", false, false}, {"etc", "resolv.conf", false, false},
+	};
+	size_t n_points = 3;
+	_cleanup_free_ char *rootfs = NULL;
+	_cleanup_close_ int rootfd = -1;
+	int r, status = 0;
+
+	if (!spec || !spec->rootfs || !spec->argv || !spec->argv[0])
+		return kiln_error(err, EINVAL, "run: no root or no command");
+	rootfs = realpath(spec->rootfs, NULL);
+	if (!rootfs)
+		return kiln_error_errno(err, errno, "run: resolve root '%s'", spec->rootfs);
+	rootfd = open(rootfs, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	if (rootfd < 0)
+		return kiln_error_errno(err, errno, "run: open root '%s'", rootfs);
+	if (spec->hosts_path || spec->resolv_path) {
+		n_points = 4;
+		if (spec->hosts_path)
+			points[n_points++] = points[4];
+		if (spec->resolv_path)
+			points[n_points++] = points[5];
+	}
+
+	ChildCtx ctx = {
+	    .spec = spec,
+	    .rootfs = rootfs,
+	    .cwd = spec->cwd && *spec->cwd ? spec->cwd : "/",
+	    .hostname = spec->hostname ? spec->hostname : "kiln",
+	    .path = env_path(spec->envp),
+	    .envp = spec->envp ? spec->envp : empty_env,
+	};
+	r = points_create(rootfd, points, n_points, err);
+	if (r >= 0)
+		r = spawn_and_wait(&ctx, &status, err);
+	points_remove(rootfd, points, n_points);
+	if (r < 0)
+		return r;
+	*ret_status = status;
+	return 0;
+}

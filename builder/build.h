@@ -1,0 +1,52 @@
+/* `kiln build`: a Dockerfile and a context to an image in the store and the requested outputs. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "builder/progress.h"
+#include "common/error.h"
+#include "layers/compress.h"
+#include "layers/store.h"
+#include "platforms/platform.h"
+#include "sandbox/userns.h"
+
+typedef enum { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL } OutputType;
+
+typedef struct OutputSpec {
+	OutputType type;
+	char *dest;
+	bool tar; /* OCI: a tar file (default) or a layout dir (tar=false) */
+	Compression compression;
+} OutputSpec;
+
+/* Parses "type=oci,dest=PATH[,tar=false][,compression=zstd]" and friends. Usage errors say which
+ * key. */
+int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err);
+void output_spec_done(OutputSpec *o);
+
+typedef struct BuildOptions {
+	const char *context_dir;
+	const char *dockerfile; /* NULL: CONTEXT/Dockerfile */
+	Platform *platforms;
+	size_t n_platforms;
+	char **build_args;     /* "K=V" */
+	char **build_contexts; /* "NAME=SRC" */
+	const char *target;
+	char **tags;
+	OutputSpec *outputs;
+	size_t n_outputs;
+	bool no_cache;
+	bool network_none;
+	int64_t epoch;
+	ProgressMode progress;
+	const char *metadata_file;
+	Store *store;
+	const IdMapInfo *idmap;
+} BuildOptions;
+
+/* Runs the build. RUN failures and Dockerfile errors come back as errors naming file:line. */
+int build_run(const BuildOptions *o, KilnError **err);
+
+/* Writes a local rootfs of one platform's image (all layers applied) to dest. */
+int build_export_local(Store *s, const char *manifest_digest, const char *dest, KilnError **err);

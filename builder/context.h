@@ -1,0 +1,45 @@
+/* The build context (a host directory filtered by .dockerignore) and the copy engine behind COPY
+ * and ADD, which copies from the context or from another stage's root into a step's root. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "builder/dockerignore.h"
+#include "common/error.h"
+
+typedef struct BuildContext BuildContext;
+
+/* Opens the context dir and reads DOCKERFILE.dockerignore (next to the Dockerfile) or
+ * CONTEXT/.dockerignore. dockerfile_path may be NULL. */
+int build_context_open(const char *dir, const char *dockerfile_path, BuildContext **ret,
+		       KilnError **err);
+void build_context_free(BuildContext *c);
+static inline void build_context_freep(BuildContext **c)
+{
+	build_context_free(*c);
+}
+int build_context_fd(const BuildContext *c);
+const DockerIgnore *build_context_ignore(const BuildContext *c);
+
+typedef struct CopyOptions {
+	bool from_context; /* sources are in the build context: escaping is an error, ignore
+			    * rules apply; otherwise sources resolve inside src root (a stage) */
+	const DockerIgnore *ignore;
+	bool set_owner; /* chown everything copied to uid:gid (else keep the source's) */
+	uid_t uid;
+	gid_t gid;
+	bool set_mode; /* --chmod */
+	mode_t mode;
+	int64_t mtime;	       /* >= 0: mtime of every copied entry; < 0: keep the source's */
+	bool extract_archives; /* ADD: a local tar (plain or compressed) is extracted into dest */
+	const char *what;      /* "COPY" or "ADD", for messages */
+} CopyOptions;
+
+/* Copies srcs (paths or globs relative to the source root) to dest (an absolute path in the
+ * destination root, after WORKDIR joining), with Dockerfile rules: a directory's contents are
+ * copied, several sources need a dest ending in '/', a file onto an existing dir lands inside it,
+ * top-level source symlinks are followed (inside the source root), symlinks below are kept. */
+int copy_into(int src_root_fd, char *const *srcs, int dest_root_fd, const char *dest,
+	      const CopyOptions *opts, KilnError **err);

@@ -1,0 +1,128 @@
+/* OCI image model: media types and validated parsing of descriptors, manifests, indexes and
+ * configs read from the content store. Everything parsed here is hostile input. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/digest.h"
+#include "common/error.h"
+#include "platforms/platform.h"
+
+#define MT_OCI_INDEX "application/vnd.oci.image.index.v1+json"
+#define MT_OCI_MANIFEST "application/vnd.oci.image.manifest.v1+json"
+#define MT_OCI_CONFIG "application/vnd.oci.image.config.v1+json"
+#define MT_OCI_LAYER "application/vnd.oci.image.layer.v1.tar"
+#define MT_OCI_LAYER_GZIP MT_OCI_LAYER "+gzip"
+#define MT_OCI_LAYER_ZSTD MT_OCI_LAYER "+zstd"
+#define MT_DOCKER_LIST "application/vnd.docker.distribution.manifest.list.v2+json"
+#define MT_DOCKER_MANIFEST "application/vnd.docker.distribution.manifest.v2+json"
+#define MT_DOCKER_CONFIG "application/vnd.docker.container.image.v1+json"
+#define MT_DOCKER_LAYER_GZIP "application/vnd.docker.image.rootfs.diff.tar.gzip"
+
+#define OCI_ANNOTATION_REF_NAME "org.opencontainers.image.ref.name"
+#define CONTAINERD_ANNOTATION_IMAGE_NAME "io.containerd.image.name"
+
+/* Size caps for blobs parsed into memory. */
+#define OCI_MANIFEST_MAX (4u << 20)
+#define OCI_CONFIG_MAX (16u << 20)
+
+typedef struct Store Store;
+
+typedef struct OciDescriptor {
+	char media_type[128];
+	char digest[DIGEST_STRING_MAX];
+	int64_t size;
+	bool has_platform;
+	Platform platform;
+	json_t *annotations; /* owned reference (an object of strings) or NULL */
+} OciDescriptor;
+
+/* Drops the annotations reference; the struct may be reused. Takes NULL. */
+void oci_descriptor_done(OciDescriptor *d);
+
+/* Deep-enough copy: dst gets its own annotations reference. */
+void oci_descriptor_copy(OciDescriptor *dst, const OciDescriptor *src);
+
+/* Parses a descriptor object: mediaType (RFC 6838 syntax, < 128 bytes), digest
+ * (digest_is_valid), size (integer >= 0), optional platform (normalised) and annotations (an
+ * object of strings). Errors name the offending field. */
+int oci_descriptor_from_json(json_t *j, OciDescriptor *ret, KilnError **err);
+
+/* mediaType, digest, size, [platform {architecture, os, variant}], [annotations] in that key
+ * order. */
+json_t *oci_descriptor_to_json(const OciDescriptor *d);
+
+/* Whether a media type names an index (OCI index or Docker manifest list), an image manifest
+ * (OCI or Docker schema2) or a layer (OCI or Docker rootfs layer, any compression). */
+bool oci_media_type_is_index(const char *mt);
+bool oci_media_type_is_manifest(const char *mt);
+bool oci_media_type_is_layer(const char *mt);
+
+/* One annotation value, or NULL. */
+const char *oci_descriptor_annotation(const OciDescriptor *d, const char *key);
+
+/* One platform's image, fully resolved and validated against the store. */
+typedef struct OciImage {
+	char manifest_digest[DIGEST_STRING_MAX];
+	int64_t manifest_size;
+	char manifest_media_type[128];
+	char config_digest[DIGEST_STRING_MAX];
+	int64_t config_size;
+	char config_media_type[128];
+	json_t *config; /* parsed config blob */
+	size_t n_layers;
+	OciDescriptor *layers;
+	char (*diff_ids)[DIGEST_STRING_MAX];
+	Platform platform;
+} OciImage;
+
+void oci_image_free(OciImage *img);
+static inline void oci_image_freep(OciImage **img)
+{
+	oci_image_free(*img);
+}
+
+/* Parses and validates an image manifest document (OCI or Docker schema2): schemaVersion 2, a
+ * mediaType field (when present) that is a manifest type, a config descriptor and layer
+ * descriptors with layer media types. Fills the manifest-derived fields of a new OciImage (no
+ * config, no diff_ids). Used by oci_image_resolve() and the fuzzer. */
+int oci_manifest_parse(const char *data, size_t len, OciImage **ret, KilnError **err);
+
+/* Parses an index document (OCI index or Docker list): schemaVersion 2, a mediaType field (when
+ * present) that is an index type, and its manifests. */
+int oci_index_parse(const char *data, size_t len, OciDescriptor **ret, size_t *ret_n,
+		    KilnError **err);
+
+/* Validates an image config and fills img->config, diff_ids and (when !keep_platform) platform:
+ * rootfs.type "layers", rootfs.diff_ids valid digests, as many as img->n_layers, os and
+ * architecture present. */
+int oci_config_parse(OciImage *img, const char *data, size_t len, bool keep_platform,
+		     KilnError **err);
+
+/* Frees an array of descriptors. */
+void oci_descriptors_free(OciDescriptor *v, size_t n);
+
+/* From a root descriptor (index, nested index, OCI manifest, Docker schema2 manifest or list) in
+ * the store, picks the manifest for `want` (best platform_match_score; a manifest without
+ * platform info is checked against its config's os/architecture/variant), reads and validates
+ * the manifest and config (size caps: OCI_MANIFEST_MAX manifest/index, OCI_CONFIG_MAX config;
+ * blob digests and sizes verified; a "manifest" whose mediaType says index, or a layer count
+ * different from the rootfs.diff_ids count -> error). No match -> ENOENT error listing the
+ * platforms available. Layer blobs need not be in the store (for pull later). */
+int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want, OciImage **ret,
+		      KilnError **err);
+
+/* Lists the platforms of a root descriptor (for `kiln inspect` / error messages), in index order,
+ * without duplicates; attestation manifests (BuildKit's unknown/unknown) are left out. */
+int oci_list_platforms(Store *s, const OciDescriptor *root, Platform **ret, size_t *ret_n,
+		       KilnError **err);
+
+/* Serialises j compactly with keys in insertion order and no trailing newline: the bytes kiln
+ * writes for every JSON document (deterministic). Aborts on out-of-memory. */
+char *oci_json_dump(json_t *j);
+
+/* jansson >= 2.9 provides json_decrefp (takes a pointer to NULL). */
+#define _cleanup_json_ __attribute__((cleanup(json_decrefp)))

@@ -1,0 +1,97 @@
+/* The content store under --root.
+ *
+ * Layout (ROOT is also a valid OCI image layout):
+ *   ROOT/oci-layout            {"imageLayoutVersion":"1.0.0"}
+ *   ROOT/index.json            one descriptor per name; annotation
+ * org.opencontainers.image.ref.name holds the name exactly as store_name_normalize() returns it
+ *   ROOT/blobs/sha256/<hex>    content, only ever published after its digest was verified
+ *   ROOT/tmp/                  temp files of blob writers (same filesystem)
+ *   ROOT/lock                  flock(2) serialising index.json updates between processes
+ *
+ * Blobs are published with link(2) from the verified temp file, so an existing blob is never
+ * replaced and a crash leaves at most a stray temp file, never a blob under a wrong name. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/digest.h"
+#include "common/error.h"
+#include "layers/oci.h"
+
+typedef struct Store Store;
+
+/* Opens the store at root, creating the layout when missing. */
+int store_open(const char *root, Store **ret, KilnError **err);
+void store_free(Store *s);
+static inline void store_freep(Store **s)
+{
+	store_free(*s);
+}
+const char *store_path(const Store *s);
+/* The store root directory fd (owned by the store). */
+int store_dirfd(const Store *s);
+
+/* Takes the exclusive store lock (blocking) and returns its fd; closing the fd releases it.
+ * The lock is per open file: do not take it twice in one process. */
+int store_lock(Store *s, int *ret_fd, KilnError **err);
+
+/* Streaming blob writer: temp file in ROOT/tmp, hashed as written. */
+typedef struct BlobWriter BlobWriter;
+int store_blob_writer_new(Store *s, BlobWriter **ret, KilnError **err);
+int blob_writer_write(BlobWriter *w, const void *buf, size_t len, KilnError **err);
+/* Ends writing: fsyncs and checks the digest (when expected is given: a mismatch is an EIO
+ * error naming both, and the temp file is removed) without publishing the blob yet. Optional;
+ * commit does it when not done. ret_* may be NULL. */
+int blob_writer_finish(BlobWriter *w, const char *expected_digest,
+		       char ret_digest[DIGEST_STRING_MAX], int64_t *ret_size, KilnError **err);
+/* After blob_writer_finish(): opens the written bytes for reading. */
+int blob_writer_open_data(BlobWriter *w, int *ret_fd, KilnError **err);
+/* Finishes (see above) when not yet done, then publishes the blob under its digest (an existing
+ * blob is kept) and removes the temp file. ret_* may be NULL. */
+int blob_writer_commit(BlobWriter *w, const char *expected_digest,
+		       char ret_digest[DIGEST_STRING_MAX], int64_t *ret_size, KilnError **err);
+/* Without commit, removes the temp file. Takes NULL. */
+void blob_writer_free(BlobWriter *w);
+static inline void blob_writer_freep(BlobWriter **w)
+{
+	blob_writer_free(*w);
+}
+
+/* Writes a whole buffer as a blob. ret_digest may be NULL. */
+int store_put_blob(Store *s, const void *data, size_t len, const char *expected_digest,
+		   char ret_digest[DIGEST_STRING_MAX], KilnError **err);
+bool store_has_blob(Store *s, const char *digest);
+/* Opens a blob read-only; an invalid digest string is an EINVAL error, a missing blob ENOENT. */
+int store_open_blob(Store *s, const char *digest, int *ret_fd, KilnError **err);
+/* Reads a whole blob (<= max bytes, else EFBIG) into a NUL-terminated buffer and verifies its
+ * digest (mismatch -> EIO error naming the digest). */
+int store_read_blob(Store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,
+		    KilnError **err);
+
+/* Validates a name against the distribution reference grammar ([domain[:port]/]path[:tag],
+ * lowercase path components, tag [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}, at most 255 bytes of name)
+ * and adds ":latest" when no tag is given: "app" -> "app:latest", "reg.io:5000/x/y:t" unchanged.
+ * No "docker.io/library/" is added. Digest references ("app@sha256:...") are not supported yet.
+ * Errors are KILN_EUSAGE and name the string. */
+int store_name_normalize(const char *name, char **ret, KilnError **err);
+
+/* The fully qualified form of a normalized name, as containerd and BuildKit write it:
+ * "app:1.0" -> "docker.io/library/app:1.0", "me/app:1" -> "docker.io/me/app:1",
+ * "reg.io/x:t" unchanged. */
+char *store_name_qualify(const char *normalized);
+
+/* The tag part of a normalized name ("1.0" for "reg.io:5000/app:1.0"); points into name. */
+const char *store_name_tag(const char *normalized);
+
+/* Names in ROOT/index.json; each takes the store lock. name is normalized first. */
+int store_tag_set(Store *s, const char *name, const OciDescriptor *desc, KilnError **err);
+/* -ENOENT if absent (error filled). ret gets its own annotations reference. */
+int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **err);
+/* -ENOENT if absent. */
+int store_tag_remove(Store *s, const char *name, KilnError **err);
+/* All names in index.json order (kiln keeps it sorted by name), with their descriptors (free with
+ * strv_free / oci_descriptors_free). */
+int store_tag_list(Store *s, char ***ret_names, OciDescriptor **ret_descs, size_t *ret_n,
+		   KilnError **err);

@@ -1,0 +1,172 @@
+#!/usr/bin/env bash
+# kiln's whole test suite, as CI runs it (`CI=true bash .ci/run`, as root, on a fresh clone):
+#   1. install the Debian packages, configure and build (meson + ninja)
+#   2. unit tests (meson test): every TAP test point counts
+#   3. fixtures: busybox base images made from Debian's busybox-static, cached outside the repo
+#   4. integration tests (tests/integration/run.sh), as root and as the unprivileged kiln-tester
+# and ends with the line `N passed, N failed`; the exit status is non-zero when anything failed.
+#
+# Environment: CI=true exports KILN_MUST_WORK=1 (a skip for a missing kernel feature fails);
+# KILN_BUILD_DIR (default build); KILN_TEST_ARCHES (fixture arches, default amd64);
+# KILN_TEST_ONLY=unit|integration to run one half.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+repo=$PWD
+build=${KILN_BUILD_DIR:-build}
+arches=${KILN_TEST_ARCHES:-amd64}
+only=${KILN_TEST_ONLY:-}
+tester=kiln-tester
+if [ "${CI:-}" = true ]; then
+	export KILN_MUST_WORK=1
+fi
+passed=0
+failed=0
+failures=()
+started=$SECONDS
+
+fail() {
+	failed=$((failed + 1))
+	failures+=("$1")
+	echo "FAILED: $1" >&2
+}
+section() { echo; echo "=== $* ($((SECONDS - started))s)"; }
+
+section "dependencies"
+scripts/install-deps.sh || fail "scripts/install-deps.sh"
+
+section "build ($build)"
+if [ -f "$build/build.ninja" ]; then
+	meson setup --reconfigure "$build" >/dev/null || fail "meson setup --reconfigure $build"
+else
+	meson setup "$build" || fail "meson setup $build"
+fi
+ninja -C "$build" || fail "ninja -C $build"
+
+# --- unit tests ----------------------------------------------------------------------------
+if [ "$only" != integration ]; then
+	section "unit tests"
+	rm -f "$build/meson-logs/testlog.json"
+	meson test -C "$build" --no-rebuild --print-errorlogs
+	if [ -f "$build/meson-logs/testlog.json" ]; then
+		# prints "passed failed" then one failure name a line
+		counts=$(python3 - "$build/meson-logs/testlog.json" <<'PY'
+import json, re, sys
+passed, failed, names = 0, 0, []
+for line in open(sys.argv[1]):
+    t = json.loads(line)
+    name, result, out = t["name"], t["result"], t.get("stdout") or ""
+    p = f = 0
+    for l in out.splitlines():
+        m = re.match(r"(not ok|ok)\b\s*\d*\s*-?\s*(.*)", l)
+        if not m:
+            continue
+        directive = m.group(2).split("#", 1)[1].strip().upper() if "#" in m.group(2) else ""
+        if directive.startswith("SKIP"):
+            continue
+        if m.group(1) == "ok":
+            p += 1
+        elif not directive.startswith("TODO"):
+            f += 1
+            names.append("unit: %s: %s" % (name, m.group(2).split("#", 1)[0].strip()))
+    if result == "SKIP":
+        print("unit: %s skipped: %s" % (name, out.strip().splitlines()[-1] if out.strip() else ""),
+              file=sys.stderr)
+    elif result not in ("OK", "EXPECTEDFAIL") and f == 0:
+        f = 1
+        bail = [l for l in out.splitlines() if l.startswith("Bail out!")]
+        names.append("unit: %s: %s%s" % (name, result, (" (" + bail[0] + ")") if bail else ""))
+    passed += p
+    failed += f
+print(passed, failed)
+for n in names:
+    print(n)
+PY
+		)
+		read -r up uf <<<"$(head -n 1 <<<"$counts")"
+		passed=$((passed + ${up:-0}))
+		failed=$((failed + ${uf:-0}))
+		while IFS= read -r n; do [ -n "$n" ] && failures+=("$n"); done < <(tail -n +2 <<<"$counts")
+		echo "unit: ${up:-0} passed, ${uf:-0} failed"
+	else
+		fail "unit: meson test wrote no testlog.json"
+	fi
+fi
+
+# --- fixtures and integration tests --------------------------------------------------------
+# run_integration LABEL cmd...: runs a run.sh, adds its totals and its failed checks
+run_integration() {
+	local label=$1 log line
+	shift
+	log=$(mktemp)
+	"$@" 2>&1 | tee "$log"
+	line=$(grep -E '^integration: [0-9]+ passed, [0-9]+ failed$' "$log" | tail -n 1)
+	if [ -z "$line" ]; then
+		fail "integration [$label]: run.sh ended without its totals"
+	else
+		set -- $line
+		passed=$((passed + $2))
+		failed=$((failed + $4))
+		while IFS= read -r n; do failures+=("integration [$label]: ${n#not ok - }"); done \
+			< <(grep -E '^not ok - ' "$log")
+	fi
+	rm -f "$log"
+}
+
+ensure_tester() {
+	id "$tester" >/dev/null 2>&1 || useradd -m -s /bin/bash "$tester" || return 1
+	local f start
+	start=$(awk -F: 'NF >= 3 { e = $2 + $3; if (e > m) m = e } END { print (m < 100000 ? 100000 : m) }' \
+		/etc/subuid /etc/subgid 2>/dev/null)
+	for f in /etc/subuid /etc/subgid; do
+		touch "$f"
+		grep -q "^$tester:" "$f" || echo "$tester:$start:65536" >>"$f"
+	done
+}
+
+if [ "$only" != unit ]; then
+	section "fixtures ($arches)"
+	fix=$(tests/fixtures/cached.sh $arches) || { fail "fixtures: tests/fixtures/cached.sh $arches"; fix=; }
+	echo "fixtures in $fix"
+	kbin=$repo/$build/builder/kiln
+	if [ ! -x "$kbin" ]; then
+		fail "integration: no kiln binary at $kbin"
+	elif [ -n "$fix" ]; then
+		# A world-readable copy: the repo may live where the unprivileged tester cannot read.
+		it=$(mktemp -d /tmp/kiln-it.XXXXXX)
+		trap 'rm -rf "$it"' EXIT
+		cp "$kbin" "$it/kiln"
+		cp -r tests/integration "$it/integration"
+		cp -r tests/fixtures "$it/fixtures"
+		mkdir "$it/fix"
+		cp "$fix"/busybox-* "$it/fix/"
+		chmod -R a+rX "$it"
+		chmod 755 "$it"
+
+		section "integration tests as $(id -un)"
+		run_integration "$(id -un)" env KILN="$it/kiln" FIX="$it/fix" bash "$it/integration/run.sh"
+
+		if [ "$(id -u)" -eq 0 ]; then
+			section "integration tests as $tester"
+			if ensure_tester; then
+				run_integration "$tester" runuser -u "$tester" -- env -i \
+					PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$(getent passwd "$tester" | cut -d: -f6)" \
+					USER="$tester" LOGNAME="$tester" LANG=C.UTF-8 TMPDIR=/tmp \
+					KILN="$it/kiln" FIX="$it/fix" KILN_MUST_WORK="${KILN_MUST_WORK:-0}" \
+					bash "$it/integration/run.sh"
+			else
+				fail "integration: could not create the user $tester"
+			fi
+		else
+			echo "not root: the run as $tester is left out"
+		fi
+	fi
+fi
+
+section "summary"
+if [ ${#failures[@]} -gt 0 ]; then
+	echo "failures:"
+	printf '  %s\n' "${failures[@]}"
+fi
+echo "suite took $((SECONDS - started))s"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]

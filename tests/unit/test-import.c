@@ -1,0 +1,1045 @@
+#include <archive.h>
+#include <archive_entry.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <zlib.h>
+
+#include "common/cleanup.h"
+#include "common/digest.h"
+#include "common/error.h"
+#include "common/fdutil.h"
+#include "layers/export.h"
+#include "layers/import.h"
+#include "layers/oci.h"
+#include "layers/store.h"
+#include "tap.h"
+
+/* ---- fixture helpers: everything is built here with libarchive, zlib and jansson ---- */
+
+typedef struct Buf {
+	char *data;
+	size_t len;
+	char digest[DIGEST_STRING_MAX];
+} Buf;
+
+static Buf buf_take(char *data, size_t len)
+{
+	Buf b = {.data = data, .len = len};
+
+	digest_buffer(data, len, b.digest);
+	return b;
+}
+
+static Buf buf_json(json_t *j)
+{
+	char *s = oci_json_dump(j);
+
+	json_decref(j);
+	return buf_take(s, strlen(s));
+}
+
+/* A one-file tar (a layer) in memory. */
+static Buf layer_tar(const char *file, const char *content)
+{
+	struct archive *a = archive_write_new();
+	size_t cap = 64 << 10, used = 0;
+	char *mem = xcalloc(1, cap);
+
+	archive_write_set_format_pax_restricted(a);
+	archive_write_open_memory(a, mem, cap, &used);
+	struct archive_entry *e = archive_entry_new();
+	archive_entry_set_pathname(e, file);
+	archive_entry_set_filetype(e, AE_IFREG);
+	archive_entry_set_perm(e, 0644);
+	archive_entry_set_size(e, (la_int64_t)strlen(content));
+	archive_write_header(a, e);
+	archive_write_data(a, content, strlen(content));
+	archive_entry_free(e);
+	archive_write_close(a);
+	archive_write_free(a);
+	return buf_take(mem, used);
+}
+
+static Buf gzip_buf(const Buf *in)
+{
+	z_stream z = {0};
+	size_t cap = in->len + 1024;
+	char *out = xcalloc(1, cap);
+
+	deflateInit2(&z, 9, Z_DEFLATED, 31, 8, Z_DEFAULT_STRATEGY);
+	z.next_in = (Bytef *)in->data;
+	z.avail_in = (uInt)in->len;
+	z.next_out = (Bytef *)out;
+	z.avail_out = (uInt)cap;
+	deflate(&z, Z_FINISH);
+	size_t n = z.total_out;
+	deflateEnd(&z);
+	return buf_take(out, n);
+}
+
+static json_t *desc_json(const char *mt, const Buf *b)
+{
+	return json_pack("{s:s,s:s,s:I}", "mediaType", mt, "digest", b->digest, "size",
+			 (json_int_t)b->len);
+}
+
+static Buf config_json(const char *arch, const char *variant, const Buf *diff_ids, size_t n)
+{
+	json_t *ids = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(ids, json_string(diff_ids[i].digest));
+	json_t *c = json_pack("{s:s,s:s}", "architecture", arch, "os", "linux");
+	if (variant)
+		json_object_set_new(c, "variant", json_string(variant));
+	json_object_set_new(c, "rootfs", json_pack("{s:s,s:o}", "type", "layers", "diff_ids", ids));
+	return buf_json(c);
+}
+
+static Buf manifest_json(const char *mt, const Buf *config, const char *config_mt,
+			 const Buf *layers, size_t n, const char *layer_mt)
+{
+	json_t *l = json_array();
+
+	for (size_t i = 0; i < n; i++)
+		json_array_append_new(l, desc_json(layer_mt, &layers[i]));
+	json_t *m = json_pack("{s:i}", "schemaVersion", 2);
+	if (mt)
+		json_object_set_new(m, "mediaType", json_string(mt));
+	json_object_set_new(m, "config", desc_json(config_mt, config));
+	json_object_set_new(m, "layers", l);
+	return buf_json(m);
+}
+
+/* An image source being assembled: named files. */
+typedef struct Fixture {
+	char *names[64];
+	Buf files[64];
+	char *links[64]; /* symlink target, or hardlink target when hard[i] */
+	bool hard[64];
+	size_t n;
+} Fixture;
+
+static void fx_add(Fixture *f, const char *name, Buf b)
+{
+	f->names[f->n] = xstrdup(name);
+	f->files[f->n++] = b;
+}
+
+static void fx_blob(Fixture *f, const Buf *b)
+{
+	char name[128];
+
+	snprintf(name, sizeof(name), "blobs/sha256/%s", digest_hex(b->digest));
+	Buf copy = *b;
+	copy.data = xcalloc(1, b->len + 1);
+	memcpy(copy.data, b->data, b->len);
+	fx_add(f, name, copy);
+}
+
+static void fx_link(Fixture *f, const char *name, const char *target, bool hard)
+{
+	f->names[f->n] = xstrdup(name);
+	f->links[f->n] = xstrdup(target);
+	f->hard[f->n++] = hard;
+}
+
+static void fx_done(Fixture *f)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		free(f->names[i]);
+		free(f->files[i].data);
+		free(f->links[i]);
+	}
+	f->n = 0;
+}
+
+static void fx_write_tar(const Fixture *f, const char *path)
+{
+	struct archive *a = archive_write_new();
+
+	archive_write_set_format_pax_restricted(a);
+	archive_write_open_filename(a, path);
+	for (size_t i = 0; i < f->n; i++) {
+		struct archive_entry *e = archive_entry_new();
+		archive_entry_set_pathname(e, f->names[i]);
+		if (f->links[i] && f->hard[i]) {
+			archive_entry_set_filetype(e, AE_IFREG);
+			archive_entry_set_hardlink(e, f->links[i]);
+		} else if (f->links[i]) {
+			archive_entry_set_filetype(e, AE_IFLNK);
+			archive_entry_set_symlink(e, f->links[i]);
+		} else {
+			archive_entry_set_filetype(e, AE_IFREG);
+			archive_entry_set_size(e, (la_int64_t)f->files[i].len);
+		}
+		archive_entry_set_perm(e, 0644);
+		archive_write_header(a, e);
+		if (!f->links[i])
+			archive_write_data(a, f->files[i].data, f->files[i].len);
+		archive_entry_free(e);
+	}
+	archive_write_close(a);
+	archive_write_free(a);
+}
+
+static void fx_write_dir(const Fixture *f, const char *dir)
+{
+	for (size_t i = 0; i < f->n; i++) {
+		_cleanup_free_ char *p = xasprintf("%s/%s", dir, f->names[i]);
+		_cleanup_free_ char *d = xstrdup(p);
+		*strrchr(d, '/') = 0;
+		mkdir_p(d, 0755, NULL);
+		write_file_atomic_at(AT_FDCWD, p, f->files[i].data, f->files[i].len, 0644, NULL);
+	}
+}
+
+#define LAYOUT "{\"imageLayoutVersion\":\"1.0.0\"}"
+
+static void fx_layout(Fixture *f, json_t *index)
+{
+	fx_add(f, "oci-layout", buf_take(xstrdup(LAYOUT), strlen(LAYOUT)));
+	fx_add(f, "index.json", buf_json(index));
+}
+
+static json_t *one_entry_index(json_t *entry)
+{
+	return json_pack("{s:i,s:s,s:[o]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+			 "manifests", entry);
+}
+
+/* A single-platform OCI image with one gzip layer; returns the manifest digest. */
+typedef struct Image {
+	Buf layer, gz, config, manifest;
+} Image;
+
+static void image_done(Image *im)
+{
+	free(im->layer.data);
+	free(im->gz.data);
+	free(im->config.data);
+	free(im->manifest.data);
+}
+
+static Image make_image(const char *arch, const char *variant, const char *content)
+{
+	Image im;
+
+	im.layer = layer_tar("hello.txt", content);
+	im.gz = gzip_buf(&im.layer);
+	im.config = config_json(arch, variant, &im.layer, 1);
+	im.manifest =
+	    manifest_json(MT_OCI_MANIFEST, &im.config, MT_OCI_CONFIG, &im.gz, 1, MT_OCI_LAYER_GZIP);
+	return im;
+}
+
+static void fx_image_blobs(Fixture *f, const Image *im)
+{
+	fx_blob(f, &im->gz);
+	fx_blob(f, &im->config);
+	fx_blob(f, &im->manifest);
+}
+
+/* The simple fixture: oci-archive "simple.tar" with ref name 1.0; returns the image. */
+static Image write_simple_archive(const char *path)
+{
+	Fixture f = {0};
+	Image im = make_image("amd64", NULL, "hello\n");
+
+	fx_image_blobs(&f, &im);
+	json_t *entry = desc_json(MT_OCI_MANIFEST, &im.manifest);
+	json_object_set_new(entry, "annotations",
+			    json_pack("{s:s,s:s}", CONTAINERD_ANNOTATION_IMAGE_NAME,
+				      "docker.io/library/app:1.0", OCI_ANNOTATION_REF_NAME, "1.0"));
+	fx_layout(&f, one_entry_index(entry));
+	fx_write_tar(&f, path);
+	fx_done(&f);
+	return im;
+}
+
+static Store *open_store(const char *root)
+{
+	Store *s = NULL;
+	_cleanup_error_ KilnError *e = NULL;
+
+	if (store_open(root, &s, &e) < 0)
+		printf("# store_open: %s\n", e->message);
+	return s;
+}
+
+static int count_entries(const char *path)
+{
+	_cleanup_closedir_ DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+static int import_one(Store *s, const char *spec, ImportedImage **v, size_t *n)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	int r = image_import(s, spec, v, n, &e);
+
+	if (r < 0)
+		printf("# import '%s': %s\n", spec, e->message);
+	return r;
+}
+
+static OciImage *resolve(Store *s, const OciDescriptor *root, const char *platform)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	if (platform_parse(platform, &p, NULL) < 0 || oci_image_resolve(s, root, &p, &img, &e) < 0)
+		printf("# resolve %s: %s\n", platform, e ? e->message : "bad platform");
+	return img;
+}
+
+/* ---- tests ---- */
+
+TEST(oci_archive_gzip_layer)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = write_simple_archive("simple.tar");
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	CHECK(import_one(s, "oci-archive:simple.tar", &v, &n) == 0);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1) {
+		CHECK_EQ_STR(v[0].name, "docker.io/library/app:1.0");
+		CHECK_EQ_STR(v[0].root.digest, im.manifest.digest);
+		CHECK(store_has_blob(s, im.gz.digest));
+		CHECK(store_has_blob(s, im.config.digest));
+		_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/amd64");
+		CHECK(img);
+		if (img) {
+			CHECK_EQ_INT(img->n_layers, 1);
+			CHECK_EQ_STR(img->layers[0].media_type, MT_OCI_LAYER_GZIP);
+			CHECK_EQ_STR(img->layers[0].digest, im.gz.digest);
+			CHECK_EQ_STR(img->diff_ids[0], im.layer.digest);
+			CHECK_EQ_STR(img->config_digest, im.config.digest);
+			CHECK_EQ_STR(img->platform.arch, "amd64");
+			CHECK_EQ_STR(img->manifest_media_type, MT_OCI_MANIFEST);
+			CHECK(json_is_object(img->config));
+		}
+	}
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+	imported_images_free(v, n);
+	image_done(&im);
+	/* importing again is a no-op that still succeeds */
+	CHECK(import_one(s, "simple.tar", &v, &n) == 0);
+	imported_images_free(v, n);
+}
+
+/* index.json -> index A -> index B -> {amd64, arm64, arm/v6} manifests */
+static void write_nested(const char *path, Image im[3], Buf *outer)
+{
+	Fixture f = {0};
+
+	im[0] = make_image("amd64", NULL, "a\n");
+	im[1] = make_image("arm64", "v8", "b\n");
+	im[2] = make_image("arm", "v6", "c\n");
+	json_t *m = json_array();
+	const char *plat[3][3] = {{"amd64", NULL}, {"arm64", "v8"}, {"arm", "v6"}};
+	for (int i = 0; i < 3; i++) {
+		fx_image_blobs(&f, &im[i]);
+		json_t *d = desc_json(MT_OCI_MANIFEST, &im[i].manifest);
+		json_t *p = json_pack("{s:s,s:s}", "architecture", plat[i][0], "os", "linux");
+		if (plat[i][1])
+			json_object_set_new(p, "variant", json_string(plat[i][1]));
+		json_object_set_new(d, "platform", p);
+		json_array_append_new(m, d);
+	}
+	/* a BuildKit attestation manifest must not count as a platform */
+	json_t *att = desc_json(MT_OCI_MANIFEST, &im[0].manifest);
+	json_object_set_new(att, "platform",
+			    json_pack("{s:s,s:s}", "architecture", "unknown", "os", "unknown"));
+	json_array_append_new(m, att);
+	Buf inner = buf_json(json_pack("{s:i,s:s,s:o}", "schemaVersion", 2, "mediaType",
+				       MT_OCI_INDEX, "manifests", m));
+	*outer = buf_json(one_entry_index(desc_json(MT_OCI_INDEX, &inner)));
+	fx_blob(&f, &inner);
+	fx_blob(&f, outer);
+	fx_layout(&f, one_entry_index(desc_json(MT_OCI_INDEX, outer)));
+	fx_write_tar(&f, path);
+	fx_done(&f);
+	free(inner.data);
+}
+
+TEST(nested_index_resolves_platforms)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im[3];
+	Buf outer;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	write_nested("nested.tar", im, &outer);
+	CHECK(import_one(s, "nested.tar", &v, &n) == 0);
+	CHECK_EQ_INT(n, 1);
+	if (n != 1)
+		return;
+	CHECK(v[0].name == NULL);
+	CHECK_EQ_STR(v[0].root.digest, outer.digest);
+	CHECK_EQ_STR(v[0].root.media_type, MT_OCI_INDEX);
+
+	OciImage *img = resolve(s, &v[0].root, "linux/arm64");
+	CHECK(img && !strcmp(img->manifest_digest, im[1].manifest.digest));
+	CHECK(img && !strcmp(img->platform.arch, "arm64") && !img->platform.variant[0]);
+	oci_image_free(img);
+	img = resolve(s, &v[0].root, "linux/amd64");
+	CHECK(img && !strcmp(img->manifest_digest, im[0].manifest.digest));
+	oci_image_free(img);
+	/* arm/v7 takes the v6 image */
+	img = resolve(s, &v[0].root, "linux/arm/v7");
+	CHECK(img && !strcmp(img->manifest_digest, im[2].manifest.digest));
+	oci_image_free(img);
+
+	Platform *ps = NULL;
+	size_t np = 0;
+	CHECK(oci_list_platforms(s, &v[0].root, &ps, &np, NULL) == 0);
+	CHECK_EQ_INT(np, 3);
+	free(ps);
+
+	/* no match: the error lists what there is */
+	_cleanup_error_ KilnError *e = NULL;
+	Platform want;
+	CHECK(platform_parse("linux/s390x", &want, NULL) == 0);
+	CHECK_EQ_INT(oci_image_resolve(s, &v[0].root, &want, &img, &e), -ENOENT);
+	CHECK(e && strstr(e->message, "linux/s390x"));
+	CHECK(e && strstr(e->message, "linux/amd64, linux/arm64, linux/arm/v6"));
+	if (e)
+		printf("# %s\n", e->message);
+	imported_images_free(v, n);
+	for (int i = 0; i < 3; i++)
+		image_done(&im[i]);
+	free(outer.data);
+}
+
+TEST(oci_dir_import)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Fixture f = {0};
+	Image im = make_image("arm64", NULL, "dir\n");
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	fx_image_blobs(&f, &im);
+	json_t *entry = desc_json(MT_OCI_MANIFEST, &im.manifest);
+	json_object_set_new(entry, "annotations",
+			    json_pack("{s:s}", OCI_ANNOTATION_REF_NAME, "v2"));
+	fx_layout(&f, one_entry_index(entry));
+	fx_write_dir(&f, "layout");
+	fx_done(&f);
+
+	ImageSourceKind kind;
+	_cleanup_free_ char *path = NULL;
+	CHECK(image_source_parse("layout", &kind, &path, NULL) == 0);
+	CHECK_EQ_INT(kind, IMAGE_SRC_OCI_DIR);
+	CHECK(import_one(s, "oci:layout", &v, &n) == 0);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1) {
+		CHECK_EQ_STR(v[0].name, "v2");
+		_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/arm64");
+		CHECK(img != NULL);
+		/* a single manifest without platform info is checked against its config */
+		_cleanup_error_ KilnError *e = NULL;
+		OciImage *none = NULL;
+		Platform amd;
+		CHECK(platform_parse("linux/amd64", &amd, NULL) == 0);
+		CHECK(oci_image_resolve(s, &v[0].root, &amd, &none, &e) < 0);
+		CHECK(e && strstr(e->message, "linux/arm64"));
+	}
+	imported_images_free(v, n);
+	image_done(&im);
+}
+
+TEST(corrupted_blob_leaves_store_unchanged)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Fixture f = {0};
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_error_ KilnError *e = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	fx_blob(&f, &im.config);
+	fx_blob(&f, &im.manifest);
+	fx_blob(&f, &im.gz);
+	f.files[f.n - 1].data[f.files[f.n - 1].len / 2] ^= 1; /* last blob: bytes != name */
+	fx_layout(&f, one_entry_index(desc_json(MT_OCI_MANIFEST, &im.manifest)));
+	fx_write_tar(&f, "bad.tar");
+	fx_done(&f);
+
+	CHECK(image_import(s, "oci-archive:bad.tar", &v, &n, &e) < 0);
+	CHECK(e && strstr(e->message, digest_hex(im.gz.digest)));
+	if (e)
+		printf("# %s\n", e->message);
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+	image_done(&im);
+}
+
+TEST(blob_name_traversal_refused)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	static const char *const names[] = {"blobs/sha256/../../x", "blobs/sha256/abc",
+					    "blobs/sha512/aa", "../oci-layout"};
+
+	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
+		Fixture f = {0};
+		_cleanup_error_ KilnError *e = NULL;
+		ImportedImage *v = NULL;
+		size_t n = 0;
+		fx_layout(&f, json_pack("{s:i,s:[]}", "schemaVersion", 2, "manifests"));
+		fx_add(&f, names[i], buf_take(xstrdup("evil"), 4));
+		fx_write_tar(&f, "evil.tar");
+		fx_done(&f);
+		CHECK(image_import(s, "oci-archive:evil.tar", &v, &n, &e) < 0);
+		CHECK(e && strstr(e->message, names[i]));
+		CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	}
+	CHECK(access("x", F_OK) < 0);
+}
+
+TEST(missing_index_and_missing_root_blob)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+	Fixture f = {0};
+
+	fx_add(&f, "oci-layout", buf_take(xstrdup(LAYOUT), strlen(LAYOUT)));
+	fx_blob(&f, &im.gz);
+	fx_write_tar(&f, "noindex.tar");
+	fx_done(&f);
+	CHECK(image_import(s, "oci-archive:noindex.tar", &v, &n, &e) < 0);
+	CHECK(e && strstr(e->message, "index.json"));
+
+	fx_blob(&f, &im.gz);
+	fx_blob(&f, &im.config);
+	fx_layout(&f, one_entry_index(desc_json(MT_OCI_MANIFEST, &im.manifest)));
+	fx_write_tar(&f, "noroot.tar");
+	fx_done(&f);
+	CHECK(image_import(s, "oci-archive:noroot.tar", &v, &n, &e2) < 0);
+	CHECK(e2 && strstr(e2->message, im.manifest.digest));
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	image_done(&im);
+}
+
+/* Imports a hand-made root manifest blob directly into the store. */
+static OciDescriptor put_root(Store *s, const char *mt, const Buf *b)
+{
+	OciDescriptor d = {.size = (int64_t)b->len};
+
+	snprintf(d.media_type, sizeof(d.media_type), "%s", mt);
+	memcpy(d.digest, b->digest, sizeof(d.digest));
+	store_put_blob(s, b->data, b->len, b->digest, NULL, NULL);
+	return d;
+}
+
+TEST(manifest_whose_media_type_says_index)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf bad =
+	    manifest_json(MT_OCI_INDEX, &im.config, MT_OCI_CONFIG, &im.gz, 1, MT_OCI_LAYER_GZIP);
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	store_put_blob(s, im.config.data, im.config.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &bad);
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) < 0);
+	CHECK(e && strstr(e->message, "is not an image manifest"));
+	CHECK(e && strstr(e->message, bad.digest));
+	free(bad.data);
+	image_done(&im);
+}
+
+TEST(diff_ids_count_mismatch)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf layers[2] = {im.gz, im.gz};
+	Buf m2 =
+	    manifest_json(MT_OCI_MANIFEST, &im.config, MT_OCI_CONFIG, layers, 2, MT_OCI_LAYER_GZIP);
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	store_put_blob(s, im.config.data, im.config.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &m2);
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) < 0);
+	CHECK(e && strstr(e->message, "2 layers") && strstr(e->message, "1 rootfs.diff_ids"));
+	free(m2.data);
+	image_done(&im);
+}
+
+TEST(resolve_checks_sizes_and_corruption)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	store_put_blob(s, im.config.data, im.config.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &im.manifest);
+	root.size++;
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) < 0);
+	CHECK(e && strstr(e->message, "descriptor says"));
+	root.size--;
+	_cleanup_free_ char *cp = xasprintf("root/blobs/sha256/%s", digest_hex(im.config.digest));
+	im.config.data[3] ^= 1;
+	CHECK(write_file_atomic_at(AT_FDCWD, cp, im.config.data, im.config.len, 0644, NULL) == 0);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e2) < 0);
+	CHECK(e2 && strstr(e2->message, "corrupt") && strstr(e2->message, im.config.digest));
+	image_done(&im);
+}
+
+/* docker save, legacy layout: <id>/layer.tar, <hex>.json, manifest.json; a second identical
+ * layer as a symlink or a hardlink. */
+static void write_docker_legacy(const char *path, const char *link_kind, Buf *layer_out,
+				Buf *config_out)
+{
+	Fixture f = {0};
+	Buf layer = layer_tar("etc/hostname", "legacy\n");
+	Buf ids[2] = {layer, layer};
+	Buf config = config_json("arm", "v7", ids, 2);
+	_cleanup_free_ char *config_name = xasprintf("%s.json", digest_hex(config.digest));
+
+	fx_add(&f, "aaaa/VERSION", buf_take(xstrdup("1.0"), 3));
+	fx_add(&f, "aaaa/layer.tar", layer);
+	if (!strcmp(link_kind, "symlink"))
+		fx_link(&f, "bbbb/layer.tar", "../aaaa/layer.tar", false);
+	else if (!strcmp(link_kind, "hardlink"))
+		fx_link(&f, "bbbb/layer.tar", "aaaa/layer.tar", true);
+	else
+		fx_link(&f, "bbbb/layer.tar", "../../etc/passwd", false);
+	fx_add(&f, config_name, config);
+	json_t *m = json_pack("[{s:s,s:[s],s:[s,s]}]", "Config", config_name, "RepoTags",
+			      "app:legacy", "Layers", "aaaa/layer.tar", "bbbb/layer.tar");
+	fx_add(&f, "manifest.json", buf_json(m));
+	fx_write_tar(&f, path);
+	*layer_out = layer;
+	*config_out = config;
+	layer_out->data = config_out->data = NULL; /* owned by the fixture */
+	fx_done(&f);
+}
+
+TEST(docker_archive_legacy_symlink_and_hardlink)
+{
+	static const char *const kinds[] = {"symlink", "hardlink"};
+
+	for (size_t k = 0; k < ELEMENTSOF(kinds); k++) {
+		_cleanup_free_ char *root = xasprintf("root-%zu", k);
+		_cleanup_(store_freep) Store *s = open_store(root);
+		Buf layer, config;
+		ImportedImage *v = NULL;
+		size_t n = 0;
+		ImageSourceKind kind;
+		_cleanup_free_ char *path = NULL;
+
+		write_docker_legacy("legacy.tar", kinds[k], &layer, &config);
+		CHECK(image_source_parse("legacy.tar", &kind, &path, NULL) == 0);
+		CHECK_EQ_INT(kind, IMAGE_SRC_DOCKER_ARCHIVE);
+		CHECK(import_one(s, "legacy.tar", &v, &n) == 0);
+		CHECK_EQ_INT(n, 1);
+		if (n != 1)
+			continue;
+		CHECK_EQ_STR(v[0].name, "app:legacy");
+		CHECK_EQ_STR(v[0].root.media_type, MT_OCI_MANIFEST);
+		CHECK(v[0].root.has_platform);
+		CHECK_EQ_STR(v[0].root.platform.arch, "arm");
+		CHECK_EQ_STR(v[0].root.platform.variant, "v7");
+		_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/arm/v7");
+		CHECK(img && img->n_layers == 2);
+		if (img && img->n_layers == 2) {
+			CHECK_EQ_STR(img->layers[0].media_type, MT_OCI_LAYER);
+			CHECK_EQ_STR(img->layers[1].digest, layer.digest);
+			CHECK_EQ_STR(img->config_digest, config.digest);
+			CHECK_EQ_STR(img->config_media_type, MT_OCI_CONFIG);
+		}
+		CHECK(store_has_blob(s, layer.digest));
+		/* only the config, the layer and the generated manifest are stored */
+		_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", root);
+		CHECK_EQ_INT(count_entries(blobs), 3);
+		imported_images_free(v, n);
+	}
+}
+
+TEST(docker_archive_escaping_symlink_refused)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	_cleanup_error_ KilnError *e = NULL;
+	Buf layer, config;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	write_docker_legacy("evil.tar", "escape", &layer, &config);
+	CHECK(image_import(s, "docker-archive:evil.tar", &v, &n, &e) < 0);
+	CHECK(e && strstr(e->message, "escapes"));
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+TEST(docker_archive_new_layout)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Fixture f = {0};
+	Image im = make_image("amd64", NULL, "new\n");
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	fx_blob(&f, &im.gz);
+	fx_blob(&f, &im.config);
+	_cleanup_free_ char *cfg = xasprintf("blobs/sha256/%s", digest_hex(im.config.digest));
+	_cleanup_free_ char *lay = xasprintf("blobs/sha256/%s", digest_hex(im.gz.digest));
+	fx_add(&f, "manifest.json",
+	       buf_json(json_pack("[{s:s,s:[s],s:[s]}]", "Config", cfg, "RepoTags",
+				  "reg.io/x/app:2", "Layers", lay)));
+	fx_write_tar(&f, "new.tar");
+	fx_done(&f);
+
+	CHECK(import_one(s, "docker-archive:new.tar", &v, &n) == 0);
+	CHECK_EQ_INT(n, 1);
+	if (n == 1) {
+		CHECK_EQ_STR(v[0].name, "reg.io/x/app:2");
+		_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/amd64");
+		CHECK(img && img->n_layers == 1 &&
+		      !strcmp(img->layers[0].media_type, MT_OCI_LAYER_GZIP));
+		CHECK(img && !strcmp(img->diff_ids[0], im.layer.digest));
+	}
+	imported_images_free(v, n);
+	image_done(&im);
+}
+
+TEST(docker_archive_layer_not_matching_diff_id)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Fixture f = {0};
+	Buf layer = layer_tar("a", "a\n"), other = layer_tar("b", "b\n");
+	Buf config = config_json("amd64", NULL, &other, 1);
+	_cleanup_error_ KilnError *e = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	fx_add(&f, "l/layer.tar", layer);
+	fx_add(&f, "c.json", config);
+	fx_add(&f, "manifest.json",
+	       buf_json(json_pack("[{s:s,s:n,s:[s]}]", "Config", "c.json", "RepoTags", "Layers",
+				  "l/layer.tar")));
+	fx_write_tar(&f, "d.tar");
+	CHECK(image_import(s, "d.tar", &v, &n, &e) < 0);
+	CHECK(e && strstr(e->message, "diff_ids"));
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	fx_done(&f);
+	free(other.data);
+}
+
+TEST(source_parse)
+{
+	ImageSourceKind kind;
+	char *path = NULL;
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
+
+	CHECK(image_source_parse("oci-archive:/x/y.tar", &kind, &path, NULL) == 0);
+	CHECK_EQ_INT(kind, IMAGE_SRC_OCI_ARCHIVE);
+	CHECK_EQ_STR(path, "/x/y.tar");
+	free(path);
+	CHECK(image_source_parse("docker-archive:d.tar", &kind, &path, NULL) == 0);
+	CHECK_EQ_INT(kind, IMAGE_SRC_DOCKER_ARCHIVE);
+	free(path);
+	CHECK(image_source_parse("oci:dir", &kind, &path, NULL) == 0);
+	CHECK_EQ_INT(kind, IMAGE_SRC_OCI_DIR);
+	free(path);
+	CHECK(image_source_parse("oci:", &kind, &path, &e) < 0);
+	CHECK(e && e->code == KILN_EUSAGE);
+	CHECK_EQ_INT(image_source_parse("missing.tar", &kind, &path, &e2), -ENOENT);
+	CHECK(write_file_atomic_at(AT_FDCWD, "junk", "not a tar", 9, 0644, NULL) == 0);
+	CHECK(image_source_parse("junk", &kind, &path, &e3) < 0);
+	CHECK(e3 && strstr(e3->message, "junk"));
+	CHECK(mkdir("emptydir", 0755) == 0);
+	CHECK(image_source_parse("emptydir", &kind, &path, &e4) < 0);
+	Image im = write_simple_archive("simple.tar");
+	CHECK(image_source_parse("simple.tar", &kind, &path, NULL) == 0);
+	CHECK_EQ_INT(kind, IMAGE_SRC_OCI_ARCHIVE);
+	free(path);
+	image_done(&im);
+}
+
+static bool files_equal(const char *a, const char *b)
+{
+	_cleanup_free_ char *da = NULL, *db = NULL;
+	size_t la = 0, lb = 0;
+
+	if (read_file_at(AT_FDCWD, a, 64 << 20, &da, &la, NULL) < 0 ||
+	    read_file_at(AT_FDCWD, b, 64 << 20, &db, &lb, NULL) < 0)
+		return false;
+	return la == lb && memcmp(da, db, la) == 0;
+}
+
+TEST(export_oci_archive_round_trip)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	_cleanup_(store_freep) Store *s2 = open_store("root2");
+	Image im[3];
+	Buf outer;
+	ImportedImage *v = NULL, *v2 = NULL;
+	size_t n = 0, n2 = 0;
+
+	write_nested("nested.tar", im, &outer);
+	CHECK(import_one(s, "nested.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	_cleanup_error_ KilnError *e = NULL;
+	CHECK(export_oci_archive(s, &v[0].root, "app:1.0", "out1.tar", &e) == 0);
+	if (e)
+		printf("# %s\n", e->message);
+	CHECK(export_oci_archive(s, &v[0].root, "app:1.0", "out2.tar", NULL) == 0);
+	CHECK(files_equal("out1.tar", "out2.tar"));
+	CHECK(import_one(s2, "out1.tar", &v2, &n2) == 0);
+	CHECK_EQ_INT(n2, 1);
+	if (n2 == 1) {
+		CHECK_EQ_STR(v2[0].root.digest, outer.digest);
+		CHECK_EQ_STR(v2[0].name, "docker.io/library/app:1.0");
+		CHECK_EQ_STR(oci_descriptor_annotation(&v2[0].root, OCI_ANNOTATION_REF_NAME),
+			     "1.0");
+		OciImage *img = resolve(s2, &v2[0].root, "linux/arm64");
+		CHECK(img && !strcmp(img->manifest_digest, im[1].manifest.digest));
+		CHECK(img && store_has_blob(s2, img->layers[0].digest));
+		oci_image_free(img);
+	}
+	/* exact tar layout: sorted, deterministic headers */
+	struct archive *a = archive_read_new();
+	struct archive_entry *ae;
+	archive_read_support_format_tar(a);
+	CHECK(archive_read_open_filename(a, "out1.tar", 10240) == ARCHIVE_OK);
+	char prev[256] = "";
+	int entries = 0;
+	while (archive_read_next_header(a, &ae) == ARCHIVE_OK) {
+		const char *name = archive_entry_pathname(ae);
+		CHECK(strcmp(prev, name) < 0);
+		snprintf(prev, sizeof(prev), "%s", name);
+		CHECK_EQ_INT(archive_entry_mtime(ae), 0);
+		CHECK_EQ_INT(archive_entry_uid(ae), 0);
+		CHECK(archive_entry_uname(ae) == NULL || !*archive_entry_uname(ae));
+		CHECK_EQ_INT(archive_entry_perm(ae),
+			     archive_entry_filetype(ae) == AE_IFDIR ? 0755 : 0644);
+		entries++;
+	}
+	archive_read_free(a);
+	/* blobs/, blobs/sha256/, 2 indexes, 3 x (manifest, config, layer), index.json, oci-layout
+	 */
+	CHECK_EQ_INT(entries, 2 + 2 + 9 + 2);
+
+	/* a source without a name: no name annotations (the store's own ref name is dropped) */
+	OciDescriptor tagged = {0};
+	CHECK(store_tag_set(s, "kept", &v[0].root, NULL) == 0);
+	CHECK(store_tag_get(s, "kept", &tagged, NULL) == 0);
+	CHECK(export_oci_archive(s, &tagged, NULL, "noname.tar", NULL) == 0);
+	oci_descriptor_done(&tagged);
+	imported_images_free(v2, n2);
+	CHECK(import_one(s2, "noname.tar", &v2, &n2) == 0);
+	CHECK(n2 == 1 && v2[0].name == NULL);
+	imported_images_free(v2, n2);
+	imported_images_free(v, n);
+	for (int i = 0; i < 3; i++)
+		image_done(&im[i]);
+	free(outer.data);
+}
+
+TEST(export_refuses_missing_blob_and_bad_name)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = write_simple_archive("simple.tar");
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	CHECK(import_one(s, "simple.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	CHECK(export_oci_archive(s, &v[0].root, "Bad Name", "x.tar", &e) < 0);
+	CHECK(e && e->code == KILN_EUSAGE);
+	_cleanup_free_ char *lp = xasprintf("root/blobs/sha256/%s", digest_hex(im.gz.digest));
+	CHECK(unlink(lp) == 0);
+	CHECK(export_oci_archive(s, &v[0].root, "app", "x.tar", &e2) < 0);
+	CHECK(e2 && strstr(e2->message, im.gz.digest));
+	CHECK(access("x.tar", F_OK) < 0);
+	CHECK_EQ_INT(count_entries("."), 2); /* root, simple.tar: no temp file left */
+	imported_images_free(v, n);
+	image_done(&im);
+}
+
+TEST(export_oci_dir_round_trip)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	_cleanup_(store_freep) Store *s2 = open_store("root2");
+	Image im = write_simple_archive("simple.tar");
+	ImportedImage *v = NULL, *v2 = NULL;
+	size_t n = 0, n2 = 0;
+
+	CHECK(import_one(s, "simple.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	CHECK(export_oci_dir(s, &v[0].root, "reg.io:5000/team/app:3", "outdir", NULL) == 0);
+	CHECK_EQ_INT(count_entries("outdir/blobs/sha256"), 3);
+	CHECK(import_one(s2, "outdir", &v2, &n2) == 0);
+	CHECK(n2 == 1 && !strcmp(v2[0].name, "reg.io:5000/team/app:3"));
+	CHECK(n2 == 1 && !strcmp(v2[0].root.digest, im.manifest.digest));
+	imported_images_free(v, n);
+	imported_images_free(v2, n2);
+	image_done(&im);
+}
+
+TEST(export_docker_archive_round_trip)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	_cleanup_(store_freep) Store *s2 = open_store("root2");
+	Image im = write_simple_archive("simple.tar");
+	ImportedImage *v = NULL, *v2 = NULL;
+	size_t n = 0, n2 = 0;
+	char *tags[] = {"app:1.0", "app", NULL};
+
+	CHECK(import_one(s, "simple.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/amd64");
+	if (!img)
+		return;
+	_cleanup_error_ KilnError *e = NULL;
+	CHECK(export_docker_archive(s, img, tags, "docker.tar", &e) == 0);
+	CHECK(export_docker_archive(s, img, tags, "docker2.tar", NULL) == 0);
+	CHECK(files_equal("docker.tar", "docker2.tar"));
+	/* read as a docker-archive explicitly (auto-detection prefers its OCI index) */
+	CHECK(import_one(s2, "docker-archive:docker.tar", &v2, &n2) == 0);
+	CHECK_EQ_INT(n2, 1);
+	if (n2 == 1) {
+		CHECK_EQ_STR(v2[0].name, "app:1.0");
+		_cleanup_(oci_image_freep) OciImage *img2 = resolve(s2, &v2[0].root, "linux/amd64");
+		CHECK(img2 && !strcmp(img2->config_digest, img->config_digest));
+		CHECK(img2 && img2->n_layers == 1 &&
+		      !strcmp(img2->layers[0].digest, img->layers[0].digest) &&
+		      !strcmp(img2->layers[0].media_type, MT_OCI_LAYER_GZIP));
+	}
+	imported_images_free(v2, n2);
+	/* and as an OCI archive: one index entry per tag, the same manifest */
+	CHECK(import_one(s2, "docker.tar", &v2, &n2) == 0);
+	CHECK_EQ_INT(n2, 2);
+	if (n2 == 2) {
+		CHECK_EQ_STR(v2[0].root.digest, im.manifest.digest);
+		CHECK_EQ_STR(v2[1].name, "docker.io/library/app:latest");
+	}
+	imported_images_free(v2, n2);
+	imported_images_free(v, n);
+	image_done(&im);
+}
+
+static int run(const char *cmd)
+{
+	int st = system(cmd);
+
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(skopeo_reads_export)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im[3];
+	Buf outer;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	if (access("/usr/bin/skopeo", X_OK) < 0) {
+		printf("# skopeo not installed: skipped\n");
+		if (getenv("KILN_MUST_WORK"))
+			tap_cur_failed = 1;
+		return;
+	}
+	write_nested("nested.tar", im, &outer);
+	CHECK(import_one(s, "nested.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	CHECK(export_oci_archive(s, &v[0].root, "app:1.0", "out.tar", NULL) == 0);
+	CHECK_EQ_INT(run("skopeo inspect --raw oci-archive:out.tar >raw.json 2>err.txt"), 0);
+	CHECK_EQ_INT(run("skopeo inspect --raw oci-archive:out.tar:1.0 >/dev/null 2>>err.txt"), 0);
+	/* skopeo copy follows one index level only: copy an export of the inner index */
+	_cleanup_free_ char *data = NULL;
+	OciDescriptor *inner = NULL;
+	size_t dlen = 0, ni = 0;
+	CHECK(store_read_blob(s, outer.digest, 1 << 20, &data, &dlen, NULL) == 0);
+	CHECK(data && oci_index_parse(data, dlen, &inner, &ni, NULL) == 0 && ni == 1);
+	CHECK(ni == 1 && export_oci_archive(s, &inner[0], "app:2", "inner.tar", NULL) == 0);
+	oci_descriptors_free(inner, ni);
+	CHECK_EQ_INT(run("skopeo copy -q --override-arch arm64 oci-archive:inner.tar:2 oci:copy:x "
+			 ">/dev/null 2>>err.txt"),
+		     0);
+	CHECK_EQ_INT(run("grep -q arm64 copy/blobs/sha256/* 2>>err.txt"), 0);
+	if (access("/usr/bin/umoci", X_OK) == 0) {
+		CHECK_EQ_INT(
+		    run("umoci unpack --rootless --image copy:x bundle >/dev/null 2>>err.txt"), 0);
+		CHECK_EQ_INT(run("grep -q b bundle/rootfs/hello.txt"), 0);
+	}
+	OciImage *img = resolve(s, &v[0].root, "linux/amd64");
+	char *tags[] = {"app:1.0", NULL};
+	CHECK(img && export_docker_archive(s, img, tags, "docker.tar", NULL) == 0);
+	oci_image_free(img);
+	CHECK_EQ_INT(run("skopeo inspect --raw docker-archive:docker.tar >/dev/null 2>>err.txt"),
+		     0);
+	CHECK_EQ_INT(run("skopeo copy -q docker-archive:docker.tar oci:copy2:y >/dev/null "
+			 "2>>err.txt"),
+		     0);
+	_cleanup_free_ char *raw = NULL;
+	size_t len = 0;
+	CHECK(read_file_at(AT_FDCWD, "raw.json", 1 << 20, &raw, &len, NULL) == 0);
+	char d[DIGEST_STRING_MAX];
+	digest_buffer(raw ? raw : "", len, d);
+	CHECK_EQ_STR(d, outer.digest);
+	if (tap_cur_failed)
+		run("sed 's/^/# /' err.txt");
+	imported_images_free(v, n);
+	for (int i = 0; i < 3; i++)
+		image_done(&im[i]);
+	free(outer.data);
+}
+
+int main(void)
+{
+	RUN(oci_archive_gzip_layer);
+	RUN(nested_index_resolves_platforms);
+	RUN(oci_dir_import);
+	RUN(corrupted_blob_leaves_store_unchanged);
+	RUN(blob_name_traversal_refused);
+	RUN(missing_index_and_missing_root_blob);
+	RUN(manifest_whose_media_type_says_index);
+	RUN(diff_ids_count_mismatch);
+	RUN(resolve_checks_sizes_and_corruption);
+	RUN(docker_archive_legacy_symlink_and_hardlink);
+	RUN(docker_archive_escaping_symlink_refused);
+	RUN(docker_archive_new_layout);
+	RUN(docker_archive_layer_not_matching_diff_id);
+	RUN(source_parse);
+	RUN(export_oci_archive_round_trip);
+	RUN(export_refuses_missing_blob_and_bad_name);
+	RUN(export_oci_dir_round_trip);
+	RUN(export_docker_archive_round_trip);
+	RUN(skopeo_reads_export);
+	return tap_done();
+}

@@ -1,0 +1,447 @@
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include "common/cleanup.h"
+#include "common/digest.h"
+#include "common/error.h"
+#include "common/fdutil.h"
+#include "layers/oci.h"
+#include "layers/store.h"
+#include "tap.h"
+
+/* Regular entries in a directory, "." and ".." excluded; -1 if it cannot be opened. */
+static int count_entries(const char *path)
+{
+	_cleanup_closedir_ DIR *d = opendir(path);
+	struct dirent *de;
+	int n = 0;
+
+	if (!d)
+		return -1;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			n++;
+	return n;
+}
+
+static Store *open_store(void)
+{
+	Store *s = NULL;
+	_cleanup_error_ KilnError *e = NULL;
+
+	if (store_open("root", &s, &e) < 0)
+		printf("# store_open: %s\n", e->message);
+	return s;
+}
+
+TEST(open_creates_layout)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_free_ char *layout = NULL, *index = NULL;
+
+	CHECK(s);
+	if (!s)
+		return;
+	CHECK_EQ_STR(store_path(s), "root");
+	CHECK(store_dirfd(s) >= 0);
+	CHECK(read_file_at(AT_FDCWD, "root/oci-layout", 4096, &layout, NULL, NULL) == 0);
+	CHECK_EQ_STR(layout, "{\"imageLayoutVersion\":\"1.0.0\"}");
+	CHECK(read_file_at(AT_FDCWD, "root/index.json", 4096, &index, NULL, NULL) == 0);
+	CHECK(index && strstr(index, "\"manifests\":[]"));
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+TEST(put_read_round_trip)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_free_ char *data = NULL;
+	char d[DIGEST_STRING_MAX], want[DIGEST_STRING_MAX];
+	size_t len = 0;
+
+	digest_buffer("hello", 5, want);
+	CHECK(store_put_blob(s, "hello", 5, NULL, d, NULL) == 0);
+	CHECK_EQ_STR(d, want);
+	CHECK(store_has_blob(s, d));
+	CHECK(store_read_blob(s, d, 100, &data, &len, NULL) == 0);
+	CHECK_EQ_INT(len, 5);
+	CHECK_EQ_STR(data, "hello");
+	/* with the expected digest given */
+	CHECK(store_put_blob(s, "hello", 5, want, NULL, NULL) == 0);
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 1);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+TEST(streaming_writer)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_(blob_writer_freep) BlobWriter *w = NULL;
+	char d[DIGEST_STRING_MAX], want[DIGEST_STRING_MAX];
+	int64_t size = 0;
+
+	digest_buffer("hello world", 11, want);
+	CHECK(store_blob_writer_new(s, &w, NULL) == 0);
+	CHECK(blob_writer_write(w, "hello ", 6, NULL) == 0);
+	CHECK(blob_writer_write(w, "world", 5, NULL) == 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 1);
+	CHECK(!store_has_blob(s, want));
+	CHECK(blob_writer_commit(w, want, d, &size, NULL) == 0);
+	CHECK_EQ_STR(d, want);
+	CHECK_EQ_INT(size, 11);
+	CHECK(store_has_blob(s, want));
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+TEST(writer_free_without_commit_removes_temp)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	BlobWriter *w = NULL;
+
+	CHECK(store_blob_writer_new(s, &w, NULL) == 0);
+	CHECK(blob_writer_write(w, "x", 1, NULL) == 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 1);
+	blob_writer_free(w);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+}
+
+TEST(digest_mismatch_leaves_nothing)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL;
+	char wrong[DIGEST_STRING_MAX], actual[DIGEST_STRING_MAX];
+
+	digest_buffer("other", 5, wrong);
+	digest_buffer("hello", 5, actual);
+	CHECK(store_put_blob(s, "hello", 5, wrong, NULL, &e) < 0);
+	CHECK(e && strstr(e->message, wrong) && strstr(e->message, actual));
+	CHECK_EQ_INT(e ? e->code : 0, EIO);
+	CHECK(!store_has_blob(s, wrong));
+	CHECK(!store_has_blob(s, actual));
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+TEST(invalid_digests_refused)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL;
+	int fd = -1;
+	char *data = NULL;
+
+	CHECK(store_open_blob(s, "sha256:../../x", &fd, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "sha256:../../x"));
+	CHECK(fd == -1);
+	CHECK(!store_has_blob(s, "sha256:../../x"));
+	CHECK(!store_has_blob(s, NULL));
+	CHECK(store_put_blob(s, "x", 1, "sha256:../../x", NULL, &e2) < 0);
+	CHECK(store_read_blob(s, "../oci-layout", 100, &data, NULL, &e3) < 0);
+	CHECK(data == NULL);
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+}
+
+TEST(missing_blob_is_enoent)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL;
+	char d[DIGEST_STRING_MAX];
+	int fd = -1;
+
+	digest_buffer("nope", 4, d);
+	CHECK_EQ_INT(store_open_blob(s, d, &fd, &e), -ENOENT);
+	CHECK(e && strstr(e->message, d));
+}
+
+TEST(read_detects_corruption_and_size)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	char d[DIGEST_STRING_MAX];
+	char *data = NULL;
+
+	CHECK(store_put_blob(s, "hello", 5, NULL, d, NULL) == 0);
+	_cleanup_free_ char *path = xasprintf("root/blobs/sha256/%s", digest_hex(d));
+	CHECK(store_read_blob(s, d, 4, &data, NULL, &e2) == -EFBIG);
+	chmod(path, 0644);
+	CHECK(write_file_atomic_at(AT_FDCWD, path, "HELLO", 5, 0644, NULL) == 0);
+	CHECK(store_read_blob(s, d, 100, &data, NULL, &e) == -EIO);
+	CHECK(e && strstr(e->message, d));
+	CHECK(data == NULL);
+}
+
+TEST(existing_blob_is_kept)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	char d[DIGEST_STRING_MAX];
+	struct stat a, b;
+
+	CHECK(store_put_blob(s, "same", 4, NULL, d, NULL) == 0);
+	_cleanup_free_ char *path = xasprintf("root/blobs/sha256/%s", digest_hex(d));
+	CHECK(stat(path, &a) == 0);
+	CHECK(store_put_blob(s, "same", 4, d, NULL, NULL) == 0);
+	CHECK(stat(path, &b) == 0);
+	CHECK_EQ_INT(a.st_ino, b.st_ino);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+TEST(concurrent_writers_same_blob)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	static char big[1 << 20];
+	char d[DIGEST_STRING_MAX];
+	pid_t pids[6];
+
+	for (size_t i = 0; i < sizeof(big); i++)
+		big[i] = (char)(i * 7);
+	digest_buffer(big, sizeof(big), d);
+	for (size_t i = 0; i < ELEMENTSOF(pids); i++) {
+		pids[i] = fork();
+		if (pids[i] == 0) {
+			Store *cs = NULL;
+			if (store_open("root", &cs, NULL) < 0)
+				_exit(2);
+			for (int k = 0; k < 5; k++)
+				if (store_put_blob(cs, big, sizeof(big), d, NULL, NULL) < 0)
+					_exit(1);
+			store_free(cs);
+			_exit(0);
+		}
+	}
+	for (size_t i = 0; i < ELEMENTSOF(pids); i++) {
+		int st = -1;
+		CHECK(waitpid(pids[i], &st, 0) == pids[i]);
+		CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	}
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	CHECK(store_read_blob(s, d, sizeof(big), &data, &len, NULL) == 0);
+	CHECK_EQ_INT(len, sizeof(big));
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 1);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
+static void check_norm(const char *in, const char *want)
+{
+	_cleanup_free_ char *out = NULL;
+	_cleanup_error_ KilnError *e = NULL;
+
+	if (store_name_normalize(in, &out, &e) < 0) {
+		printf("#   normalize '%s': %s\n", in, e->message);
+		tap_cur_failed = 1;
+		return;
+	}
+	CHECK_EQ_STR(out, want);
+}
+
+TEST(name_normalize)
+{
+	check_norm("app", "app:latest");
+	check_norm("app:1.0", "app:1.0");
+	check_norm("reg.io/x/y:t", "reg.io/x/y:t");
+	check_norm("localhost:5000/app", "localhost:5000/app:latest");
+	check_norm("localhost/app:v1", "localhost/app:v1");
+	check_norm("my-org/my_app__x.y:1.0-rc_1", "my-org/my_app__x.y:1.0-rc_1");
+	check_norm("docker.io/library/busybox", "docker.io/library/busybox:latest");
+	check_norm("a--b/c", "a--b/c:latest");
+	check_norm("Reg.IO:443/a", "Reg.IO:443/a:latest");
+
+	static const char *const bad[] = {
+	    "",
+	    "App",
+	    "app:",
+	    "app:-x",
+	    ":tag",
+	    "a//b",
+	    "/a",
+	    "a/",
+	    "-a",
+	    "a-",
+	    "a..b",
+	    "a___b",
+	    "reg.io/",
+	    "reg..io/a",
+	    "reg.io:/a",
+	    "a b",
+	    "app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+	    "reg.io:99999999/a",
+	    "a:b:c",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		_cleanup_free_ char *out = NULL;
+		_cleanup_error_ KilnError *e = NULL;
+		int r = store_name_normalize(bad[i], &out, &e);
+		CHECK(r < 0);
+		if (r >= 0)
+			printf("#   '%s' accepted as '%s'\n", bad[i], out);
+		else
+			CHECK(e && strstr(e->message, bad[i]) && e->code == KILN_EUSAGE);
+	}
+	_cleanup_free_ char *longname = xcalloc(1, 300);
+	memset(longname, 'a', 299);
+	_cleanup_free_ char *out = NULL;
+	CHECK(store_name_normalize(longname, &out, NULL) < 0);
+}
+
+TEST(name_qualify_and_tag)
+{
+	_cleanup_free_ char *a = store_name_qualify("app:1.0");
+	_cleanup_free_ char *b = store_name_qualify("me/app:1");
+	_cleanup_free_ char *c = store_name_qualify("reg.io:5000/x:t");
+	_cleanup_free_ char *d = store_name_qualify("localhost/x:t");
+
+	CHECK_EQ_STR(a, "docker.io/library/app:1.0");
+	CHECK_EQ_STR(b, "docker.io/me/app:1");
+	CHECK_EQ_STR(c, "reg.io:5000/x:t");
+	CHECK_EQ_STR(d, "localhost/x:t");
+	CHECK_EQ_STR(store_name_tag("reg.io:5000/x:t"), "t");
+	CHECK_EQ_STR(store_name_tag("app:1.0"), "1.0");
+}
+
+static OciDescriptor make_desc(const char *content)
+{
+	OciDescriptor d = {.media_type = MT_OCI_MANIFEST, .size = (int64_t)strlen(content)};
+
+	digest_buffer(content, strlen(content), d.digest);
+	return d;
+}
+
+TEST(tags_set_get_list_remove)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	OciDescriptor a = make_desc("a"), b = make_desc("b"), got = {0};
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL;
+
+	CHECK(store_tag_set(s, "zeta", &a, NULL) == 0);
+	CHECK(store_tag_set(s, "app:1.0", &a, NULL) == 0);
+	CHECK(store_tag_set(s, "reg.io/x/y:t", &b, NULL) == 0);
+	CHECK(store_tag_set(s, "app:1.0", &b, NULL) == 0); /* retag replaces */
+	CHECK(store_tag_set(s, "Bad Name", &b, &e) < 0);
+
+	CHECK(store_tag_get(s, "app:1.0", &got, NULL) == 0);
+	CHECK_EQ_STR(got.digest, b.digest);
+	CHECK_EQ_STR(got.media_type, MT_OCI_MANIFEST);
+	CHECK_EQ_STR(oci_descriptor_annotation(&got, OCI_ANNOTATION_REF_NAME), "app:1.0");
+	oci_descriptor_done(&got);
+	CHECK(store_tag_get(s, "zeta", &got, NULL) == 0); /* "zeta" == "zeta:latest" */
+	CHECK_EQ_STR(got.digest, a.digest);
+	oci_descriptor_done(&got);
+	CHECK_EQ_INT(store_tag_get(s, "nope", &got, &e2), -ENOENT);
+	CHECK(e2 && strstr(e2->message, "nope:latest"));
+
+	/* survives reopen */
+	store_free(s);
+	s = open_store();
+	char **names = NULL;
+	OciDescriptor *descs = NULL;
+	size_t n = 0;
+	CHECK(store_tag_list(s, &names, &descs, &n, NULL) == 0);
+	CHECK_EQ_INT(n, 3);
+	if (n == 3) {
+		CHECK_EQ_STR(names[0], "app:1.0");
+		CHECK_EQ_STR(names[1], "reg.io/x/y:t");
+		CHECK_EQ_STR(names[2], "zeta:latest");
+		CHECK_EQ_STR(descs[2].digest, a.digest);
+	}
+	strv_free(names);
+	oci_descriptors_free(descs, n);
+
+	CHECK(store_tag_remove(s, "zeta:latest", NULL) == 0);
+	CHECK_EQ_INT(store_tag_remove(s, "zeta", &e3), -ENOENT);
+	CHECK(store_tag_list(s, &names, &descs, &n, NULL) == 0);
+	CHECK_EQ_INT(n, 2);
+	strv_free(names);
+	oci_descriptors_free(descs, n);
+}
+
+TEST(tag_keeps_descriptor_annotations_and_platform)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	OciDescriptor a = make_desc("a"), got = {0};
+
+	a.annotations = json_pack("{s:s}", "org.example", "v");
+	a.has_platform = true;
+	CHECK(platform_parse("linux/arm/v7", &a.platform, NULL) == 0);
+	CHECK(store_tag_set(s, "app", &a, NULL) == 0);
+	CHECK(store_tag_get(s, "app", &got, NULL) == 0);
+	CHECK_EQ_STR(oci_descriptor_annotation(&got, "org.example"), "v");
+	CHECK(got.has_platform && platform_equal(&got.platform, &a.platform));
+	/* the caller's descriptor is not modified */
+	CHECK(!oci_descriptor_annotation(&a, OCI_ANNOTATION_REF_NAME));
+	oci_descriptor_done(&got);
+	oci_descriptor_done(&a);
+}
+
+TEST(corrupt_index_is_an_error)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL;
+	OciDescriptor a = make_desc("a");
+
+	CHECK(write_file_atomic_at(AT_FDCWD, "root/index.json", "{nope", 5, 0644, NULL) == 0);
+	CHECK(store_tag_set(s, "app", &a, &e) < 0);
+	CHECK(e && strstr(e->message, "index.json"));
+	_cleanup_free_ char *index = NULL;
+	CHECK(read_file_at(AT_FDCWD, "root/index.json", 100, &index, NULL, NULL) == 0);
+	CHECK_EQ_STR(index, "{nope"); /* not overwritten */
+}
+
+TEST(descriptor_json_round_trip)
+{
+	_cleanup_json_ json_t *j =
+	    json_loads("{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\","
+		       "\"digest\":\"sha256:"
+		       "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\","
+		       "\"size\":7,\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\","
+		       "\"variant\":\"v7\"},"
+		       "\"annotations\":{\"k\":\"v\"}}",
+		       0, NULL);
+	OciDescriptor d = {0};
+
+	CHECK(oci_descriptor_from_json(j, &d, NULL) == 0);
+	_cleanup_json_ json_t *back = oci_descriptor_to_json(&d);
+	_cleanup_free_ char *a = oci_json_dump(j), *b = oci_json_dump(back);
+	CHECK_EQ_STR(a, b);
+	oci_descriptor_done(&d);
+
+	static const char *const bad[] = {
+	    "{\"mediaType\":\"x\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649"
+	    "b934ca495991b7852b855\",\"size\":1}",
+	    "{\"mediaType\":\"a/b\",\"digest\":\"sha256:../../x\",\"size\":1}",
+	    "{\"mediaType\":\"a/b\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e464"
+	    "9b934ca495991b7852b855\",\"size\":-1}",
+	    "{\"mediaType\":\"a/b\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e464"
+	    "9b934ca495991b7852b855\",\"size\":1,\"annotations\":{\"k\":1}}",
+	    "{\"mediaType\":\"a/b\",\"digest\":\"sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e464"
+	    "9b934ca495991b7852b855\",\"size\":1,\"platform\":{\"os\":\"linux\"}}",
+	    "[]",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		_cleanup_json_ json_t *bj = json_loads(bad[i], 0, NULL);
+		_cleanup_error_ KilnError *e = NULL;
+		CHECK(bj != NULL);
+		CHECK(oci_descriptor_from_json(bj, &d, &e) < 0);
+	}
+}
+
+int main(void)
+{
+	RUN(open_creates_layout);
+	RUN(put_read_round_trip);
+	RUN(streaming_writer);
+	RUN(writer_free_without_commit_removes_temp);
+	RUN(digest_mismatch_leaves_nothing);
+	RUN(invalid_digests_refused);
+	RUN(missing_blob_is_enoent);
+	RUN(read_detects_corruption_and_size);
+	RUN(existing_blob_is_kept);
+	RUN(concurrent_writers_same_blob);
+	RUN(name_normalize);
+	RUN(name_qualify_and_tag);
+	RUN(tags_set_get_list_remove);
+	RUN(tag_keeps_descriptor_annotations_and_platform);
+	RUN(corrupt_index_is_an_error);
+	RUN(descriptor_json_round_trip);
+	return tap_done();
+}
