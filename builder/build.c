@@ -1484,11 +1484,51 @@ static int stage_from(StageRun *r, KilnError **err)
 	return run_onbuild(r, image, err);
 }
 
+/* Builds the stages st depends on (FROM a stage, COPY --from a stage) first, so the progress
+ * output reads in dependency order; references that need stage ARGs are found lazily instead. */
+static int stage_build_deps(Build *b, Stage *st, KilnError **err)
+{
+	_cleanup_strv_free_ char **refs = NULL;
+	const char *text = st->from->args && st->from->args[0] ? st->from->args[0] : "";
+	_cleanup_free_ char *copy = xstrdup(text);
+	char *save = NULL;
+	char *image = strtok_r(copy, " \t\n", &save);
+
+	if (image)
+		strv_push(&refs, image);
+	for (size_t i = st->first; i < st->end; i++) {
+		const DfInstruction *in = &b->df->insts[i];
+		const char *from = strcmp(in->keyword, "COPY") == 0 ? df_instruction_flag(in, "from")
+								    : NULL;
+		if (from)
+			strv_push(&refs, from);
+	}
+	for (size_t i = 0; refs && refs[i]; i++) {
+		_cleanup_free_ char *name = NULL;
+		if (expand_word(refs[i], b->df->escape, lookup_global, b, &name, NULL) < 0)
+			continue;
+		Stage *dep = stage_find(b, name);
+		if (!dep || dep == st || dep->state != STAGE_NEW)
+			continue;
+		int k = stage_build(b, dep, err);
+		if (k < 0)
+			return k;
+	}
+	return 0;
+}
+
 static int stage_build(Build *b, Stage *st, KilnError **err)
 {
 	StageRun r = {.b = b, .st = st};
 	int k;
 
+	if (st->state == STAGE_NEW) {
+		st->state = STAGE_BUILDING;
+		k = stage_build_deps(b, st, err);
+		st->state = STAGE_NEW;
+		if (k < 0)
+			return k;
+	}
 	if (st->state == STAGE_BUILT)
 		return 0;
 	if (st->state == STAGE_BUILDING)

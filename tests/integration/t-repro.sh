@@ -15,7 +15,7 @@ RUN mkdir -p /out && for i in 1 2 3 4 5; do echo "gen $i" > /out/g$i; done
 FROM busybox
 COPY src /opt/src
 COPY --from=gen /out /opt/gen
-RUN ln -s /opt/src/tool.sh /usr/bin-tool && mkdir -p /var/empty && touch /var/empty/f
+RUN ln -s /opt/src/tool.sh /bin/tool && mkdir -p /var/empty && touch /var/empty/f
 ENV X=1
 CMD ["/opt/src/tool.sh"]
 DF

@@ -1,0 +1,206 @@
+/* The builder's own pieces: the COPY engine (context rules, globs, destinations, escapes) and
+ * the image config (USER and --chown lookups, env, deterministic serialisation). */
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "builder/context.h"
+#include "builder/imageconf.h"
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+#include "tap.h"
+
+static void put(const char *path, const char *content)
+{
+	_cleanup_free_ char *dir = xstrdup(path);
+	char *s = strrchr(dir, '/');
+	if (s) {
+		*s = 0;
+		mkdir_p(dir, 0755, NULL);
+	}
+	write_file_atomic_at(AT_FDCWD, path, content, strlen(content), 0644, NULL);
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+	return lstat(path, &st) == 0;
+}
+
+static int open_dir(const char *p)
+{
+	mkdir_p(p, 0755, NULL);
+	return open(p, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+}
+
+static CopyOptions ctx_opts(void)
+{
+	return (CopyOptions){.from_context = true, .set_owner = true, .mtime = 0, .what = "COPY"};
+}
+
+static int copy1(const char *src, const char *dest, KilnError **err)
+{
+	_cleanup_close_ int c = open_dir("ctx"), r = open_dir("root");
+	char *srcs[] = {(char *)src, NULL};
+	CopyOptions o = ctx_opts();
+	return copy_into(c, srcs, r, dest, &o, err);
+}
+
+TEST(copy_dir_contents_and_file_rules)
+{
+	put("ctx/files/a", "A");
+	put("ctx/files/sub/b", "B");
+	put("ctx/one", "1");
+	CHECK(copy1("files/", "/src/", NULL) == 0);
+	CHECK(exists("root/src/a"));
+	CHECK(exists("root/src/sub/b"));
+	CHECK(!exists("root/src/files"));
+	/* a file onto a name that is not a dir is that file; onto "dir/" it lands inside */
+	CHECK(copy1("one", "/x", NULL) == 0);
+	CHECK(exists("root/x"));
+	CHECK(copy1("one", "/d/", NULL) == 0);
+	CHECK(exists("root/d/one"));
+	/* an existing dir takes the file inside */
+	CHECK(copy1("one", "/src", NULL) == 0);
+	CHECK(exists("root/src/one"));
+}
+
+TEST(copy_globs_sorted_and_need_dir_dest)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	put("ctx/a.txt", "a");
+	put("ctx/b.txt", "b");
+	put("ctx/c.md", "c");
+	CHECK(copy1("*.txt", "/t/", NULL) == 0);
+	CHECK(exists("root/t/a.txt") && exists("root/t/b.txt") && !exists("root/t/c.md"));
+	CHECK(copy1("*.txt", "/file", &e) < 0);
+	CHECK(e && strstr(e->message, "end with '/'"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(copy1("*.none", "/t/", &e) == -ENOENT);
+}
+
+TEST(copy_outside_context_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	put("outside", "secret");
+	put("ctx/in", "x");
+	CHECK(copy1("../outside", "/o", &e) == -EXDEV);
+	CHECK(e && strstr(e->message, "outside the build context"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(symlink("/etc", "ctx/evil") == 0);
+	CHECK(copy1("evil/passwd", "/p", &e) == -EXDEV);
+	CHECK(e && strstr(e->message, "outside the build context"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(symlink("../outside", "ctx/up") == 0);
+	CHECK(copy1("up", "/p", &e) < 0);
+	CHECK(!exists("root/p"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(copy1("missing", "/p", &e) == -ENOENT);
+	CHECK(e && strstr(e->message, "not found"));
+}
+
+TEST(copy_keeps_inner_symlinks_and_follows_top_level)
+{
+	char buf[64] = {0};
+	put("ctx/dir/real", "r");
+	CHECK(symlink("real", "ctx/dir/link") == 0);
+	CHECK(symlink("dir/real", "ctx/top") == 0);
+	CHECK(copy1("dir", "/d", NULL) == 0);
+	CHECK(readlink("root/d/link", buf, sizeof(buf) - 1) == 4);
+	CHECK_EQ_STR(buf, "real");
+	CHECK(copy1("top", "/t", NULL) == 0);
+	struct stat st;
+	CHECK(lstat("root/t", &st) == 0 && S_ISREG(st.st_mode));
+}
+
+TEST(copy_dest_symlink_stays_in_root)
+{
+	put("ctx/f", "x");
+	mkdir_p("root", 0755, NULL);
+	CHECK(symlink("/", "root/escape") == 0);
+	CHECK(copy1("f", "/escape/tmp/kiln-test-canary-file", NULL) == 0);
+	CHECK(exists("root/tmp/kiln-test-canary-file"));
+	CHECK(!exists("/tmp/kiln-test-canary-file"));
+}
+
+TEST(copy_honours_dockerignore)
+{
+	_cleanup_(build_context_freep) BuildContext *bc = NULL;
+	put("ctx/.dockerignore", "*.log\nsub\n!sub/keep\n");
+	put("ctx/a.log", "x");
+	put("ctx/b", "x");
+	put("ctx/sub/drop", "x");
+	put("ctx/sub/keep", "x");
+	CHECK(build_context_open("ctx", NULL, &bc, NULL) == 0);
+	_cleanup_close_ int r = open_dir("root");
+	char *srcs[] = {".", NULL};
+	CopyOptions o = ctx_opts();
+	o.ignore = build_context_ignore(bc);
+	CHECK(copy_into(build_context_fd(bc), srcs, r, "/", &o, NULL) == 0);
+	CHECK(exists("root/b"));
+	CHECK(!exists("root/a.log"));
+	CHECK(exists("root/sub/keep"));
+	CHECK(!exists("root/sub/drop"));
+}
+
+TEST(user_lookup)
+{
+	uid_t uid;
+	gid_t gid;
+	_cleanup_free_ gid_t *groups = NULL;
+	size_t n = 0;
+	_cleanup_error_ KilnError *e = NULL;
+	put("root/etc/passwd",
+	    "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n");
+	put("root/etc/group", "root:x:0:\napp:x:1000:\nextra:x:2000:app,other\n");
+	_cleanup_close_ int r = open("root", O_RDONLY | O_DIRECTORY);
+	CHECK(image_user_resolve(r, "app", &uid, &gid, &groups, &n, NULL) == 0);
+	CHECK_EQ_INT(uid, 1000);
+	CHECK_EQ_INT(gid, 1000);
+	CHECK_EQ_INT(n, 2);
+	CHECK(n == 2 && groups[1] == 2000);
+	CHECK(image_user_resolve(r, "4242", &uid, &gid, NULL, NULL, NULL) == 0);
+	CHECK(uid == 4242 && gid == 0);
+	CHECK(image_user_resolve(r, "app:extra", &uid, &gid, NULL, NULL, NULL) == 0);
+	CHECK(uid == 1000 && gid == 2000);
+	CHECK(image_user_resolve(r, "nobody", &uid, &gid, NULL, NULL, &e) == -ENOENT);
+	CHECK(e && strstr(e->message, "'nobody'"));
+	CHECK(image_chown_resolve(r, "app", &uid, &gid, NULL) == 0);
+	CHECK(uid == 1000 && gid == 1000);
+	CHECK(image_chown_resolve(r, "10", &uid, &gid, NULL) == 0);
+	CHECK(uid == 10 && gid == 10);
+	CHECK(image_chown_resolve(r, "10:20", &uid, &gid, NULL) == 0);
+	CHECK(uid == 10 && gid == 20);
+}
+
+TEST(config_serialisation_is_deterministic)
+{
+	Platform p = {.os = "linux", .arch = "arm", .variant = "v7"};
+	_cleanup_(image_conf_freep) ImageConf *c = image_conf_new_empty(&p);
+	image_conf_env_set(c, "A", "1");
+	image_conf_env_set(c, "B", "2");
+	image_conf_env_set(c, "A", "3");
+	CHECK_EQ_STR(image_conf_env_get(c, "A"), "3");
+	image_conf_map_add(c, "Labels", "z", "last");
+	image_conf_map_add(c, "Labels", "a", "first");
+	image_conf_add_history(c, "ENV A=3", true);
+	_cleanup_free_ char *s = image_conf_serialize(c, 86400);
+	CHECK_EQ_STR(s, "{\"created\":\"1970-01-02T00:00:00Z\",\"architecture\":\"arm\",\"os\":"
+			"\"linux\",\"variant\":\"v7\",\"config\":{\"Env\":[\"A=3\",\"B=2\"],"
+			"\"Labels\":{\"a\":\"first\",\"z\":\"last\"}},\"rootfs\":{\"type\":"
+			"\"layers\",\"diff_ids\":[]},\"history\":[{\"created\":\"1970-01-02T00:00:"
+			"00Z\",\"created_by\":\"ENV A=3\",\"comment\":\"kiln.dockerfile.v0\","
+			"\"empty_layer\":true}]}");
+}
+
+int main(void)
+{
+	RUN(copy_dir_contents_and_file_rules);
+	RUN(copy_globs_sorted_and_need_dir_dest);
+	RUN(copy_outside_context_refused);
+	RUN(copy_keeps_inner_symlinks_and_follows_top_level);
+	RUN(copy_dest_symlink_stays_in_root);
+	RUN(copy_honours_dockerignore);
+	RUN(user_lookup);
+	RUN(config_serialisation_is_deterministic);
+	return tap_done();
+}
