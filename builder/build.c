@@ -746,7 +746,7 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	static const char *const refused[] = {"mount", "security", NULL};
 	Build *b = r->b;
 	_cleanup_strv_free_ char **argv = NULL, **env = NULL;
-	_cleanup_free_ char *created = NULL, *groups_s = NULL;
+	_cleanup_free_ char *created = NULL;
 	_cleanup_free_ gid_t *groups = NULL;
 	Mounted m = {.fd = -1};
 	size_t n_groups = 0;
@@ -1144,40 +1144,21 @@ static int do_healthcheck(StageRun *r, const DfInstruction *in, KilnError **err)
 	static const char *const dur[] = {"interval", "timeout", "start-period", "start-interval"};
 	static const char *const keys[] = {"Interval", "Timeout", "StartPeriod", "StartInterval"};
 	json_t *hc = json_object(), *test = json_array();
-	const char *text = in->args && in->args[0] ? in->args[0] : "";
+	const char *kind = in->args && in->args[0] ? in->args[0] : "";
 
-	if (in->json) {
-		json_array_append_new(test, json_string("CMD"));
-		for (size_t i = 0; in->args[i]; i++)
+	/* The parser gives ["NONE"], or ["CMD", shell text] / ["CMD", argv...] for the JSON form.
+	 */
+	if (strcmp(kind, "NONE") == 0) {
+		json_array_append_new(test, json_string("NONE"));
+	} else if (strcmp(kind, "CMD") == 0 && in->args[1]) {
+		json_array_append_new(test, json_string(in->json ? "CMD" : "CMD-SHELL"));
+		for (size_t i = 1; in->args[i]; i++)
 			json_array_append_new(test, json_string(in->args[i]));
 	} else {
-		while (*text == ' ')
-			text++;
-		if (strncasecmp(text, "NONE", 4) == 0 && (!text[4] || text[4] == ' ')) {
-			json_array_append_new(test, json_string("NONE"));
-		} else if (strncasecmp(text, "CMD", 3) == 0 &&
-			   (text[3] == ' ' || text[3] == '\t')) {
-			const char *c = text + 4;
-			while (*c == ' ' || *c == '\t')
-				c++;
-			json_t *arr = json_loads(c, 0, NULL);
-			if (json_is_array(arr)) {
-				size_t i;
-				json_t *e;
-				json_array_append_new(test, json_string("CMD"));
-				json_array_foreach (arr, i, e)
-					json_array_append(test, e);
-			} else {
-				json_array_append_new(test, json_string("CMD-SHELL"));
-				json_array_append_new(test, json_string(c));
-			}
-			json_decref(arr);
-		} else {
-			json_decref(hc);
-			json_decref(test);
-			return inst_error(r->b, in, EINVAL, err,
-					  "HEALTHCHECK needs 'CMD command' or 'NONE': '%s'", text);
-		}
+		json_decref(hc);
+		json_decref(test);
+		return inst_error(r->b, in, EINVAL, err,
+				  "HEALTHCHECK needs 'CMD command' or 'NONE'");
 	}
 	json_object_set_new(hc, "Test", test);
 	for (size_t i = 0; i < ELEMENTSOF(dur); i++) {
@@ -1498,8 +1479,8 @@ static int stage_build_deps(Build *b, Stage *st, KilnError **err)
 		strv_push(&refs, image);
 	for (size_t i = st->first; i < st->end; i++) {
 		const DfInstruction *in = &b->df->insts[i];
-		const char *from = strcmp(in->keyword, "COPY") == 0 ? df_instruction_flag(in, "from")
-								    : NULL;
+		const char *from =
+		    strcmp(in->keyword, "COPY") == 0 ? df_instruction_flag(in, "from") : NULL;
 		if (from)
 			strv_push(&refs, from);
 	}

@@ -149,6 +149,19 @@ static int parse_epoch(const char *s, int64_t *ret, KilnError **err)
 	return 0;
 }
 
+static int build_in_store(const char *root, BuildOptions *o, KilnError **err)
+{
+	IdMapInfo idmap;
+	_cleanup_(store_freep) Store *store = NULL;
+	int r = store_enter(root, &idmap, &store, err);
+
+	if (r < 0)
+		return r;
+	o->store = store;
+	o->idmap = &idmap;
+	return build_run(o, err);
+}
+
 static int cmd_build(int argc, char **argv, KilnError **err)
 {
 	static const struct option opts[] = {
@@ -192,11 +205,12 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 			break;
 		case 't': {
 			_cleanup_free_ char *n = NULL;
-			Store *none = NULL;
-			(void)none;
 			r = store_name_normalize(optarg, &n, err);
-			if (r < 0)
-				goto out_usage;
+			if (r < 0) {
+				r = kiln_error_wrap(err, r, "-t");
+				(*err)->code = KILN_EUSAGE;
+				goto out;
+			}
 			strv_push(&tags, optarg);
 			break;
 		}
@@ -307,19 +321,7 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	o.tags = tags;
 	o.outputs = outputs;
 	o.n_outputs = n_outputs;
-	IdMapInfo idmap;
-	_cleanup_(store_freep) Store *store = NULL;
-	r = store_enter(root, &idmap, &store, err);
-	if (r < 0)
-		goto out;
-	o.store = store;
-	o.idmap = &idmap;
-	r = build_run(&o, err);
-	goto out;
-out_usage:
-	kiln_error_wrap(err, KILN_EUSAGE, "-t");
-	if (*err)
-		(*err)->code = KILN_EUSAGE;
+	r = build_in_store(root, &o, err);
 out:
 	for (size_t i = 0; i < n_outputs; i++)
 		output_spec_done(&outputs[i]);

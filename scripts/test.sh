@@ -103,6 +103,7 @@ run_integration() {
 	if [ -z "$line" ]; then
 		fail "integration [$label]: run.sh ended without its totals"
 	else
+		# shellcheck disable=SC2086
 		set -- $line
 		passed=$((passed + $2))
 		failed=$((failed + $4))
@@ -125,6 +126,7 @@ ensure_tester() {
 
 if [ "$only" != unit ]; then
 	section "fixtures ($arches)"
+	# shellcheck disable=SC2086
 	fix=$(tests/fixtures/cached.sh $arches) || { fail "fixtures: tests/fixtures/cached.sh $arches"; fix=; }
 	echo "fixtures in $fix"
 	kbin=$repo/$build/builder/kiln
@@ -141,6 +143,7 @@ if [ "$only" != unit ]; then
 		cp "$fix"/busybox-* "$it/fix/"
 		chmod -R a+rX "$it"
 		chmod 755 "$it"
+		cd "$it" || exit 1 # the tester may not be able to enter the repo
 
 		section "integration tests as $(id -un)"
 		run_integration "$(id -un)" env KILN="$it/kiln" FIX="$it/fix" bash "$it/integration/run.sh"

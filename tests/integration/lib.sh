@@ -38,12 +38,19 @@ _passed=0
 _failed=0
 _skipped=0
 
+# rm_tree DIR: removes DIR, also what a rootless build left owned by the user's subordinate ids
+rm_tree() {
+	chmod -R u+rwX "$1" 2>/dev/null
+	rm -rf "$1" 2>/dev/null && return 0
+	unshare --user --map-auto --map-root-user rm -rf "$1" 2>/dev/null && return 0
+	rm -rf "$1"
+}
+
 _cleanup() {
 	if [ "${KEEP:-0}" = 1 ]; then
 		echo "# kept $T"
 	else
-		chmod -R u+rwX "$T" 2>/dev/null
-		rm -rf "$T"
+		rm_tree "$T"
 	fi
 }
 trap _cleanup EXIT

@@ -15,7 +15,14 @@ if [ -z "${KILN_ROOT:-}" ]; then
 	own_root=$(mktemp -d "${TMPDIR:-/tmp}/kiln-root.XXXXXX")
 	export KILN_ROOT=$own_root/root
 fi
-trap '[ -n "$own_root" ] && rm -rf "$own_root"' EXIT
+cleanup() {
+	[ -n "$own_root" ] || return 0
+	chmod -R u+rwX "$own_root" 2>/dev/null
+	rm -rf "$own_root" 2>/dev/null ||
+		unshare --user --map-auto --map-root-user rm -rf "$own_root" 2>/dev/null ||
+		rm -rf "$own_root"
+}
+trap cleanup EXIT
 
 if [ $# -gt 0 ]; then
 	files=()

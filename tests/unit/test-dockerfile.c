@@ -412,7 +412,6 @@ TEST(all_instructions_to_json)
 	CHECK(dockerfile_to_json(df, &j, &err) == 0);
 	if (!j)
 		return;
-	_cleanup_free_ char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
 	json_t *insts = json_object_get(j, "instructions");
 	json_t *dir = json_object_get(j, "directives");
 	CHECK_EQ_STR(json_string_value(json_object_get(dir, "escape")), "\\");
