@@ -1831,7 +1831,7 @@ static Stage *target_stage(Build *b, KilnError **err)
 	for (size_t i = 0; i < b->n_stages; i++)
 		if (b->stages[i].name && strcasecmp(b->stages[i].name, b->o->target) == 0)
 			return &b->stages[i];
-	kiln_error(err, KILN_EUSAGE, "target stage '%s' not found in %s", b->o->target,
+	kiln_error(err, ENOENT, "target stage '%s' not found in %s", b->o->target,
 		   b->df->filename);
 	return NULL;
 }
@@ -1923,7 +1923,7 @@ int build_run(const BuildOptions *o, KilnError **err)
 		goto out;
 	target = target_stage(&b, err);
 	if (!target) {
-		k = -KILN_EUSAGE;
+		k = -ENOENT;
 		goto out;
 	}
 	for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
