@@ -882,12 +882,17 @@ static int copy_source_open(StageRun *r, const DfInstruction *in, const char *fr
 	}
 	k = image_lookup(b, from, &r->st->platform, &s->img, err);
 	if (k < 0) {
-		if (k == -ENOENT && !src)
-			return inst_error(
-			    b, in, ENOENT, err,
-			    "COPY --from='%s': no stage, build context or image of that "
-			    "name",
-			    from);
+		if (k == -ENOENT && !src) {
+			/* The store's "not found" is replaced by what COPY --from can name. */
+			if (err) {
+				kiln_error_free(*err);
+				*err = NULL;
+			}
+			return inst_error(b, in, ENOENT, err,
+					  "COPY --from='%s': no stage, build context or image of "
+					  "that name",
+					  from);
+		}
 		return inst_wrap(b, in, k, err);
 	}
 	s->tmp.platform = r->st->platform;
@@ -1831,8 +1836,7 @@ static Stage *target_stage(Build *b, KilnError **err)
 	for (size_t i = 0; i < b->n_stages; i++)
 		if (b->stages[i].name && strcasecmp(b->stages[i].name, b->o->target) == 0)
 			return &b->stages[i];
-	kiln_error(err, ENOENT, "target stage '%s' not found in %s", b->o->target,
-		   b->df->filename);
+	kiln_error(err, ENOENT, "target stage '%s' not found in %s", b->o->target, b->df->filename);
 	return NULL;
 }
 

@@ -100,6 +100,11 @@ static int open_source(int root_fd, const char *rel, const CopyOptions *o, int f
 	return kiln_error_errno(err, errno, "%s: open '%s' in the build context", o->what, rel);
 }
 
+static int cmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
 static bool has_glob(const char *s)
 {
 	return strpbrk(s, "*?[") != NULL;
@@ -144,7 +149,8 @@ static int glob_expand(int root_fd, const char *prefix, char **comps, const Copy
 			strv_push(&names, de->d_name);
 	closedir(d);
 	size_t n = strv_length(names);
-	qsort(names, n, sizeof(char *), (int (*)(const void *, const void *))strcmp);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_strp);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *p =
 		    *prefix ? xasprintf("%s/%s", prefix, names[i]) : xstrdup(names[i]);
@@ -155,11 +161,6 @@ static int glob_expand(int root_fd, const char *prefix, char **comps, const Copy
 			return r;
 	}
 	return 0;
-}
-
-static int cmp_strp(const void *a, const void *b)
-{
-	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
 /* Cleans each source; globs are expanded in sorted order. */
@@ -297,7 +298,8 @@ static int copy_dir_contents(int src_fd, const char *src_rel, int dest_fd, const
 			strv_push(&names, de->d_name);
 	closedir(d);
 	size_t n = strv_length(names);
-	qsort(names, n, sizeof(char *), cmp_strp);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_strp);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *rel = *src_rel && strcmp(src_rel, ".")
 					       ? xasprintf("%s/%s", src_rel, names[i])

@@ -43,13 +43,14 @@ fi
 ninja -C "$build" || fail "ninja -C $build"
 
 # --- unit tests ----------------------------------------------------------------------------
-if [ "$only" != integration ]; then
-	section "unit tests"
-	rm -f "$build/meson-logs/testlog.json"
-	meson test -C "$build" --no-rebuild --print-errorlogs
-	if [ -f "$build/meson-logs/testlog.json" ]; then
+# run_unit BUILDDIR: meson test there; every TAP point counts, failures listed by name
+run_unit() {
+	local bdir=$1 counts up uf
+	rm -f "$bdir/meson-logs/testlog.json"
+	meson test -C "$bdir" --no-rebuild --print-errorlogs
+	if [ -f "$bdir/meson-logs/testlog.json" ]; then
 		# prints "passed failed" then one failure name a line
-		counts=$(python3 - "$build/meson-logs/testlog.json" <<'PY'
+		counts=$(python3 - "$bdir/meson-logs/testlog.json" "$bdir" <<'PY'
 import json, re, sys
 passed, failed, names = 0, 0, []
 for line in open(sys.argv[1]):
@@ -67,14 +68,14 @@ for line in open(sys.argv[1]):
             p += 1
         elif not directive.startswith("TODO"):
             f += 1
-            names.append("unit: %s: %s" % (name, m.group(2).split("#", 1)[0].strip()))
+            names.append("unit [" + sys.argv[2] + "]: %s: %s" % (name, m.group(2).split("#", 1)[0].strip()))
     if result == "SKIP":
-        print("unit: %s skipped: %s" % (name, out.strip().splitlines()[-1] if out.strip() else ""),
+        print("unit [" + sys.argv[2] + "]: %s skipped: %s" % (name, out.strip().splitlines()[-1] if out.strip() else ""),
               file=sys.stderr)
     elif result not in ("OK", "EXPECTEDFAIL") and f == 0:
         f = 1
         bail = [l for l in out.splitlines() if l.startswith("Bail out!")]
-        names.append("unit: %s: %s%s" % (name, result, (" (" + bail[0] + ")") if bail else ""))
+        names.append("unit [" + sys.argv[2] + "]: %s: %s%s" % (name, result, (" (" + bail[0] + ")") if bail else ""))
     passed += p
     failed += f
 print(passed, failed)
@@ -86,9 +87,29 @@ PY
 		passed=$((passed + ${up:-0}))
 		failed=$((failed + ${uf:-0}))
 		while IFS= read -r n; do [ -n "$n" ] && failures+=("$n"); done < <(tail -n +2 <<<"$counts")
-		echo "unit: ${up:-0} passed, ${uf:-0} failed"
+		echo "unit [$bdir]: ${up:-0} passed, ${uf:-0} failed"
 	else
-		fail "unit: meson test wrote no testlog.json"
+		fail "unit [$bdir]: meson test wrote no testlog.json"
+	fi
+}
+
+if [ "$only" != integration ]; then
+	section "unit tests"
+	run_unit "$build"
+	# The namespace and tar code is where memory bugs live: the unit tests again under
+	# AddressSanitizer and UndefinedBehaviorSanitizer.
+	section "unit tests under ASan+UBSan (build-asan)"
+	asan=build-asan
+	if [ -f "$asan/build.ninja" ] || meson setup "$asan" -Db_sanitize=address,undefined \
+		-Db_lundef=false -Dbuildtype=debug >/dev/null; then
+		if ninja -C "$asan" >/dev/null; then
+			ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+				run_unit "$asan"
+		else
+			fail "ninja -C $asan"
+		fi
+	else
+		fail "meson setup $asan"
 	fi
 fi
 

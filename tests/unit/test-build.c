@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "builder/build.h"
 #include "builder/context.h"
 #include "builder/imageconf.h"
 #include "common/cleanup.h"
@@ -192,6 +193,49 @@ TEST(config_serialisation_is_deterministic)
 			"\"empty_layer\":true}]}");
 }
 
+static int build_str(const char *dockerfile, const char *target, KilnError **err)
+{
+	Store *store = NULL;
+	Platform p;
+	platform_host(&p);
+	put("bctx/Dockerfile", dockerfile);
+	if (store_open("broot", &store, err) < 0)
+		return -1;
+	BuildOptions o = {
+	    .context_dir = "bctx",
+	    .platforms = &p,
+	    .n_platforms = 1,
+	    .target = target,
+	    .progress = PROGRESS_QUIET,
+	    .store = store,
+	};
+	int r = build_run(&o, err);
+	store_free(store);
+	return r;
+}
+
+TEST(build_errors_name_line_and_thing)
+{
+	_cleanup_error_ KilnError *e = NULL;
+
+	CHECK(build_str("FROM scratch\nCOPY --from=nope /x /y\n", NULL, &e) < 0);
+	CHECK(e && strstr(e->message, "Dockerfile:2") && strstr(e->message, "'nope'"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(build_str("FROM nosuchimage\n", NULL, &e) < 0);
+	CHECK(e && strstr(e->message, "Dockerfile:1") && strstr(e->message, "nosuchimage") &&
+	      strstr(e->message, "kiln load"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(build_str("FROM scratch AS a\n", "b", &e) < 0);
+	CHECK(e && strstr(e->message, "target stage 'b' not found"));
+	CHECK(e && kiln_error_exit_status(e) == 1);
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(build_str("FROM scratch\nRUN --mount=type=cache,target=/x true\n", NULL, &e) < 0);
+	CHECK(e && strstr(e->message, "Dockerfile:2") && strstr(e->message, "--mount"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(build_str("FROM scratch\nBOGUS x\n", NULL, &e) < 0);
+	CHECK(e && strstr(e->message, "Dockerfile:2") && strstr(e->message, "BOGUS"));
+}
+
 int main(void)
 {
 	RUN(copy_dir_contents_and_file_rules);
@@ -202,5 +246,6 @@ int main(void)
 	RUN(copy_honours_dockerignore);
 	RUN(user_lookup);
 	RUN(config_serialisation_is_deterministic);
+	RUN(build_errors_name_line_and_thing);
 	return tap_done();
 }
