@@ -1219,7 +1219,8 @@ static int do_arg(StageRun *r, const DfInstruction *in, KilnError **err)
 	return 0;
 }
 
-static int do_env_label(StageRun *r, const DfInstruction *in, bool env, KilnError **err)
+static int do_env_label(StageRun *r, const DfInstruction *in, bool env, char **ret_created,
+			KilnError **err)
 {
 	size_t n = in->n_kvs;
 	_cleanup_strv_free_ char **keys = NULL, **vals = NULL;
@@ -1243,12 +1244,17 @@ static int do_env_label(StageRun *r, const DfInstruction *in, bool env, KilnErro
 		strv_consume(&keys, k);
 		strv_consume(&vals, v);
 	}
+	char *created = xstrdup(in->keyword);
 	for (size_t i = 0; i < n; i++) {
 		if (env)
 			image_conf_env_set(r->st->conf, keys[i], vals[i]);
 		else
 			image_conf_map_add(r->st->conf, "Labels", keys[i], vals[i]);
+		char *t = xasprintf("%s %s=%s", created, keys[i], vals[i]);
+		free(created);
+		created = t;
 	}
+	*ret_created = created;
 	return 0;
 }
 
@@ -1306,7 +1312,8 @@ static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, Kil
 	int k;
 
 	if (strcmp(kw, "ENV") == 0 || strcmp(kw, "LABEL") == 0) {
-		k = do_env_label(r, in, kw[0] == 'E', err);
+		k = do_env_label(r, in, kw[0] == 'E', ret_created, err);
+		return k < 0 ? k : 0;
 	} else if (strcmp(kw, "ARG") == 0) {
 		k = do_arg(r, in, err);
 	} else if (strcmp(kw, "CMD") == 0 || strcmp(kw, "ENTRYPOINT") == 0) {
@@ -1400,10 +1407,12 @@ static int run_onbuild(StageRun *r, const char *image, KilnError **err)
 	for (size_t i = 0; triggers && triggers[i]; i++) {
 		Dockerfile *df = NULL;
 		_cleanup_free_ char *fname = xasprintf("ONBUILD of '%s'", image);
-		k = dockerfile_parse(fname, triggers[i], strlen(triggers[i]), &df, err);
+		/* The parser wants a FROM first; the trigger is parsed as the line after one. */
+		_cleanup_free_ char *text = xasprintf("FROM scratch\n%s\n", triggers[i]);
+		k = dockerfile_parse(fname, text, strlen(text), &df, err);
 		if (k < 0)
 			return k;
-		for (size_t j = 0; j < df->n_insts && k >= 0; j++) {
+		for (size_t j = 1; j < df->n_insts && k >= 0; j++) {
 			r->n_steps++;
 			k = run_instruction(r, &df->insts[j], err);
 		}
