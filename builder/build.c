@@ -2,6 +2,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -46,19 +47,40 @@ typedef struct VarList {
 	size_t n;
 } VarList;
 
-typedef enum { STAGE_NEW, STAGE_BUILDING, STAGE_BUILT } StageState;
+typedef enum { STAGE_NEW, STAGE_BUILDING, STAGE_BUILT, STAGE_FAILED } StageState;
 
+/* A stage as the Dockerfile declares it. */
 typedef struct Stage {
 	size_t index;
 	char *name; /* lowercase, NULL when unnamed */
 	const DfInstruction *from;
 	size_t first, end; /* instructions [first, end) after FROM */
+} Stage;
+
+/* What building a stage produced. Shared between target platforms when the stage's key (its
+ * platform, the args it can see, its dependencies) is the same: the cross-compile pattern
+ * `FROM --platform=$BUILDPLATFORM` builds once. */
+typedef struct StageResult {
+	char key[DIGEST_STRING_MAX];
 	StageState state;
 	ImageConf *conf;
 	LayerRef *layers;
 	size_t n_layers;
 	Platform platform;
-} Stage;
+	struct StageResult *next;
+} StageResult;
+
+typedef struct ReportStep {
+	char platform[PLATFORM_STRING_MAX];
+	char *stage;
+	unsigned line;
+	char *instruction;
+	bool emulated;
+	double wall_s, cpu_s;
+	bool has_layer;
+	LayerRef layer;
+	bool run;
+} ReportStep;
 
 typedef struct Build {
 	const BuildOptions *o;
@@ -68,23 +90,46 @@ typedef struct Build {
 	Store *store;
 	Stage *stages;
 	size_t n_stages;
-	VarList global_args;
 	VarList build_args;
 	char **consumed_args;
 	char *work;    /* ROOT/work/<pid>: this build's mount points and upper dirs */
 	char *snapdir; /* ROOT/snapshots */
-	unsigned seq;
-	Platform platform; /* target platform of the pass being run */
+	unsigned seq;  /* atomic */
 	Platform build_platform;
 	Compression compression;
+	pthread_mutex_t lock; /* results, consumed_args, report */
+	pthread_cond_t cond;
+	StageResult *results;
+	ReportStep *steps;
+	size_t n_steps;
+	bool failed; /* a pass failed: the others stop at their next instruction */
 } Build;
+
+/* One target platform's run through the stages. */
+typedef struct Pass {
+	Build *b;
+	Platform platform;
+	VarList global_args;
+	StageResult **res; /* per stage index, once resolved in this pass */
+	bool *visiting;	   /* per stage index: cycle detection */
+	OciDescriptor manifest;
+	KilnError *err;
+	int status;
+} Pass;
 
 typedef struct StageRun {
 	Build *b;
+	Pass *p;
 	Stage *st;
+	StageResult *out;
 	VarList args;
 	unsigned n_steps, step_no;
 	bool cmd_set;
+	/* the step being run, for the report */
+	bool emulated;
+	double cpu_s;
+	bool has_layer;
+	LayerRef layer;
 } StageRun;
 
 typedef struct Mounted {
@@ -93,6 +138,21 @@ typedef struct Mounted {
 	int fd;
 	bool mounted;
 } Mounted;
+
+static double now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void report_step(StageRun *r, const DfInstruction *in, double wall, bool run);
 
 /* ---------- variables ---------- */
 
@@ -131,8 +191,8 @@ static void vars_done(VarList *l)
 
 static const char *lookup_global(void *ud, const char *name)
 {
-	Build *b = ud;
-	Var *v = vars_find(&b->global_args, name);
+	Pass *p = ud;
+	Var *v = vars_find(&p->global_args, name);
 
 	return v ? v->value : NULL;
 }
@@ -141,7 +201,7 @@ static const char *lookup_global(void *ud, const char *name)
 static const char *lookup_stage(void *ud, const char *name)
 {
 	StageRun *r = ud;
-	const char *e = image_conf_env_get(r->st->conf, name);
+	const char *e = image_conf_env_get(r->out->conf, name);
 
 	if (e)
 		return e;
@@ -151,16 +211,19 @@ static const char *lookup_stage(void *ud, const char *name)
 
 static void mark_consumed(Build *b, const char *key)
 {
+	pthread_mutex_lock(&b->lock);
+	bool seen = false;
 	for (size_t i = 0; b->consumed_args && b->consumed_args[i]; i++)
-		if (strcmp(b->consumed_args[i], key) == 0)
-			return;
-	strv_push(&b->consumed_args, key);
+		seen |= strcmp(b->consumed_args[i], key) == 0;
+	if (!seen)
+		strv_push(&b->consumed_args, key);
+	pthread_mutex_unlock(&b->lock);
 }
 
-static void set_platform_args(Build *b, VarList *l)
+static void set_platform_args(Pass *p, VarList *l)
 {
 	char s[96];
-	const Platform *t = &b->platform, *h = &b->build_platform;
+	const Platform *t = &p->platform, *h = &p->b->build_platform;
 
 	platform_format(t, s, sizeof(s));
 	vars_set(l, "TARGETPLATFORM", s);
@@ -207,7 +270,8 @@ static int snapshot_ensure(Build *b, const LayerRef *l, KilnError **err)
 
 	if (access(final, F_OK) == 0)
 		return 0;
-	tmp = xasprintf("%s/.tmp-%d-%u", b->snapdir, (int)getpid(), ++b->seq);
+	tmp = xasprintf("%s/.tmp-%d-%u", b->snapdir, (int)getpid(),
+			__atomic_add_fetch(&b->seq, 1, __ATOMIC_RELAXED));
 	if (mkdir(tmp, 0755) < 0)
 		return kiln_error_errno(err, errno, "mkdir '%s'", tmp);
 	r = store_open_blob(b->store, l->desc.digest, &blob, err);
@@ -260,7 +324,7 @@ static int mount_layers(Build *b, const LayerRef *layers, size_t n, Mounted *m, 
 	int r;
 
 	*m = (Mounted){.fd = -1};
-	m->dir = xasprintf("%s/%u", b->work, ++b->seq);
+	m->dir = xasprintf("%s/%u", b->work, __atomic_add_fetch(&b->seq, 1, __ATOMIC_RELAXED));
 	m->merged = xasprintf("%s/m", m->dir);
 	upper = xasprintf("%s/u", m->dir);
 	work = xasprintf("%s/w", m->dir);
@@ -321,7 +385,7 @@ static const char *layer_media_type(Compression c)
 	return MT_OCI_LAYER_GZIP;
 }
 
-static void stage_add_layer(Stage *st, const LayerRef *l)
+static void result_add_layer(StageResult *st, const LayerRef *l)
 {
 	st->layers = xrealloc(st->layers, (st->n_layers + 1) * sizeof(LayerRef));
 	st->layers[st->n_layers] = *l;
@@ -362,7 +426,7 @@ static int step_commit(StageRun *r, Mounted *m, const char *created_by, KilnErro
 	if (ret < 0)
 		goto out;
 	if (d.n_entries == 0) {
-		image_conf_add_history(r->st->conf, created_by, true);
+		image_conf_add_history(r->out->conf, created_by, true);
 		goto out;
 	}
 	LayerRef l = {0};
@@ -377,8 +441,10 @@ static int step_commit(StageRun *r, Mounted *m, const char *created_by, KilnErro
 		ret = kiln_error_errno(err, errno, "move snapshot to '%s'", snap);
 		goto out;
 	}
-	stage_add_layer(r->st, &l);
-	image_conf_add_history(r->st->conf, created_by, false);
+	result_add_layer(r->out, &l);
+	image_conf_add_history(r->out->conf, created_by, false);
+	r->has_layer = true;
+	r->layer = l;
 out:
 	blob_writer_free(w);
 	mounted_release(m);
@@ -387,7 +453,7 @@ out:
 
 /* ---------- base images ---------- */
 
-static void stage_reset(Stage *st)
+static void result_reset(StageResult *st)
 {
 	image_conf_free(st->conf);
 	st->conf = NULL;
@@ -408,7 +474,7 @@ static const char *oci_layer_type(const char *mt)
 }
 
 /* Makes st start from a resolved image: its config and layers (unpacked as snapshots). */
-static int stage_from_image(Build *b, Stage *st, OciImage *img, KilnError **err)
+static int stage_from_image(Build *b, StageResult *st, OciImage *img, KilnError **err)
 {
 	/* The config's diff_ids are rebuilt from the layers so the two always agree. */
 	json_t *copy = json_deep_copy(img->config);
@@ -431,12 +497,12 @@ static int stage_from_image(Build *b, Stage *st, OciImage *img, KilnError **err)
 		r = snapshot_ensure(b, &l, err);
 		if (r < 0)
 			return r;
-		stage_add_layer(st, &l);
+		result_add_layer(st, &l);
 	}
 	return 0;
 }
 
-static int stage_build(Build *b, Stage *st, KilnError **err);
+static int stage_build(Pass *p, Stage *st, StageResult **ret, KilnError **err);
 
 static Stage *stage_find(Build *b, const char *name)
 {
@@ -529,7 +595,7 @@ static char *step_name(StageRun *r, const DfInstruction *in)
 	char plat[96];
 	const char *text = in->original ? in->original : in->keyword;
 
-	platform_format(&r->st->platform, plat, sizeof(plat));
+	platform_format(&r->out->platform, plat, sizeof(plat));
 	if (r->st->name)
 		return xasprintf("[%s %s %u/%u] %s", plat, r->st->name, r->step_no, r->n_steps,
 				 text);
@@ -597,7 +663,7 @@ static int refuse_flags(Build *b, const DfInstruction *in, const char *const *na
 
 static char *workdir_join(StageRun *r, const char *path)
 {
-	const char *wd = image_conf_get_string(r->st->conf, "WorkingDir");
+	const char *wd = image_conf_get_string(r->out->conf, "WorkingDir");
 	_cleanup_free_ char *joined = NULL, *clean = NULL;
 
 	if (path[0] == '/')
@@ -614,7 +680,7 @@ static char *workdir_join(StageRun *r, const char *path)
 
 static char **shell_argv(StageRun *r, const char *cmd)
 {
-	_cleanup_strv_free_ char **shell = image_conf_get_strv(r->st->conf, "Shell");
+	_cleanup_strv_free_ char **shell = image_conf_get_strv(r->out->conf, "Shell");
 	char **argv = NULL;
 
 	if (shell && shell[0]) {
@@ -727,12 +793,12 @@ static void run_output(void *ud, int stream, const char *buf, size_t len)
 
 static char **run_env(StageRun *r)
 {
-	char **env = image_conf_env_strv(r->st->conf);
-	bool has_path = image_conf_env_get(r->st->conf, "PATH") != NULL;
+	char **env = image_conf_env_strv(r->out->conf);
+	bool has_path = image_conf_env_get(r->out->conf, "PATH") != NULL;
 
 	for (size_t i = 0; i < r->args.n; i++) {
 		const Var *v = &r->args.v[i];
-		if (!v->value || image_conf_env_get(r->st->conf, v->key))
+		if (!v->value || image_conf_env_get(r->out->conf, v->key))
 			continue;
 		strv_consume(&env, xasprintf("%s=%s", v->key, v->value));
 	}
@@ -776,14 +842,14 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	}
 	_cleanup_free_ char *joined = strv_join(argv, " ");
 	created = xasprintf("RUN %s", joined);
-	k = mount_layers(b, r->st->layers, r->st->n_layers, &m, err);
+	k = mount_layers(b, r->out->layers, r->out->n_layers, &m, err);
 	if (k < 0)
 		return k;
 	_cleanup_free_ char *wd = workdir_join(r, ".");
 	k = rootfs_mkdir_p(m.fd, wd, 0755, 0, 0, NULL, err);
 	if (k >= 0)
-		k = image_user_resolve(m.fd, image_conf_get_string(r->st->conf, "User"), &uid, &gid,
-				       &groups, &n_groups, err);
+		k = image_user_resolve(m.fd, image_conf_get_string(r->out->conf, "User"), &uid,
+				       &gid, &groups, &n_groups, err);
 	if (k < 0) {
 		mounted_release(&m);
 		return inst_wrap(b, in, k, err);
@@ -835,7 +901,7 @@ typedef struct CopySource {
 	int fd;
 	bool from_context;
 	OciImage *img;
-	Stage tmp; /* layers of an image source */
+	StageResult tmp; /* layers of an image source */
 } CopySource;
 
 static void copy_source_done(CopySource *s)
@@ -844,7 +910,7 @@ static void copy_source_done(CopySource *s)
 	if (s->from_context && s->fd >= 0)
 		close(s->fd);
 	oci_image_free(s->img);
-	stage_reset(&s->tmp);
+	result_reset(&s->tmp);
 }
 
 static int copy_source_open(StageRun *r, const DfInstruction *in, const char *from, CopySource *s,
@@ -864,10 +930,11 @@ static int copy_source_open(StageRun *r, const DfInstruction *in, const char *fr
 		if (st == r->st)
 			return inst_error(b, in, EINVAL, err,
 					  "COPY --from='%s' refers to its own stage", from);
-		k = stage_build(b, st, err);
+		StageResult *res = NULL;
+		k = stage_build(r->p, st, &res, err);
 		if (k < 0)
 			return k;
-		k = mount_layers(b, st->layers, st->n_layers, &s->m, err);
+		k = mount_layers(b, res->layers, res->n_layers, &s->m, err);
 		s->fd = s->m.fd;
 		return k;
 	}
@@ -880,7 +947,7 @@ static int copy_source_open(StageRun *r, const DfInstruction *in, const char *fr
 		s->from_context = true;
 		return 0;
 	}
-	k = image_lookup(b, from, &r->st->platform, &s->img, err);
+	k = image_lookup(b, from, &r->out->platform, &s->img, err);
 	if (k < 0) {
 		if (k == -ENOENT && !src) {
 			/* The store's "not found" is replaced by what COPY --from can name. */
@@ -895,7 +962,7 @@ static int copy_source_open(StageRun *r, const DfInstruction *in, const char *fr
 		}
 		return inst_wrap(b, in, k, err);
 	}
-	s->tmp.platform = r->st->platform;
+	s->tmp.platform = r->out->platform;
 	k = stage_from_image(b, &s->tmp, s->img, err);
 	if (k < 0)
 		return k;
@@ -1033,7 +1100,7 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 		goto out;
 	co.from_context = src.from_context || !from;
 	co.ignore = from ? NULL : build_context_ignore(b->ctx);
-	k = mount_layers(b, r->st->layers, r->st->n_layers, &m, err);
+	k = mount_layers(b, r->out->layers, r->out->n_layers, &m, err);
 	if (k < 0)
 		goto out;
 	co.set_owner = !from || chown_s;
@@ -1096,9 +1163,9 @@ static int do_workdir(StageRun *r, const DfInstruction *in, KilnError **err)
 	if (!*w)
 		return inst_error(r->b, in, EINVAL, err, "WORKDIR needs a path");
 	path = workdir_join(r, w);
-	image_conf_set_string(r->st->conf, "WorkingDir", path);
+	image_conf_set_string(r->out->conf, "WorkingDir", path);
 	created = xasprintf("WORKDIR %s", path);
-	k = mount_layers(r->b, r->st->layers, r->st->n_layers, &m, err);
+	k = mount_layers(r->b, r->out->layers, r->out->n_layers, &m, err);
 	if (k < 0)
 		return k;
 	k = rootfs_mkdir_p(m.fd, path, 0755, 0, 0, NULL, err);
@@ -1190,7 +1257,7 @@ static int do_healthcheck(StageRun *r, const DfInstruction *in, KilnError **err)
 		}
 		json_object_set_new(hc, "Retries", json_integer(v));
 	}
-	image_conf_set_json(r->st->conf, "Healthcheck", hc);
+	image_conf_set_json(r->out->conf, "Healthcheck", hc);
 	return 0;
 }
 
@@ -1210,7 +1277,7 @@ static int do_arg(StageRun *r, const DfInstruction *in, KilnError **err)
 			if (k < 0)
 				return k;
 		} else {
-			Var *g = vars_find(&b->global_args, kv->key);
+			Var *g = vars_find(&r->p->global_args, kv->key);
 			if (g && g->value)
 				value = xstrdup(g->value);
 		}
@@ -1247,9 +1314,9 @@ static int do_env_label(StageRun *r, const DfInstruction *in, bool env, char **r
 	char *created = xstrdup(in->keyword);
 	for (size_t i = 0; i < n; i++) {
 		if (env)
-			image_conf_env_set(r->st->conf, keys[i], vals[i]);
+			image_conf_env_set(r->out->conf, keys[i], vals[i]);
 		else
-			image_conf_map_add(r->st->conf, "Labels", keys[i], vals[i]);
+			image_conf_map_add(r->out->conf, "Labels", keys[i], vals[i]);
 		char *t = xasprintf("%s %s=%s", created, keys[i], vals[i]);
 		free(created);
 		created = t;
@@ -1276,7 +1343,7 @@ static int do_expose(StageRun *r, const DfInstruction *in, KilnError **err)
 		    (strcmp(end, "/tcp") && strcmp(end, "/udp") && strcmp(end, "/sctp")))
 			return inst_error(r->b, in, EINVAL, err, "EXPOSE: invalid port '%s'",
 					  words[i]);
-		image_conf_map_add(r->st->conf, "ExposedPorts", p, NULL);
+		image_conf_map_add(r->out->conf, "ExposedPorts", p, NULL);
 	}
 	return 0;
 }
@@ -1290,12 +1357,12 @@ static int do_cmd_entrypoint(StageRun *r, const DfInstruction *in, bool entrypoi
 	else
 		v = shell_argv(r, in->args && in->args[0] ? in->args[0] : "");
 	if (entrypoint) {
-		image_conf_set_strv(r->st->conf, "Entrypoint", v);
+		image_conf_set_strv(r->out->conf, "Entrypoint", v);
 		/* A base image's CMD does not survive a new ENTRYPOINT (Dockerfile reference). */
 		if (!r->cmd_set)
-			image_conf_set_strv(r->st->conf, "Cmd", NULL);
+			image_conf_set_strv(r->out->conf, "Cmd", NULL);
 	} else {
-		image_conf_set_strv(r->st->conf, "Cmd", v);
+		image_conf_set_strv(r->out->conf, "Cmd", v);
 		r->cmd_set = true;
 	}
 	return 0;
@@ -1323,31 +1390,32 @@ static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, Kil
 		if (k >= 0 && !*v)
 			k = inst_error(r->b, in, EINVAL, err, "%s needs a value", kw);
 		if (k >= 0)
-			image_conf_set_string(r->st->conf, kw[0] == 'U' ? "User" : "StopSignal", v);
+			image_conf_set_string(r->out->conf, kw[0] == 'U' ? "User" : "StopSignal",
+					      v);
 	} else if (strcmp(kw, "EXPOSE") == 0) {
 		k = do_expose(r, in, err);
 	} else if (strcmp(kw, "VOLUME") == 0) {
 		_cleanup_strv_free_ char **w = NULL;
 		k = inst_words(r, in, true, &w, err);
 		for (size_t i = 0; k >= 0 && w && w[i]; i++)
-			image_conf_map_add(r->st->conf, "Volumes", w[i], NULL);
+			image_conf_map_add(r->out->conf, "Volumes", w[i], NULL);
 	} else if (strcmp(kw, "SHELL") == 0) {
 		if (!in->json || !in->args || !in->args[0])
 			return inst_error(
 			    r->b, in, EINVAL, err,
 			    "SHELL needs the JSON form: SHELL [\"executable\", \"parameters\"]");
-		image_conf_set_strv(r->st->conf, "Shell", in->args);
+		image_conf_set_strv(r->out->conf, "Shell", in->args);
 		k = 0;
 	} else if (strcmp(kw, "HEALTHCHECK") == 0) {
 		k = do_healthcheck(r, in, err);
 	} else if (strcmp(kw, "MAINTAINER") == 0) {
-		image_conf_set_author(r->st->conf, text);
+		image_conf_set_author(r->out->conf, text);
 		k = 0;
 	} else if (strcmp(kw, "ONBUILD") == 0) {
-		_cleanup_strv_free_ char **list = image_conf_get_strv(r->st->conf, "OnBuild");
+		_cleanup_strv_free_ char **list = image_conf_get_strv(r->out->conf, "OnBuild");
 		const char *t = in->onbuild && in->onbuild->original ? in->onbuild->original : text;
 		strv_push(&list, t);
-		image_conf_set_strv(r->st->conf, "OnBuild", list);
+		image_conf_set_strv(r->out->conf, "OnBuild", list);
 		k = 0;
 	} else {
 		return 1;
@@ -1376,8 +1444,12 @@ static int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err
 	int k;
 
 	r->step_no++;
+	r->emulated = false;
+	r->cpu_s = 0;
+	r->has_layer = false;
 	name = step_name(r, in);
 	step = progress_step_begin(b->progress, name);
+	double t0 = now_seconds();
 	if (strcmp(in->keyword, "RUN") == 0) {
 		k = do_run(r, in, step, err);
 	} else if (strcmp(in->keyword, "COPY") == 0 || strcmp(in->keyword, "ADD") == 0) {
@@ -1390,20 +1462,22 @@ static int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err
 			k = inst_error(b, in, EINVAL, err, "unexpected instruction '%s'",
 				       in->keyword);
 		else if (k >= 0)
-			image_conf_add_history(r->st->conf, created, true);
+			image_conf_add_history(r->out->conf, created, true);
 	}
 	progress_step_end(b->progress, step, k >= 0, false,
 			  k < 0 && err && *err ? (*err)->message : NULL);
+	if (k >= 0)
+		report_step(r, in, now_seconds() - t0, strcmp(in->keyword, "RUN") == 0);
 	return k;
 }
 
 /* ONBUILD triggers of the base image run right after FROM, then are cleared. */
 static int run_onbuild(StageRun *r, const char *image, KilnError **err)
 {
-	_cleanup_strv_free_ char **triggers = image_conf_get_strv(r->st->conf, "OnBuild");
+	_cleanup_strv_free_ char **triggers = image_conf_get_strv(r->out->conf, "OnBuild");
 	int k;
 
-	image_conf_set_strv(r->st->conf, "OnBuild", NULL);
+	image_conf_set_strv(r->out->conf, "OnBuild", NULL);
 	for (size_t i = 0; triggers && triggers[i]; i++) {
 		Dockerfile *df = NULL;
 		_cleanup_free_ char *fname = xasprintf("ONBUILD of '%s'", image);
@@ -1423,150 +1497,345 @@ static int run_onbuild(StageRun *r, const char *image, KilnError **err)
 	return 0;
 }
 
-static int stage_from(StageRun *r, KilnError **err)
+/* Expands FROM's image and --platform with the pass's global args. */
+static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_platform,
+			KilnError **err)
 {
-	Build *b = r->b;
-	Stage *st = r->st;
+	Build *b = p->b;
 	const DfInstruction *in = st->from;
 	_cleanup_strv_free_ char **words = NULL;
-	_cleanup_free_ char *image = NULL, *plat = NULL;
+	_cleanup_free_ char *plat = NULL;
 	int k;
 
 	k = expand_words(in->args && in->args[0] ? in->args[0] : "", b->df->escape, lookup_global,
-			 b, &words, err);
+			 p, &words, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
-	if (!words || !words[0])
+	if (!words || !words[0] || !*words[0])
 		return inst_error(b, in, EINVAL, err, "FROM needs an image");
-	image = xstrdup(words[0]);
-	st->platform = b->platform;
+	*ret_platform = p->platform;
 	const char *pf = df_instruction_flag(in, "platform");
 	if (pf) {
-		k = expand_word(pf, b->df->escape, lookup_global, b, &plat, err);
+		k = expand_word(pf, b->df->escape, lookup_global, p, &plat, err);
 		if (k >= 0)
-			k = platform_parse(plat, &st->platform, err);
+			k = platform_parse(plat, ret_platform, err);
 		if (k < 0)
 			return inst_wrap(b, in, k, err);
 	}
+	*ret_image = xstrdup(words[0]);
+	return 0;
+}
+
+static int stage_from(StageRun *r, const char *image, KilnError **err)
+{
+	Build *b = r->b;
+	StageResult *out = r->out;
+	const DfInstruction *in = r->st->from;
+	int k;
+
 	if (strcasecmp(image, "scratch") == 0) {
-		st->conf = image_conf_new_empty(&st->platform);
-		image_conf_env_set(st->conf, "PATH", DEFAULT_PATH);
+		out->conf = image_conf_new_empty(&out->platform);
+		image_conf_env_set(out->conf, "PATH", DEFAULT_PATH);
 		return 0;
 	}
 	Stage *base = stage_find(b, image);
-	if (base && base != st && !(base->index > st->index)) {
-		k = stage_build(b, base, err);
+	if (base && base != r->st && base->index < r->st->index) {
+		StageResult *br = NULL;
+		k = stage_build(r->p, base, &br, err);
 		if (k < 0)
 			return k;
-		st->conf = image_conf_copy(base->conf);
-		for (size_t i = 0; i < base->n_layers; i++) {
-			st->layers = xrealloc(st->layers, (st->n_layers + 1) * sizeof(LayerRef));
-			st->layers[st->n_layers] = base->layers[i];
-			st->layers[st->n_layers++].desc.annotations = NULL;
+		out->conf = image_conf_copy(br->conf);
+		for (size_t i = 0; i < br->n_layers; i++) {
+			out->layers = xrealloc(out->layers, (out->n_layers + 1) * sizeof(LayerRef));
+			out->layers[out->n_layers] = br->layers[i];
+			out->layers[out->n_layers++].desc.annotations = NULL;
 		}
 		return 0;
 	}
 	OciImage *img = NULL;
-	k = image_lookup(b, image, &st->platform, &img, err);
+	k = image_lookup(b, image, &out->platform, &img, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
-	k = stage_from_image(b, st, img, err);
+	k = stage_from_image(b, out, img, err);
 	oci_image_free(img);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
-	if (!image_conf_env_get(st->conf, "PATH"))
-		image_conf_env_set(st->conf, "PATH", DEFAULT_PATH);
+	if (!image_conf_env_get(out->conf, "PATH"))
+		image_conf_env_set(out->conf, "PATH", DEFAULT_PATH);
 	return run_onbuild(r, image, err);
 }
 
-/* Builds the stages st depends on (FROM a stage, COPY --from a stage) first, so the progress
- * output reads in dependency order; references that need stage ARGs are found lazily instead. */
-static int stage_build_deps(Build *b, Stage *st, KilnError **err)
+/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. */
+static void collect_names(const char *text, char ***names)
 {
-	_cleanup_strv_free_ char **refs = NULL;
-	const char *text = st->from->args && st->from->args[0] ? st->from->args[0] : "";
-	_cleanup_free_ char *copy = xstrdup(text);
-	char *save = NULL;
-	char *image = strtok_r(copy, " \t\n", &save);
+	for (const char *c = text; c && *c; c++) {
+		if (*c != '$')
+			continue;
+		const char *n = c + 1;
+		if (*n == '{')
+			n++;
+		size_t len = 0;
+		while (n[len] == '_' || isalnum((unsigned char)n[len]))
+			len++;
+		if (len) {
+			_cleanup_free_ char *name = strndup(n, len);
+			strv_push(names, name);
+		}
+	}
+}
 
-	if (image)
-		strv_push(&refs, image);
+static void collect_inst_names(const DfInstruction *in, char ***names)
+{
+	for (size_t i = 0; in->args && in->args[i]; i++)
+		collect_names(in->args[i], names);
+	for (size_t i = 0; in->flags && in->flags[i]; i++)
+		collect_names(in->flags[i], names);
+	for (size_t i = 0; i < in->n_kvs; i++) {
+		collect_names(in->kvs[i].key, names);
+		collect_names(in->kvs[i].raw_value, names);
+		if (strcmp(in->keyword, "ARG") == 0)
+			strv_push(names, in->kvs[i].key);
+	}
+	for (size_t i = 0; i < in->n_heredocs; i++)
+		collect_names(in->heredocs[i].content, names);
+	if (in->onbuild)
+		collect_inst_names(in->onbuild, names);
+}
+
+/* Stages this one names in FROM or COPY --from, resolved with the global args; sets
+ * *ret_dynamic when a reference cannot be resolved that way. */
+static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynamic)
+{
+	Build *b = p->b;
+	Stage **deps = xcalloc(b->n_stages + 1, sizeof(Stage *));
+	size_t n = 0;
+
+	*ret_dynamic = false;
+	Stage *base = stage_find(b, image);
+	if (base && base->index < st->index)
+		deps[n++] = base;
 	for (size_t i = st->first; i < st->end; i++) {
 		const DfInstruction *in = &b->df->insts[i];
 		const char *from =
 		    strcmp(in->keyword, "COPY") == 0 ? df_instruction_flag(in, "from") : NULL;
-		if (from)
-			strv_push(&refs, from);
-	}
-	for (size_t i = 0; refs && refs[i]; i++) {
 		_cleanup_free_ char *name = NULL;
-		if (expand_word(refs[i], b->df->escape, lookup_global, b, &name, NULL) < 0)
+		if (!from)
 			continue;
-		Stage *dep = stage_find(b, name);
-		if (!dep || dep == st || dep->state != STAGE_NEW)
+		if (expand_word(from, b->df->escape, lookup_global, p, &name, NULL) < 0 ||
+		    strchr(from, '$')) {
+			*ret_dynamic = true;
 			continue;
-		int k = stage_build(b, dep, err);
+		}
+		Stage *d = stage_find(b, name);
+		bool dup = false;
+		for (size_t j = 0; j < n; j++)
+			dup |= deps[j] == d;
+		if (d && d != st && !dup)
+			deps[n++] = d;
+	}
+	return deps;
+}
+
+/* The identity of a stage's result within this build: equal keys give equal results, so passes
+ * share them. */
+static void stage_key(Pass *p, Stage *st, const char *image, const Platform *plat, Stage **deps,
+		      bool dynamic, char out[DIGEST_STRING_MAX])
+{
+	Build *b = p->b;
+	_cleanup_(sha256_freep) Sha256 *h = NULL;
+	_cleanup_strv_free_ char **names = NULL;
+	char pl[PLATFORM_STRING_MAX];
+
+	if (sha256_new(&h, NULL) < 0)
+		abort();
+	platform_format(plat, pl, sizeof(pl));
+	_cleanup_free_ char *head = xasprintf("stage %zu\n%s\n%s\n", st->index, image, pl);
+	sha256_update(h, head, strlen(head));
+	if (dynamic) {
+		platform_format(&p->platform, pl, sizeof(pl));
+		sha256_update(h, pl, strlen(pl) + 1);
+	}
+	for (size_t i = st->first; i < st->end; i++)
+		collect_inst_names(&b->df->insts[i], &names);
+	size_t n = strv_length(names);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_str);
+	for (size_t i = 0; i < n; i++) {
+		if (i > 0 && strcmp(names[i], names[i - 1]) == 0)
+			continue;
+		Var *g = vars_find(&p->global_args, names[i]);
+		Var *a = vars_find(&b->build_args, names[i]);
+		_cleanup_free_ char *line =
+		    xasprintf("%s=%c%s|%c%s\n", names[i], g && g->value ? '+' : '-',
+			      g && g->value ? g->value : "", a ? '+' : '-', a ? a->value : "");
+		sha256_update(h, line, strlen(line));
+	}
+	for (size_t i = 0; deps[i]; i++) {
+		StageResult *d = p->res[deps[i]->index];
+		if (d)
+			sha256_update(h, d->key, strlen(d->key) + 1);
+	}
+	sha256_final(h, out);
+}
+
+/* Builds the stages st depends on first: their keys are part of st's key. */
+static int stage_build_deps(Pass *p, Stage **deps, KilnError **err)
+{
+	for (size_t i = 0; deps[i]; i++) {
+		StageResult *ignored = NULL;
+		int k = stage_build(p, deps[i], &ignored, err);
 		if (k < 0)
 			return k;
 	}
 	return 0;
 }
 
-static int stage_build(Build *b, Stage *st, KilnError **err)
+/* Finds or claims the result for key. Returns it with state BUILT (reuse), or BUILDING when this
+ * caller must build it. */
+static StageResult *result_claim(Build *b, const char *key, const Platform *plat)
 {
-	StageRun r = {.b = b, .st = st};
+	StageResult *r;
+
+	pthread_mutex_lock(&b->lock);
+	for (;;) {
+		for (r = b->results; r; r = r->next)
+			if (strcmp(r->key, key) == 0)
+				break;
+		if (!r || r->state != STAGE_BUILDING)
+			break;
+		pthread_cond_wait(&b->cond, &b->lock);
+	}
+	if (!r) {
+		r = xcalloc(1, sizeof(*r));
+		memcpy(r->key, key, DIGEST_STRING_MAX);
+		r->platform = *plat;
+		r->state = STAGE_NEW;
+		r->next = b->results;
+		b->results = r;
+	}
+	if (r->state == STAGE_NEW)
+		r->state = STAGE_BUILDING;
+	else if (r->state == STAGE_BUILDING)
+		r = NULL; /* not reached: waited above */
+	pthread_mutex_unlock(&b->lock);
+	return r;
+}
+
+static void result_settle(Build *b, StageResult *r, bool ok)
+{
+	pthread_mutex_lock(&b->lock);
+	r->state = ok ? STAGE_BUILT : STAGE_FAILED;
+	if (!ok)
+		b->failed = true;
+	pthread_cond_broadcast(&b->cond);
+	pthread_mutex_unlock(&b->lock);
+}
+
+static char *stage_label(const Stage *st)
+{
+	return st->name ? xstrdup(st->name) : xasprintf("stage-%zu", st->index);
+}
+
+static void report_step(StageRun *r, const DfInstruction *in, double wall, bool run)
+{
+	Build *b = r->b;
+	ReportStep s = {
+	    .stage = stage_label(r->st),
+	    .line = in->line,
+	    .instruction = xstrdup(in->original ? in->original : in->keyword),
+	    .emulated = r->emulated,
+	    .wall_s = wall,
+	    .cpu_s = r->cpu_s,
+	    .has_layer = r->has_layer,
+	    .layer = r->layer,
+	    .run = run,
+	};
+	platform_format(&r->out->platform, s.platform, sizeof(s.platform));
+	pthread_mutex_lock(&b->lock);
+	b->steps = xrealloc(b->steps, (b->n_steps + 1) * sizeof(ReportStep));
+	b->steps[b->n_steps++] = s;
+	pthread_mutex_unlock(&b->lock);
+}
+
+static int stage_run(StageRun *r, const char *image, KilnError **err)
+{
+	Build *b = r->b;
+	Stage *st = r->st;
+	char plat[PLATFORM_STRING_MAX];
+	_cleanup_free_ char *label = stage_label(st), *name = NULL;
 	int k;
 
-	if (st->state == STAGE_NEW) {
-		st->state = STAGE_BUILDING;
-		k = stage_build_deps(b, st, err);
-		st->state = STAGE_NEW;
-		if (k < 0)
-			return k;
+	r->n_steps = (unsigned)(st->end - st->first) + 1;
+	r->step_no = 1;
+	platform_format(&r->out->platform, plat, sizeof(plat));
+	name = xasprintf("[%s %s 1/%u] %s", plat, label, r->n_steps, st->from->original);
+	unsigned step = progress_step_begin(b->progress, name);
+	k = stage_from(r, image, err);
+	progress_step_end(b->progress, step, k >= 0, false,
+			  k < 0 && err && *err ? (*err)->message : NULL);
+	for (size_t i = st->first; k >= 0 && i < st->end; i++) {
+		if (__atomic_load_n(&b->failed, __ATOMIC_RELAXED))
+			return kiln_error(err, ECANCELED, "cancelled: another platform failed");
+		k = run_instruction(r, &b->df->insts[i], err);
 	}
-	if (st->state == STAGE_BUILT)
-		return 0;
-	if (st->state == STAGE_BUILDING)
-		return inst_error(b, st->from, ELOOP, err, "stage '%s' depends on itself",
-				  st->name ? st->name : "?");
-	st->state = STAGE_BUILDING;
-	r.n_steps = (unsigned)(st->end - st->first) + 1;
-	r.step_no = 1;
-	{
-		char plat[96];
-		_cleanup_free_ char *name = NULL;
-		platform_format(&b->platform, plat, sizeof(plat));
-		name = xasprintf("[%s %s%s 1/%u] %s", plat, st->name ? "" : "stage-",
-				 st->name ? st->name : "", r.n_steps, st->from->original);
-		if (!st->name) {
-			free(name);
-			name = xasprintf("[%s stage-%zu 1/%u] %s", plat, st->index, r.n_steps,
-					 st->from->original);
-		}
-		unsigned step = progress_step_begin(b->progress, name);
-		k = stage_from(&r, err);
-		progress_step_end(b->progress, step, k >= 0, false,
-				  k < 0 && err && *err ? (*err)->message : NULL);
-	}
-	for (size_t i = st->first; k >= 0 && i < st->end; i++)
-		k = run_instruction(&r, &b->df->insts[i], err);
-	vars_done(&r.args);
-	if (k < 0)
-		return k;
-	st->state = STAGE_BUILT;
-	return 0;
+	return k;
 }
 
-/* ---------- setup and results ---------- */
+static int stage_build(Pass *p, Stage *st, StageResult **ret, KilnError **err)
+{
+	Build *b = p->b;
+	_cleanup_free_ char *image = NULL;
+	_cleanup_free_ Stage **deps = NULL;
+	char key[DIGEST_STRING_MAX];
+	Platform plat;
+	bool dynamic;
+	int k;
+
+	if (p->res[st->index]) {
+		*ret = p->res[st->index];
+		return 0;
+	}
+	if (p->visiting[st->index])
+		return inst_error(b, st->from, ELOOP, err, "stage '%s' depends on itself",
+				  st->name ? st->name : "?");
+	p->visiting[st->index] = true;
+	k = from_resolve(p, st, &image, &plat, err);
+	if (k >= 0) {
+		deps = stage_deps(p, st, image, &dynamic);
+		k = stage_build_deps(p, deps, err);
+	}
+	if (k < 0) {
+		p->visiting[st->index] = false;
+		return k;
+	}
+	stage_key(p, st, image, &plat, deps, dynamic, key);
+	StageResult *res = result_claim(b, key, &plat);
+	if (res->state == STAGE_BUILDING) {
+		StageRun r = {.b = b, .p = p, .st = st, .out = res};
+		k = stage_run(&r, image, err);
+		vars_done(&r.args);
+		result_settle(b, res, k >= 0);
+	} else if (res->state == STAGE_FAILED) {
+		k = inst_error(b, st->from, ECANCELED, err, "stage '%s' failed",
+			       st->name ? st->name : "?");
+	}
+	p->visiting[st->index] = false;
+	if (k < 0)
+		return k;
+	p->res[st->index] = res;
+	*ret = res;
+	return 0;
+}
 
 /* Global ARGs (before the first FROM), evaluated per target platform since their defaults may
  * use the automatic platform args. */
-static int global_args_eval(Build *b, KilnError **err)
+static int global_args_eval(Pass *p, KilnError **err)
 {
+	Build *b = p->b;
 	Dockerfile *df = b->df;
 
-	vars_done(&b->global_args);
-	set_platform_args(b, &b->global_args);
+	vars_done(&p->global_args);
+	set_platform_args(p, &p->global_args);
 	for (size_t i = 0; i < df->n_insts && strcmp(df->insts[i].keyword, "FROM") != 0; i++) {
 		const DfInstruction *in = &df->insts[i];
 		if (strcmp(in->keyword, "ARG") != 0)
@@ -1580,12 +1849,12 @@ static int global_args_eval(Build *b, KilnError **err)
 				v = xstrdup(given->value);
 				mark_consumed(b, kv->key);
 			} else if (kv->raw_value) {
-				int k = expand_word(kv->raw_value, df->escape, lookup_global, b, &v,
+				int k = expand_word(kv->raw_value, df->escape, lookup_global, p, &v,
 						    err);
 				if (k < 0)
 					return inst_wrap(b, in, k, err);
 			}
-			vars_set(&b->global_args, kv->key, v);
+			vars_set(&p->global_args, kv->key, v);
 		}
 	}
 	return 0;
@@ -1612,13 +1881,12 @@ static int stages_split(Build *b, KilnError **err)
 		/* "FROM image AS name": the name is the third word. */
 		const char *text = in->args && in->args[0] ? in->args[0] : "";
 		_cleanup_strv_free_ char **w = NULL;
-		int k = 0;
 		_cleanup_free_ char *copy = xstrdup(text);
 		char *save = NULL;
 		for (char *t = strtok_r(copy, " \t\n", &save); t;
 		     t = strtok_r(NULL, " \t\n", &save))
 			strv_push(&w, t);
-		if (k >= 0 && strv_length(w) == 3 && strcasecmp(w[1], "as") == 0) {
+		if (strv_length(w) == 3 && strcasecmp(w[1], "as") == 0) {
 			st->name = xstrdup(w[2]);
 			for (char *c = st->name; *c; c++)
 				*c = (char)tolower((unsigned char)*c);
@@ -1626,32 +1894,13 @@ static int stages_split(Build *b, KilnError **err)
 				if (b->stages[s].name && strcmp(b->stages[s].name, st->name) == 0)
 					return inst_error(b, in, EINVAL, err,
 							  "duplicate stage name '%s'", st->name);
-		} else if (k >= 0 && strv_length(w) != 1) {
+		} else if (strv_length(w) != 1) {
 			return inst_error(b, in, EINVAL, err,
 					  "FROM takes 'image [AS name]', got '%s'", text);
 		}
 		b->n_stages++;
 	}
 	return 0;
-}
-
-static void stages_reset(Build *b)
-{
-	for (size_t i = 0; i < b->n_stages; i++) {
-		stage_reset(&b->stages[i]);
-		b->stages[i].state = STAGE_NEW;
-	}
-}
-
-static json_t *platform_json(const Platform *p)
-{
-	json_t *o = json_object();
-
-	json_object_set_new(o, "architecture", json_string(p->arch));
-	json_object_set_new(o, "os", json_string(p->os));
-	if (p->variant[0])
-		json_object_set_new(o, "variant", json_string(p->variant));
-	return o;
 }
 
 static json_t *descriptor_json(const char *mt, const char *digest, int64_t size)
@@ -1679,7 +1928,7 @@ static int put_json(Build *b, json_t *j, char ret_digest[DIGEST_STRING_MAX], int
 }
 
 /* Config and manifest of the target stage; returns the manifest descriptor. */
-static int stage_write_manifest(Build *b, Stage *st, OciDescriptor *ret, KilnError **err)
+static int stage_write_manifest(Build *b, StageResult *st, OciDescriptor *ret, KilnError **err)
 {
 	_cleanup_free_ char *cfg = image_conf_serialize(st->conf, b->o->epoch);
 	char cfg_digest[DIGEST_STRING_MAX];
@@ -1702,28 +1951,6 @@ static int stage_write_manifest(Build *b, Stage *st, OciDescriptor *ret, KilnErr
 	snprintf(ret->media_type, sizeof(ret->media_type), "%s", MT_OCI_MANIFEST);
 	k = put_json(b, m, ret->digest, &ret->size, err);
 	json_decref(m);
-	return k;
-}
-
-static int write_index(Build *b, const OciDescriptor *manifests, size_t n, OciDescriptor *ret,
-		       KilnError **err)
-{
-	json_t *idx = json_object(), *arr = json_array();
-	int k;
-
-	json_object_set_new(idx, "schemaVersion", json_integer(2));
-	json_object_set_new(idx, "mediaType", json_string(MT_OCI_INDEX));
-	for (size_t i = 0; i < n; i++) {
-		json_t *d = descriptor_json(manifests[i].media_type, manifests[i].digest,
-					    manifests[i].size);
-		json_object_set_new(d, "platform", platform_json(&manifests[i].platform));
-		json_array_append_new(arr, d);
-	}
-	json_object_set_new(idx, "manifests", arr);
-	*ret = (OciDescriptor){0};
-	snprintf(ret->media_type, sizeof(ret->media_type), "%s", MT_OCI_INDEX);
-	k = put_json(b, idx, ret->digest, &ret->size, err);
-	json_decref(idx);
 	return k;
 }
 
@@ -1886,11 +2113,19 @@ static int build_prepare(Build *b, KilnError **err)
 
 static void build_done(Build *b)
 {
-	stages_reset(b);
+	for (StageResult *r = b->results, *next; r; r = next) {
+		next = r->next;
+		result_reset(r);
+		free(r);
+	}
 	for (size_t i = 0; i < b->n_stages; i++)
 		free(b->stages[i].name);
 	free(b->stages);
-	vars_done(&b->global_args);
+	for (size_t i = 0; i < b->n_steps; i++) {
+		free(b->steps[i].stage);
+		free(b->steps[i].instruction);
+	}
+	free(b->steps);
 	vars_done(&b->build_args);
 	strv_free(b->consumed_args);
 	if (b->work)
@@ -1900,6 +2135,8 @@ static void build_done(Build *b)
 	build_context_free(b->ctx);
 	dockerfile_free(b->df);
 	progress_free(b->progress);
+	pthread_mutex_destroy(&b->lock);
+	pthread_cond_destroy(&b->cond);
 }
 
 static void warn_unused_args(Build *b)
@@ -1914,14 +2151,153 @@ static void warn_unused_args(Build *b)
 	}
 }
 
+typedef struct PassQueue {
+	Build *b;
+	Pass *passes;
+	size_t n, next;
+	Stage *target;
+	pthread_mutex_t lock;
+} PassQueue;
+
+static int pass_run(Pass *p, Stage *target, KilnError **err)
+{
+	StageResult *res = NULL;
+	int k = global_args_eval(p, err);
+
+	if (k >= 0)
+		k = stage_build(p, target, &res, err);
+	if (k >= 0)
+		k = stage_write_manifest(p->b, res, &p->manifest, err);
+	return k;
+}
+
+static void *pass_worker(void *ud)
+{
+	PassQueue *q = ud;
+
+	for (;;) {
+		pthread_mutex_lock(&q->lock);
+		size_t i = q->next < q->n ? q->next++ : q->n;
+		pthread_mutex_unlock(&q->lock);
+		if (i >= q->n)
+			return NULL;
+		Pass *p = &q->passes[i];
+		p->status = pass_run(p, q->target, &p->err);
+		if (p->status < 0)
+			__atomic_store_n(&q->b->failed, true, __ATOMIC_RELAXED);
+	}
+}
+
+/* Runs every target platform, up to --jobs at a time. */
+static int passes_run(Build *b, Stage *target, Pass *passes, size_t n, KilnError **err)
+{
+	PassQueue q = {.b = b, .passes = passes, .n = n, .target = target};
+	long jobs = b->o->jobs > 0 ? b->o->jobs : sysconf(_SC_NPROCESSORS_ONLN);
+	size_t n_threads = (size_t)(jobs < 1 ? 1 : jobs);
+	pthread_t *threads;
+	size_t started = 0;
+
+	if (n_threads > n)
+		n_threads = n;
+	pthread_mutex_init(&q.lock, NULL);
+	threads = xcalloc(n_threads, sizeof(pthread_t));
+	for (size_t i = 1; i < n_threads; i++)
+		if (pthread_create(&threads[i], NULL, pass_worker, &q) == 0)
+			started = i;
+	pass_worker(&q);
+	for (size_t i = 1; i <= started; i++)
+		pthread_join(threads[i], NULL);
+	free(threads);
+	pthread_mutex_destroy(&q.lock);
+	/* The first failure (in platform order) is the build's error; a pass cancelled because
+	 * another failed says so only when nothing else does. */
+	for (int pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < n; i++) {
+			if (passes[i].status >= 0 || !passes[i].err)
+				continue;
+			if (pass == 0 && passes[i].err->code == ECANCELED)
+				continue;
+			*err = TAKE_PTR(passes[i].err);
+			return passes[i].status;
+		}
+	return 0;
+}
+
+static json_t *layer_json(const LayerRef *l)
+{
+	json_t *o = json_object();
+
+	json_object_set_new(o, "digest", json_string(l->desc.digest));
+	json_object_set_new(o, "size", json_integer(l->desc.size));
+	json_object_set_new(o, "diff_id", json_string(l->diff_id));
+	return o;
+}
+
+static int write_report(Build *b, double wall, KilnError **err)
+{
+	json_t *rep = json_object(), *plats = json_array(), *steps = json_array();
+	size_t runs = 0, n_layers = 0;
+	int64_t bytes = 0;
+
+	json_object_set_new(rep, "kiln_version", json_string(KILN_VERSION));
+	for (size_t i = 0; i < b->o->n_platforms; i++) {
+		char pl[PLATFORM_STRING_MAX];
+		platform_format(&b->o->platforms[i], pl, sizeof(pl));
+		json_array_append_new(plats, json_string(pl));
+	}
+	json_object_set_new(rep, "platforms", plats);
+	for (size_t i = 0; i < b->n_steps; i++) {
+		const ReportStep *s = &b->steps[i];
+		json_t *o = json_object();
+		json_object_set_new(o, "platform", json_string(s->platform));
+		json_object_set_new(o, "stage", json_string(s->stage));
+		json_object_set_new(o, "line", json_integer(s->line));
+		json_object_set_new(o, "instruction", json_string(s->instruction));
+		json_object_set_new(o, "cached", json_false());
+		/* No step cache yet: every step's key is new to this root. */
+		json_object_set_new(o, "reason",
+				    json_string(b->o->no_cache ? "no-cache" : "new-key"));
+		json_object_set_new(o, "emulated", json_boolean(s->emulated));
+		json_object_set_new(o, "wall_s", json_real(s->wall_s));
+		json_object_set_new(o, "cpu_s", json_real(s->cpu_s));
+		json_object_set_new(o, "layer", s->has_layer ? layer_json(&s->layer) : json_null());
+		json_array_append_new(steps, o);
+		runs += s->run;
+		if (s->has_layer) {
+			bytes += s->layer.desc.size;
+			n_layers++;
+		}
+	}
+	json_object_set_new(rep, "steps", steps);
+	json_t *t = json_object();
+	json_object_set_new(t, "steps", json_integer((json_int_t)b->n_steps));
+	json_object_set_new(t, "cache_hits", json_integer(0));
+	json_object_set_new(t, "cache_hit_rate", json_real(0));
+	json_object_set_new(t, "runs_executed", json_integer((json_int_t)runs));
+	json_object_set_new(t, "platform_builds", json_integer((json_int_t)b->o->n_platforms));
+	json_object_set_new(t, "layers_written", json_integer((json_int_t)n_layers));
+	json_object_set_new(t, "bytes_written", json_integer(bytes));
+	json_object_set_new(t, "wall_s", json_real(wall));
+	json_object_set_new(rep, "totals", t);
+	char *s = json_dumps(rep, JSON_INDENT(2));
+	json_decref(rep);
+	int k = write_file_atomic_at(AT_FDCWD, b->o->report_file, s, strlen(s), 0644, err);
+	free(s);
+	return k;
+}
+
 int build_run(const BuildOptions *o, KilnError **err)
 {
 	Build b = {.o = o, .store = o->store, .compression = COMPRESSION_GZIP};
 	OciDescriptor *manifests = xcalloc(o->n_platforms, sizeof(OciDescriptor));
+	Pass *passes = xcalloc(o->n_platforms, sizeof(Pass));
 	OciDescriptor root = {0};
+	double t0 = now_seconds();
 	Stage *target;
 	int k;
 
+	pthread_mutex_init(&b.lock, NULL);
+	pthread_cond_init(&b.cond, NULL);
 	b.progress = progress_new(o->progress);
 	platform_host(&b.build_platform);
 	for (size_t i = 0; i < o->n_outputs; i++)
@@ -1939,17 +2315,18 @@ int build_run(const BuildOptions *o, KilnError **err)
 		k = -ENOENT;
 		goto out;
 	}
-	for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
-		stages_reset(&b);
-		b.platform = o->platforms[p];
-		k = global_args_eval(&b, err);
-		if (k >= 0)
-			k = stage_build(&b, target, err);
-		if (k >= 0)
-			k = stage_write_manifest(&b, target, &manifests[p], err);
+	for (size_t i = 0; i < o->n_platforms; i++) {
+		passes[i].b = &b;
+		passes[i].platform = o->platforms[i];
+		passes[i].res = xcalloc(b.n_stages, sizeof(StageResult *));
+		passes[i].visiting = xcalloc(b.n_stages, sizeof(bool));
 	}
-	if (k >= 0)
-		k = write_index(&b, manifests, o->n_platforms, &root, err);
+	k = passes_run(&b, target, passes, o->n_platforms, err);
+	if (k < 0)
+		goto out;
+	for (size_t i = 0; i < o->n_platforms; i++)
+		manifests[i] = passes[i].manifest;
+	k = oci_index_put(b.store, manifests, o->n_platforms, &root, err);
 	for (size_t i = 0; k >= 0 && o->tags && o->tags[i]; i++) {
 		_cleanup_free_ char *name = NULL;
 		k = store_name_normalize(o->tags[i], &name, err);
@@ -1960,6 +2337,8 @@ int build_run(const BuildOptions *o, KilnError **err)
 		k = write_outputs(&b, &root, manifests, err);
 	if (k >= 0 && o->metadata_file)
 		k = write_metadata(&b, &root, err);
+	if (k >= 0 && o->report_file)
+		k = write_report(&b, now_seconds() - t0, err);
 	if (k >= 0) {
 		warn_unused_args(&b);
 		progress_note(b.progress, "writing image %s done", root.digest);
@@ -1968,6 +2347,13 @@ int build_run(const BuildOptions *o, KilnError **err)
 		printf("%s\n", root.digest);
 	}
 out:
+	for (size_t i = 0; i < o->n_platforms; i++) {
+		vars_done(&passes[i].global_args);
+		free(passes[i].res);
+		free(passes[i].visiting);
+		kiln_error_free(passes[i].err);
+	}
+	free(passes);
 	free(manifests);
 	build_done(&b);
 	return k < 0 ? k : 0;

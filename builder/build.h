@@ -41,6 +41,9 @@ typedef struct BuildOptions {
 	int64_t epoch;
 	ProgressMode progress;
 	const char *metadata_file;
+	const char *report_file;
+	long jobs;	      /* parallel platform passes; 0: number of CPUs */
+	const char *qemu_dir; /* --qemu-dir: searched first for qemu-<arch>-static */
 	Store *store;
 	const IdMapInfo *idmap;
 } BuildOptions;

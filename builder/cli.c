@@ -16,6 +16,7 @@
 #include "builder/parse_json.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "layers/export.h"
 #include "layers/import.h"
 #include "layers/oci.h"
 #include "layers/store.h"
@@ -106,6 +107,8 @@ enum {
 	OPT_REPORT,
 	OPT_JOBS,
 	OPT_JSON,
+	OPT_QEMU_DIR,
+	OPT_REPLACE,
 };
 
 static int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
@@ -184,6 +187,7 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"secret", required_argument, NULL, OPT_SECRET},
 	    {"report", required_argument, NULL, OPT_REPORT},
 	    {"jobs", required_argument, NULL, OPT_JOBS},
+	    {"qemu-dir", required_argument, NULL, OPT_QEMU_DIR},
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
@@ -279,13 +283,26 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 		case OPT_METADATA:
 			o.metadata_file = optarg;
 			break;
-		case OPT_JOBS:
+		case OPT_JOBS: {
+			char *end;
+			o.jobs = strtol(optarg, &end, 10);
+			if (!*optarg || *end || o.jobs < 1) {
+				r = usage_error(err, "--jobs takes a number >= 1, got '%s'",
+						optarg);
+				goto out;
+			}
+			break;
+		}
+		case OPT_REPORT:
+			o.report_file = optarg;
+			break;
+		case OPT_QEMU_DIR:
+			o.qemu_dir = optarg;
 			break;
 		case OPT_PUSH:
 		case OPT_CACHE_FROM:
 		case OPT_CACHE_TO:
 		case OPT_SECRET:
-		case OPT_REPORT:
 			r = usage_error(err,
 					"build option '%s' is not available in this version of "
 					"kiln yet (see README: not done yet)",
@@ -725,6 +742,178 @@ out:
 	return r;
 }
 
+/* ---------- merge ---------- */
+
+typedef struct MergeEntry {
+	OciDescriptor desc;
+	const char *source;
+} MergeEntry;
+
+/* Adds every platform image of root to the list; a platform already there is an error unless
+ * replace is set, in which case the later input wins. */
+static int merge_add(Store *store, const OciDescriptor *root, const char *source, bool replace,
+		     MergeEntry **list, size_t *n, KilnError **err)
+{
+	_cleanup_free_ Platform *ps = NULL;
+	size_t np = 0;
+	int r = oci_list_platforms(store, root, &ps, &np, err);
+
+	if (r < 0)
+		return kiln_error_wrap(err, r, "'%s'", source);
+	for (size_t i = 0; i < np; i++) {
+		OciImage *img = NULL;
+		r = oci_image_resolve(store, root, &ps[i], &img, err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "'%s'", source);
+		MergeEntry e = {.source = source,
+				.desc = {.size = img->manifest_size,
+					 .has_platform = true,
+					 .platform = img->platform}};
+		snprintf(e.desc.media_type, sizeof(e.desc.media_type), "%s",
+			 img->manifest_media_type);
+		memcpy(e.desc.digest, img->manifest_digest, DIGEST_STRING_MAX);
+		oci_image_free(img);
+		size_t j;
+		for (j = 0; j < *n; j++)
+			if (platform_equal(&(*list)[j].desc.platform, &e.desc.platform))
+				break;
+		if (j < *n && !replace) {
+			char pl[PLATFORM_STRING_MAX];
+			platform_format(&e.desc.platform, pl, sizeof(pl));
+			return kiln_error(
+			    err, EEXIST,
+			    "platform %s is in both '%s' and '%s' (--replace keeps the "
+			    "later one)",
+			    pl, (*list)[j].source, source);
+		}
+		if (j == *n) {
+			*list = xrealloc(*list, (*n + 1) * sizeof(MergeEntry));
+			(*n)++;
+		}
+		(*list)[j] = e;
+	}
+	return 0;
+}
+
+static int merge_source(Store *store, const char *ref, OciDescriptor *ret, KilnError **err)
+{
+	int r;
+
+	if (looks_like_path(ref)) {
+		ImportedImage *imgs = NULL;
+		size_t n = 0;
+		r = image_import(store, ref, &imgs, &n, err);
+		if (r >= 0 && n == 0)
+			r = kiln_error(err, ENOENT, "'%s' holds no image", ref);
+		if (r >= 0)
+			oci_descriptor_copy(ret, &imgs[0].root);
+		imported_images_free(imgs, n);
+		return r;
+	}
+	_cleanup_free_ char *name = NULL;
+	r = store_name_normalize(ref, &name, err);
+	if (r >= 0)
+		r = store_tag_get(store, name, ret, err);
+	return r;
+}
+
+static int cmd_merge(int argc, char **argv, KilnError **err)
+{
+	static const struct option opts[] = {
+	    {"output", required_argument, NULL, 'o'},
+	    {"tag", required_argument, NULL, 't'},
+	    {"root", required_argument, NULL, OPT_ROOT},
+	    {"replace", no_argument, NULL, OPT_REPLACE},
+	    {0},
+	};
+	const char *root = NULL, *out = NULL;
+	_cleanup_strv_free_ char **tags = NULL;
+	_cleanup_(store_freep) Store *store = NULL;
+	MergeEntry *list = NULL;
+	OciDescriptor *descs = NULL;
+	OciDescriptor index = {0};
+	OutputSpec spec = {0};
+	bool replace = false;
+	size_t n = 0;
+	IdMapInfo idmap;
+	char tmpl[] = "/tmp/kiln-merge-XXXXXX";
+	bool scratch;
+	int c, r = 0;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:t:", opts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			out = optarg;
+			break;
+		case 't':
+			strv_push(&tags, optarg);
+			break;
+		case OPT_ROOT:
+			root = optarg;
+			break;
+		case OPT_REPLACE:
+			replace = true;
+			break;
+		default:
+			return usage_error(err,
+					   "usage: kiln merge -o OUT [--replace] [-t NAME] IN...");
+		}
+	}
+	if (!out || optind >= argc)
+		return usage_error(err, "usage: kiln merge -o OUT [--replace] [-t NAME] IN...");
+	if (strstr(out, "type=")) {
+		r = output_spec_parse(out, &spec, err);
+		if (r < 0)
+			return r;
+		if (spec.type != OUTPUT_OCI) {
+			output_spec_done(&spec);
+			return usage_error(err, "kiln merge writes type=oci only");
+		}
+	} else {
+		spec = (OutputSpec){.type = OUTPUT_OCI, .dest = xstrdup(out), .tar = true};
+	}
+	/* Without -t or --root the inputs go to a scratch store: merging leaves the user's alone.
+	 */
+	scratch = !root && !tags;
+	if (scratch && !mkdtemp(tmpl)) {
+		output_spec_done(&spec);
+		return kiln_error_errno(err, errno, "mkdtemp");
+	}
+	r = store_enter(scratch ? tmpl : root, &idmap, &store, err);
+	for (int i = optind; r >= 0 && i < argc; i++) {
+		OciDescriptor d = {0};
+		r = merge_source(store, argv[i], &d, err);
+		if (r >= 0)
+			r = merge_add(store, &d, argv[i], replace, &list, &n, err);
+		oci_descriptor_done(&d);
+	}
+	if (r >= 0) {
+		descs = xcalloc(n ? n : 1, sizeof(OciDescriptor));
+		for (size_t i = 0; i < n; i++)
+			descs[i] = list[i].desc;
+		r = oci_index_put(store, descs, n, &index, err);
+	}
+	for (size_t i = 0; r >= 0 && tags && tags[i]; i++) {
+		_cleanup_free_ char *name = NULL;
+		r = store_name_normalize(tags[i], &name, err);
+		if (r >= 0)
+			r = store_tag_set(store, name, &index, err);
+	}
+	if (r >= 0)
+		r = spec.tar
+			? export_oci_archive(store, &index, tags ? tags[0] : NULL, spec.dest, err)
+			: export_oci_dir(store, &index, tags ? tags[0] : NULL, spec.dest, err);
+	if (r >= 0)
+		printf("%s\n", index.digest);
+	free(descs);
+	free(list);
+	output_spec_done(&spec);
+	if (scratch)
+		rm_rf_at(AT_FDCWD, tmpl, NULL);
+	return r;
+}
+
 /* ---------- parse, doctor ---------- */
 
 static int cmd_parse(int argc, char **argv, KilnError **err)
@@ -789,9 +978,9 @@ int cli_main(int argc, char **argv)
 	} cmds[] = {
 	    {"build", cmd_build},   {"load", cmd_load},	      {"images", cmd_images},
 	    {"rmi", cmd_rmi},	    {"inspect", cmd_inspect}, {"parse", cmd_parse},
-	    {"doctor", cmd_doctor},
+	    {"doctor", cmd_doctor}, {"merge", cmd_merge},
 	};
-	static const char *const later[] = {"push", "pull", "run", "merge", "prune", "login"};
+	static const char *const later[] = {"push", "pull", "run", "prune", "login"};
 	_cleanup_error_ KilnError *err = NULL;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

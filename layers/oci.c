@@ -563,3 +563,50 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 	oci_descriptor_done(&chosen);
 	return r;
 }
+
+static int cmp_descriptor_platform(const void *a, const void *b)
+{
+	char pa[PLATFORM_STRING_MAX], pb[PLATFORM_STRING_MAX];
+
+	platform_format(&((const OciDescriptor *)a)->platform, pa, sizeof(pa));
+	platform_format(&((const OciDescriptor *)b)->platform, pb, sizeof(pb));
+	return strcmp(pa, pb);
+}
+
+int oci_index_put(Store *s, OciDescriptor *manifests, size_t n, OciDescriptor *ret, KilnError **err)
+{
+	json_t *idx, *arr;
+	char *data;
+	int r;
+
+	if (n > 1)
+		qsort(manifests, n, sizeof(OciDescriptor), cmp_descriptor_platform);
+	for (size_t i = 0; i < n; i++) {
+		if (!manifests[i].has_platform)
+			return kiln_error(err, EINVAL, "manifest %s has no platform",
+					  manifests[i].digest);
+		if (i > 0 && cmp_descriptor_platform(&manifests[i - 1], &manifests[i]) == 0) {
+			char pl[PLATFORM_STRING_MAX];
+			platform_format(&manifests[i].platform, pl, sizeof(pl));
+			return kiln_error(err, EEXIST, "two images for platform '%s'", pl);
+		}
+	}
+	idx = json_object();
+	arr = json_array();
+	json_object_set_new(idx, "schemaVersion", json_integer(2));
+	json_object_set_new(idx, "mediaType", json_string(MT_OCI_INDEX));
+	for (size_t i = 0; i < n; i++) {
+		OciDescriptor d = manifests[i];
+		d.annotations = NULL;
+		json_array_append_new(arr, oci_descriptor_to_json(&d));
+	}
+	json_object_set_new(idx, "manifests", arr);
+	data = oci_json_dump(idx);
+	json_decref(idx);
+	*ret = (OciDescriptor){0};
+	snprintf(ret->media_type, sizeof(ret->media_type), "%s", MT_OCI_INDEX);
+	ret->size = (int64_t)strlen(data);
+	r = store_put_blob(s, data, strlen(data), NULL, ret->digest, err);
+	free(data);
+	return r < 0 ? r : 0;
+}

@@ -124,5 +124,11 @@ int oci_list_platforms(Store *s, const OciDescriptor *root, Platform **ret, size
  * writes for every JSON document (deterministic). Aborts on out-of-memory. */
 char *oci_json_dump(json_t *j);
 
+/* Writes an image index of manifests (each with a platform) to the store. The manifests are
+ * sorted by platform string first, so the same set gives the same index whatever order builds
+ * or merges produced them in; two manifests for one platform are an error (EEXIST) naming it. */
+int oci_index_put(Store *s, OciDescriptor *manifests, size_t n, OciDescriptor *ret,
+		  KilnError **err);
+
 /* jansson >= 2.9 provides json_decrefp (takes a pointer to NULL). */
 #define _cleanup_json_ __attribute__((cleanup(json_decrefp)))

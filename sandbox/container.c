@@ -19,6 +19,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -489,13 +490,17 @@ static int failure_to_error(const ContainerSpec *spec, const ChildFailure *f, Ki
 	return kiln_error_errno(err, f->error, "run '%s': %s", cmd, f->step ? f->step : "setup");
 }
 
-static int wait_child(pid_t pid, int *ret_status, KilnError **err)
+static int wait_child(pid_t pid, int *ret_status, double *ret_cpu_s, KilnError **err)
 {
+	struct rusage ru = {0};
 	int status;
 
-	while (waitpid(pid, &status, 0) < 0)
+	while (wait4(pid, &status, 0, &ru) < 0)
 		if (errno != EINTR)
 			return kiln_error_errno(err, errno, "wait for container");
+	if (ret_cpu_s)
+		*ret_cpu_s = (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+			     (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
 	*ret_status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	return 0;
 }
@@ -535,14 +540,14 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 		n = read(rep_r, &f, sizeof(f));
 	while (n < 0 && errno == EINTR);
 	if (n != 0) {
-		wait_child(pid, &status, NULL);
+		wait_child(pid, &status, NULL, NULL);
 		if (n != sizeof(f))
 			return kiln_error(err, EIO, "run '%s': sandbox setup failed",
 					  ctx->spec->argv[0]);
 		return failure_to_error(ctx->spec, &f, err);
 	}
 	pump_output(ctx->spec, out_r, err_r);
-	return wait_child(pid, ret_status, err);
+	return wait_child(pid, ret_status, ctx->spec->ret_cpu_seconds, err);
 }
 
 int container_run(const ContainerSpec *spec, int *ret_status, KilnError **err)

@@ -26,6 +26,8 @@ typedef struct ContainerSpec {
 						 /etc/resolv.conf when non-NULL */
 	ContainerOutputFn output;	      /* NULL: output is discarded; stdin is /dev/null */
 	void *output_userdata;
+	double *
+	    ret_cpu_seconds; /* when non-NULL: user+system CPU time of the command is stored here */
 } ContainerSpec;
 
 /* Runs argv in new mount, pid, ipc and uts namespaces (and net when network_none), nested in the

@@ -1,6 +1,7 @@
 #include "overlay.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <libgen.h>
 #include <stdbool.h>
@@ -79,6 +80,8 @@ static int build_options(char *const *lowers, const char *empty, const char *upp
 	return 0;
 }
 
+static pthread_mutex_t cwd_lock = PTHREAD_MUTEX_INITIALIZER;
+
 int overlay_mount(const char *lower_base, char *const *lowers, const char *upper, const char *work,
 		  const char *target, KilnError **err)
 {
@@ -105,18 +108,25 @@ int overlay_mount(const char *lower_base, char *const *lowers, const char *upper
 	r = build_options(lowers, empty, upper_abs, work_abs, &opts, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "mount overlay on '%s'", target);
+	/* The cwd is process-wide and platforms build in parallel threads: one mount at a time. */
+	pthread_mutex_lock(&cwd_lock);
 	if (!no_lowers) {
 		oldcwd = open(".", O_PATH | O_DIRECTORY | O_CLOEXEC);
-		if (oldcwd < 0)
-			return kiln_error_errno(err, errno, "open current directory");
-		if (chdir(lower_base) < 0)
-			return kiln_error_errno(err, errno, "mount overlay: chdir '%s'",
+		if (oldcwd < 0 || chdir(lower_base) < 0) {
+			saved = errno;
+			pthread_mutex_unlock(&cwd_lock);
+			return kiln_error_errno(err, saved, "mount overlay: chdir '%s'",
 						lower_base);
+		}
 	}
 	r = mount("overlay", target_abs, "overlay", 0, opts);
 	saved = errno;
-	if (oldcwd >= 0 && fchdir(oldcwd) < 0)
-		return kiln_error_errno(err, errno, "restore current directory");
+	if (oldcwd >= 0 && fchdir(oldcwd) < 0) {
+		saved = errno;
+		pthread_mutex_unlock(&cwd_lock);
+		return kiln_error_errno(err, saved, "restore current directory");
+	}
+	pthread_mutex_unlock(&cwd_lock);
 	if (r < 0)
 		return kiln_error_errno(err, saved, "mount overlay on '%s'", target);
 	return 0;

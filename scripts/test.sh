@@ -3,17 +3,20 @@
 #   1. install the Debian packages, configure and build (meson + ninja)
 #   2. unit tests (meson test): every TAP test point counts
 #   3. fixtures: busybox base images made from Debian's busybox-static, cached outside the repo
-#   4. integration tests (tests/integration/run.sh), as root and as the unprivileged kiln-tester
+#   4. integration tests (tests/integration/run.sh), as root and as the unprivileged kiln-tester;
+#      for them, the host's binfmt_misc entries for aarch64 (and any qemu-*) are disabled, so
+#      foreign-architecture RUN steps prove kiln needs no host setup (restored on exit)
 # and ends with the line `N passed, N failed`; the exit status is non-zero when anything failed.
 #
 # Environment: CI=true exports KILN_MUST_WORK=1 (a skip for a missing kernel feature fails);
-# KILN_BUILD_DIR (default build); KILN_TEST_ARCHES (fixture arches, default amd64);
+# KILN_BUILD_DIR (default build); KILN_TEST_ARCHES (fixture arches, default "amd64 arm64";
+# with both, the two-platform base busybox-multi.oci.tar is made too);
 # KILN_TEST_ONLY=unit|integration to run one half.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 repo=$PWD
 build=${KILN_BUILD_DIR:-build}
-arches=${KILN_TEST_ARCHES:-amd64}
+arches=${KILN_TEST_ARCHES:-amd64 arm64}
 only=${KILN_TEST_ONLY:-}
 tester=kiln-tester
 if [ "${CI:-}" = true ]; then
@@ -23,6 +26,56 @@ passed=0
 failed=0
 failures=()
 started=$SECONDS
+it=
+binfmt_disabled=()
+
+# Undo what the run changed on the host: re-enable the binfmt_misc entries it disabled.
+restore_binfmt() {
+	local e
+	for e in "${binfmt_disabled[@]}"; do
+		if echo 1 >"$e" 2>/dev/null; then
+			echo "binfmt_misc: re-enabled $e"
+		else
+			echo "binfmt_misc: could not re-enable $e" >&2
+		fi
+	done
+	binfmt_disabled=()
+}
+on_exit() {
+	restore_binfmt
+	[ -n "$it" ] && rm -rf "$it"
+}
+trap on_exit EXIT
+trap 'exit 130' INT TERM
+
+# Disables every enabled host binfmt_misc entry named qemu-* or handling aarch64 ELF files (by its
+# interpreter's name or by its magic), so the integration tests cannot lean on a host registration.
+disable_host_binfmt() {
+	local bm=/proc/sys/fs/binfmt_misc e
+	if [ ! -e "$bm/status" ]; then
+		echo "binfmt_misc: not mounted on the host; nothing to disable"
+		return 0
+	fi
+	for e in "$bm"/*; do
+		case ${e##*/} in register | status) continue ;; esac
+		[ -f "$e" ] || continue
+		[ "$(head -n 1 "$e" 2>/dev/null)" = enabled ] || continue
+		case ${e##*/} in
+		qemu-*) ;;
+		*)
+			# aarch64 ELF: e_ident 7f454c46 020101 + 9 bytes, then e_type 0200, e_machine b700 (183)
+			grep -Eqi '^interpreter .*aarch64|^magic 7f454c46020101[0-9a-f]{18}0200b700' "$e" || continue
+			;;
+		esac
+		if echo 0 >"$e" 2>/dev/null; then
+			binfmt_disabled+=("$e")
+			echo "binfmt_misc: disabled $e for this run ($(grep -m1 '^interpreter' "$e"))"
+		else
+			echo "binfmt_misc: could not disable $e; foreign-arch tests may use it" >&2
+		fi
+	done
+	[ ${#binfmt_disabled[@]} -gt 0 ] || echo "binfmt_misc: no qemu or aarch64 entry enabled on the host"
+}
 
 fail() {
 	failed=$((failed + 1))
@@ -156,7 +209,6 @@ if [ "$only" != unit ]; then
 	elif [ -n "$fix" ]; then
 		# A world-readable copy: the repo may live where the unprivileged tester cannot read.
 		it=$(mktemp -d /tmp/kiln-it.XXXXXX)
-		trap 'rm -rf "$it"' EXIT
 		cp "$kbin" "$it/kiln"
 		cp -r tests/integration "$it/integration"
 		cp -r tests/fixtures "$it/fixtures"
@@ -165,6 +217,7 @@ if [ "$only" != unit ]; then
 		chmod -R a+rX "$it"
 		chmod 755 "$it"
 		cd "$it" || exit 1 # the tester may not be able to enter the repo
+		disable_host_binfmt
 
 		section "integration tests as $(id -un)"
 		run_integration "$(id -un)" env KILN="$it/kiln" FIX="$it/fix" bash "$it/integration/run.sh"
@@ -185,6 +238,8 @@ if [ "$only" != unit ]; then
 		fi
 	fi
 fi
+
+restore_binfmt
 
 section "summary"
 if [ ${#failures[@]} -gt 0 ]; then
