@@ -11,8 +11,10 @@
 #
 # Needs root: it installs buildah, runc, qemu-user-static and skopeo with apt-get when missing, and
 # buildah needs the HOST's binfmt_misc to run arm64 binaries: for buildah's runs only, the script
-# mounts binfmt_misc (if it is not mounted) and registers qemu-aarch64 with the F flag (if no
-# aarch64 entry is enabled), and removes what it added right after them and on exit.
+# mounts binfmt_misc (if it is not mounted) and, if no aarch64 entry is enabled, registers
+# qemu-aarch64 with the flags FP (F: interpreter opened at registration; P: argv[0] preserved,
+# which busybox's shell needs to run applets like tar and gzip), and removes what it added right
+# after them and on exit.
 # kiln gets no host registration: it emulates arm64 in its own user namespace.
 set -euo pipefail
 
@@ -22,7 +24,7 @@ while [ $# -gt 0 ]; do
 	case $1 in
 	-n) runs=$2; shift 2 ;;
 	--keep) keep=1; shift ;;
-	-h | --help) sed -n '2,16p' "$0"; exit 0 ;;
+	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
 	*) echo "usage: $0 [-n RUNS] [--keep]" >&2; exit 2 ;;
 	esac
 done
@@ -96,10 +98,10 @@ binfmt_setup() {
 			fi
 		fi
 	done
-	printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:'"$qemu"':F' \
+	printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:'"$qemu"':FP' \
 		>"$bm/register" || { log "cannot register qemu-aarch64 on the host"; return 1; }
 	bm_added=qemu-aarch64
-	log "registered host binfmt_misc entry qemu-aarch64 -> $qemu (F)"
+	log "registered host binfmt_misc entry qemu-aarch64 -> $qemu (FP)"
 }
 
 rm_work() {

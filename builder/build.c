@@ -27,6 +27,7 @@
 #include "layers/layer_apply.h"
 #include "layers/layer_write.h"
 #include "layers/oci.h"
+#include "platforms/binfmt.h"
 #include "sandbox/container.h"
 #include "sandbox/overlay.h"
 
@@ -596,6 +597,9 @@ static char *step_name(StageRun *r, const DfInstruction *in)
 	const char *text = in->original ? in->original : in->keyword;
 
 	platform_format(&r->out->platform, plat, sizeof(plat));
+	if (strcmp(in->keyword, "RUN") == 0 &&
+	    !platform_runs_natively(&r->b->build_platform, &r->out->platform))
+		strncat(plat, " emulated", sizeof(plat) - strlen(plat) - 1);
 	if (r->st->name)
 		return xasprintf("[%s %s %u/%u] %s", plat, r->st->name, r->step_no, r->n_steps,
 				 text);
@@ -854,6 +858,15 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 		mounted_release(&m);
 		return inst_wrap(b, in, k, err);
 	}
+	if (!platform_runs_natively(&b->build_platform, &r->out->platform)) {
+		EmulationKind ek = EMULATION_NATIVE;
+		k = binfmt_ensure(&r->out->platform, b->o->qemu_dir, &ek, err);
+		if (k < 0) {
+			mounted_release(&m);
+			return inst_wrap(b, in, k, err);
+		}
+		r->emulated = ek != EMULATION_NATIVE;
+	}
 	env = run_env(r);
 	struct stat etc_before;
 	bool had_etc = fstatat(m.fd, "etc", &etc_before, AT_SYMLINK_NOFOLLOW) == 0 &&
@@ -874,6 +887,7 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	    .resolv_path = net_none || access("/etc/resolv.conf", R_OK) ? NULL : "/etc/resolv.conf",
 	    .output = run_output,
 	    .output_userdata = &out,
+	    .ret_cpu_seconds = &r->cpu_s,
 	};
 	k = container_run(&spec, &status, err);
 	if (k < 0) {

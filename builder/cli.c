@@ -20,6 +20,7 @@
 #include "layers/import.h"
 #include "layers/oci.h"
 #include "layers/store.h"
+#include "platforms/binfmt.h"
 #include "platforms/platform.h"
 #include "sandbox/doctor.h"
 #include "sandbox/userns.h"
@@ -964,6 +965,13 @@ static int cmd_doctor(int argc, char **argv, KilnError **err)
 		all_ok &= checks[i].ok;
 	}
 	doctor_checks_free(checks, n);
+	_cleanup_strv_free_ char **lines = NULL;
+	_cleanup_error_ KilnError *e = NULL;
+	printf("emulation (per platform):\n");
+	if (binfmt_doctor_report(NULL, &lines, &e) < 0)
+		printf("     %s\n", e && e->message ? e->message : "cannot check emulation");
+	for (size_t i = 0; lines && lines[i]; i++)
+		printf("     %s\n", lines[i]);
 	if (!all_ok)
 		return kiln_error(err, KILN_EFAIL,
 				  "this host lacks something kiln needs (see above)");

@@ -33,12 +33,30 @@
 #define FF7 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff
 /* Masks: EI_OSABI ignored (0x00) or only its low bits (0xfc); e_type 0xfe accepts ET_EXEC and
  * ET_DYN (PIE); x86 also ignores the low bit of class and byte order (0xfe). */
-#define MASK_STD {FF7, 0x00, 0xff, FF7, 0xfe, 0xff, 0xff, 0xff}
-#define MASK_X86 {0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xfe, 0x00, 0xff, FF7, 0xfe, 0xff, 0xff, 0xff}
-#define MASK_PPC64LE {FF7, 0xfc, 0xff, FF7, 0xfe, 0xff, 0xff, 0x00}
-#define MASK_BE64 {FF7, 0xfc, 0xff, FF7, 0xff, 0xfe, 0xff, 0xff}
-#define MASK_MIPS64EL {FF7, 0x00, 0xfe, FF7, 0xfe, 0xff, 0xff, 0xff}
-#define MASK_LOONG64 {FF7, 0xfc, 0x00, FF7, 0xfe, 0xff, 0xff, 0xff}
+#define MASK_STD                                                                                   \
+	{                                                                                          \
+		FF7, 0x00, 0xff, FF7, 0xfe, 0xff, 0xff, 0xff                                       \
+	}
+#define MASK_X86                                                                                   \
+	{                                                                                          \
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xfe, 0xfe, 0x00, 0xff, FF7, 0xfe, 0xff, 0xff, 0xff  \
+	}
+#define MASK_PPC64LE                                                                               \
+	{                                                                                          \
+		FF7, 0xfc, 0xff, FF7, 0xfe, 0xff, 0xff, 0x00                                       \
+	}
+#define MASK_BE64                                                                                  \
+	{                                                                                          \
+		FF7, 0xfc, 0xff, FF7, 0xff, 0xfe, 0xff, 0xff                                       \
+	}
+#define MASK_MIPS64EL                                                                              \
+	{                                                                                          \
+		FF7, 0x00, 0xfe, FF7, 0xfe, 0xff, 0xff, 0xff                                       \
+	}
+#define MASK_LOONG64                                                                               \
+	{                                                                                          \
+		FF7, 0xfc, 0x00, FF7, 0xfe, 0xff, 0xff, 0xff                                       \
+	}
 
 static const BinfmtMagic magic_table[] = {
     {"arm64", "aarch64", {ID(2, 1), PAD9, LE(0xb7, 0x00)}, MASK_STD},
@@ -183,6 +201,11 @@ static char *interpreter_unusable(const char *path, const Platform *host)
 static void interpreter_candidates(const char *q, const char *qemu_dir, char ***paths,
 				   char ***flags)
 {
+	/* KILN_QEMU_SEARCH_PATH pins the interpreter: only that dir is searched (a pinned QEMU for
+	 * reproducible release builds, and how the tests take every interpreter away). */
+	const char *pinned = getenv("KILN_QEMU_SEARCH_PATH");
+	if (pinned && *pinned)
+		qemu_dir = pinned;
 	if (qemu_dir) {
 		strv_consume(paths, xasprintf("%s/%s-binfmt-P", qemu_dir, q));
 		strv_push(flags, "FP");
@@ -190,6 +213,8 @@ static void interpreter_candidates(const char *q, const char *qemu_dir, char ***
 		strv_push(flags, "F");
 		strv_consume(paths, xasprintf("%s/qemu-%s", qemu_dir, q));
 		strv_push(flags, "F");
+		if (pinned && *pinned)
+			return;
 	}
 	strv_consume(paths, xasprintf(DEBIAN_BINFMT_DIR "/%s-binfmt-P", q));
 	strv_push(flags, "FP");
@@ -198,7 +223,8 @@ static void interpreter_candidates(const char *q, const char *qemu_dir, char ***
 	_cleanup_free_ char *dirs = xasprintf("%s:/usr/bin", path_env ? path_env : "");
 	char *save = NULL;
 	for (char *d = strtok_r(dirs, ":", &save); d; d = strtok_r(NULL, ":", &save)) {
-		if (d[0] != '/') /* relative $PATH entries depend on the cwd: never an interpreter */
+		if (d[0] !=
+		    '/') /* relative $PATH entries depend on the cwd: never an interpreter */
 			continue;
 		_cleanup_free_ char *c = xasprintf("%s/qemu-%s-static", d, q);
 		if (strv_contains(*paths, c))
@@ -259,8 +285,8 @@ static int binfmt_mount_detached(void)
 		return -errno;
 	if (fsconfig(fs, FSCONFIG_CMD_CREATE, NULL, NULL, 0) < 0)
 		return -errno;
-	int mnt = fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV |
-						     MOUNT_ATTR_NOEXEC);
+	int mnt =
+	    fsmount(fs, FSMOUNT_CLOEXEC, MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC);
 	return mnt < 0 ? -errno : mnt;
 }
 
@@ -270,8 +296,9 @@ static int private_instance(char **ret_why)
 	struct stat ns;
 
 	if (stat("/proc/self/ns/user", &ns) < 0) {
-		*ret_why = xasprintf("cannot identify the user namespace: %s", strerror(errno));
-		return -errno;
+		int e = errno;
+		*ret_why = xasprintf("cannot identify the user namespace: %s", strerror(e));
+		return -e;
 	}
 	if (ns.st_ino == INIT_USERNS_INO) {
 		*ret_why = xstrdup("not inside a user namespace of kiln's own (the initial user "
@@ -323,15 +350,16 @@ static int private_register(const BinfmtMagic *m, const char *interp, const char
 	/* Magic and mask always \x-escaped: raw bytes could contain the ':' delimiter. */
 	_cleanup_free_ char *magic = hex_escape(m->magic, BINFMT_MAGIC_LEN),
 			    *mask = hex_escape(m->mask, BINFMT_MAGIC_LEN),
-			    *line = xasprintf(":%s:M:0:%s:%s:%s:%s", name, magic, mask, interp,
-					      flags);
+			    *line =
+				xasprintf(":%s:M:0:%s:%s:%s:%s", name, magic, mask, interp, flags);
 	_cleanup_close_ int fd = openat(dir, "register", O_WRONLY | O_CLOEXEC);
-	if (fd < 0 || write_all(fd, line, strlen(line)) < 0) {
-		int e = errno;
-		if (e == EEXIST)
+	int r = fd < 0 ? -errno : write_all(fd, line, strlen(line));
+	if (r < 0) {
+		int e = -r;
+		if (e == EEXIST) /* registered since the check: by another kiln in this namespace */
 			return 0;
-		*ret_why = xasprintf("register '%s' in the private binfmt_misc: %s", name,
-				     strerror(e));
+		*ret_why =
+		    xasprintf("register '%s' in the private binfmt_misc: %s", name, strerror(e));
 		return -e;
 	}
 	return 0;
@@ -339,14 +367,26 @@ static int private_register(const BinfmtMagic *m, const char *interp, const char
 
 /* ---- the host's binfmt_misc ---- */
 
+static int hex_digit(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
+}
+
+/* Decodes the hex digits at the start of s (up to a newline or anything else). */
 static size_t parse_hex(const char *s, unsigned char *out, size_t max)
 {
 	size_t n = 0;
-	unsigned v;
 
-	while (n < max && sscanf(s + 2 * n, "%2x", &v) == 1 && s[2 * n + 1] &&
-	       s[2 * n + 1] != '\n')
-		out[n++] = (unsigned char)v;
+	while (n < max && hex_digit(s[2 * n]) >= 0 && hex_digit(s[2 * n + 1]) >= 0) {
+		out[n] = (unsigned char)(hex_digit(s[2 * n]) << 4 | hex_digit(s[2 * n + 1]));
+		n++;
+	}
 	return n;
 }
 
@@ -367,7 +407,7 @@ static bool host_entry_parse(const char *text, HostEntry *e)
 		if (!strncmp(l, "interpreter ", 12))
 			sscanf(l + 12, "%4095[^\n]", e->interpreter);
 		else if (!strncmp(l, "flags: ", 7))
-			e->fix_binary = strchr(l + 7, 'F') && strchr(l + 7, 'F') < strchr(l, '\n');
+			e->fix_binary = memchr(l + 7, 'F', (size_t)(strchrnul(l, '\n') - (l + 7)));
 		else if (!strncmp(l, "offset ", 7))
 			sscanf(l + 7, "%u", &e->offset);
 		else if (!strncmp(l, "magic ", 6))
@@ -394,8 +434,7 @@ static bool host_entry_matches(const HostEntry *e, const BinfmtMagic *m)
 }
 
 /* 1 with the entry's name and interpreter, 0 with *ret_why when there is none. */
-static int host_find_entry(const BinfmtMagic *m, char **ret_name, char **ret_interp,
-			   char **ret_why)
+static int host_find_entry(const BinfmtMagic *m, char **ret_name, char **ret_interp, char **ret_why)
 {
 	_cleanup_close_ int dir = open(HOST_BINFMT_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	_cleanup_free_ char *status = NULL;
@@ -409,8 +448,11 @@ static int host_find_entry(const BinfmtMagic *m, char **ret_name, char **ret_int
 		*ret_why = xstrdup("the host's binfmt_misc is disabled");
 		return 0;
 	}
-	_cleanup_closedir_ DIR *d = fdopendir(dup(dir));
+	int dfd = fcntl(dir, F_DUPFD_CLOEXEC, 3);
+	_cleanup_closedir_ DIR *d = dfd >= 0 ? fdopendir(dfd) : NULL;
 	struct dirent *de;
+	if (!d && dfd >= 0)
+		close(dfd);
 	while (d && (de = readdir(d))) {
 		_cleanup_free_ char *text = NULL;
 		HostEntry e;
@@ -422,9 +464,10 @@ static int host_find_entry(const BinfmtMagic *m, char **ret_name, char **ret_int
 		if (!e.enabled)
 			strv_consume(&notes, xasprintf("host entry '%s' is disabled", de->d_name));
 		else if (!e.fix_binary)
-			strv_consume(&notes, xasprintf("host entry '%s' lacks the F flag (its "
-						       "interpreter would have to exist in the image)",
-						       de->d_name));
+			strv_consume(&notes,
+				     xasprintf("host entry '%s' lacks the F flag (its "
+					       "interpreter would have to exist in the image)",
+					       de->d_name));
 		else {
 			*ret_name = xasprintf(HOST_BINFMT_DIR "/%s", de->d_name);
 			*ret_interp = xstrdup(e.interpreter);
@@ -434,7 +477,8 @@ static int host_find_entry(const BinfmtMagic *m, char **ret_name, char **ret_int
 	if (notes)
 		*ret_why = strv_join(notes, ", ");
 	else
-		*ret_why = xasprintf("the host's binfmt_misc has no entry for %s binaries", m->arch);
+		*ret_why =
+		    xasprintf("the host's binfmt_misc has no entry for %s binaries", m->arch);
 	return 0;
 }
 
@@ -458,8 +502,9 @@ static int ensure_locked(const Platform *p, const char *qemu_dir, EmulationKind 
 	}
 	platform_format(p, ps, sizeof(ps));
 	if (!m || strcmp(p->os, "linux") != 0)
-		return kiln_error(err, ENOTSUP, "cannot run %s binaries: kiln has no QEMU emulation "
-					       "for this platform",
+		return kiln_error(err, ENOTSUP,
+				  "cannot run %s binaries: kiln has no QEMU emulation "
+				  "for this platform",
 				  ps);
 	if (binfmt_find_interpreter(p, qemu_dir, &interp, &flags, &e) == 0) {
 		if (private_register(m, interp, flags, &why) == 0) {
@@ -482,8 +527,7 @@ static int ensure_locked(const Platform *p, const char *qemu_dir, EmulationKind 
 	return kiln_error(err, ENOENT, "cannot run %s binaries: %s", ps, list);
 }
 
-int binfmt_ensure(const Platform *p, const char *qemu_dir, EmulationKind *ret_kind,
-		  KilnError **err)
+int binfmt_ensure(const Platform *p, const char *qemu_dir, EmulationKind *ret_kind, KilnError **err)
 {
 	EmulationKind kind;
 
@@ -548,8 +592,7 @@ static char *private_unavailable(void)
 				 u.release);
 	int e = probe_private_instance();
 	if (e)
-		return xasprintf("a binfmt_misc mount in a user namespace failed: %s",
-				 strerror(e));
+		return xasprintf("a binfmt_misc mount in a user namespace failed: %s", strerror(e));
 	return NULL;
 }
 
@@ -566,9 +609,15 @@ static char *doctor_line(const char *platform, const char *qemu_dir, const char 
 	if (platform_runs_natively(&host, &p))
 		return xasprintf("%s: native", platform);
 	int have_interp = binfmt_find_interpreter(&p, qemu_dir, &interp, &flags, &e) == 0;
-	if (have_interp && !no_private)
+	if (have_interp && !no_private) {
+		/* Debian's <arch>-binfmt-P names are symlinks: show the binary behind them too. */
+		_cleanup_free_ char *real = realpath(interp, NULL);
+		_cleanup_free_ char *shown = real && strcmp(real, interp) != 0
+						 ? xasprintf("%s -> %s", interp, real)
+						 : xstrdup(interp);
 		return xasprintf("%s: private binfmt_misc, interpreter %s (flags %s)", platform,
-				 interp, flags);
+				 shown, flags);
+	}
 	const BinfmtMagic *m = binfmt_magic_for(&p);
 	if (m && host_find_entry(m, &name, &host_interp, &why) > 0)
 		return xasprintf("%s: host binfmt_misc entry %s, interpreter %s", platform, name,
@@ -587,8 +636,8 @@ static char *doctor_line(const char *platform, const char *qemu_dir, const char 
 
 int binfmt_doctor_report(const char *qemu_dir, char ***ret_lines, KilnError **err)
 {
-	static const char *const platforms[] = {"linux/arm64",	 "linux/arm/v7",  "linux/ppc64le",
-						"linux/s390x",	 "linux/riscv64", "linux/386"};
+	static const char *const platforms[] = {"linux/arm64", "linux/arm/v7",	"linux/ppc64le",
+						"linux/s390x", "linux/riscv64", "linux/386"};
 	_cleanup_free_ char *no_private = private_unavailable();
 	_cleanup_strv_free_ char **lines = xcalloc(1, sizeof(char *));
 

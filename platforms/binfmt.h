@@ -59,6 +59,7 @@ const char *emulation_kind_to_string(EmulationKind k);
  * Errors: ENOTSUP when kiln has no table entry for p; ENOENT when no candidate is usable, with a
  * message naming the platform, each path looked at and why it was not used, and "install the
  * Debian/Ubuntu package qemu-user-static". */
+/* $KILN_QEMU_SEARCH_PATH, when set, replaces the whole search list with that one dir. */
 int binfmt_find_interpreter(const Platform *p, const char *qemu_dir, char **ret_path,
 			    char **ret_flags, KilnError **err);
 

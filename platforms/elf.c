@@ -85,9 +85,10 @@ static char *describe_non_elf(const unsigned char *b, size_t n)
 	if (n < 4 && memcmp(b, elf_magic, n) == 0)
 		return xasprintf("a truncated ELF header (%zu bytes)", n);
 	char hex[3 * 4 + 1] = "";
+	size_t len = 0;
 	for (size_t i = 0; i < n && i < 4; i++)
-		snprintf(hex + 3 * i, sizeof(hex) - 3 * i, "%s%02x", i ? " " : "", b[i]);
-	return xasprintf("not an ELF binary (starts with %s)", hex);
+		len += (size_t)snprintf(hex + len, sizeof(hex) - len, "%s%02x", i ? " " : "", b[i]);
+	return xasprintf("data starting with %s", hex);
 }
 
 static int elf_read_header(int fd, ElfHeader *ret, KilnError **err)
@@ -203,7 +204,8 @@ static const char *arm_variant(int fd, const ElfHeader *h)
 			return "v7";
 		if (read_uint(sh + 4, 4, h->data) != SHT_ARM_ATTRIBUTES)
 			continue;
-		uint64_t off = read_uint(sh + 16, 4, h->data), size = read_uint(sh + 20, 4, h->data);
+		uint64_t off = read_uint(sh + 16, 4, h->data),
+			 size = read_uint(sh + 20, 4, h->data);
 		if (size == 0 || size > MAX_ATTRIBUTES_SIZE)
 			return "v7";
 		_cleanup_free_ unsigned char *buf = xcalloc(1, size);
@@ -267,8 +269,8 @@ int elf_detect_platform(int fd, Platform *ret, KilnError **err)
 	if (!arch)
 		return kiln_error(err, ENOEXEC, "unsupported ELF machine %u (%d-bit)", h.machine,
 				  h.cls == ELFCLASS64 ? 64 : 32);
-	return platform_from_parts(h.osabi == ELFOSABI_FREEBSD ? "freebsd" : "linux", arch,
-				   variant, ret, err);
+	return platform_from_parts(h.osabi == ELFOSABI_FREEBSD ? "freebsd" : "linux", arch, variant,
+				   ret, err);
 }
 
 int elf_is_static(int fd, bool *ret_static, KilnError **err)

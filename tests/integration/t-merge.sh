@@ -100,7 +100,7 @@ if check "duplicate platform with --replace succeeds" \
 		"$(plat_manifests "$o/a2.tar")"
 	check_eq "--replace: amd64 kept from both.tar" "$(grep amd64 "$o/replaced.pm")" \
 		"$(plat_manifests "$o/both.tar" | grep amd64)"
-	u=$o/u-replaced
+	u=$(newdir u-replaced)
 	if check "--replace: unpack arm64" sh -c 'skopeo copy -q --override-os linux --override-arch arm64 \
 		"oci-archive:$1" "oci:$2/layout:img" && umoci unpack --rootless --image "$2/layout:img" "$2/bundle" >/dev/null' \
 		sh "$o/replaced.tar" "$u"; then

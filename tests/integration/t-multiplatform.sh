@@ -72,10 +72,10 @@ ctx=$(newdir ctx1)
 cat >"$ctx/Dockerfile" <<'DF'
 FROM busybox AS build
 ARG TARGETPLATFORM
-RUN uname -m > /arch.txt && echo "$TARGETPLATFORM" > /tp.txt
+RUN uname -m > /arch.txt && echo "$TARGETPLATFORM" > /tp.txt && echo packed | gzip -c | gzip -dc > /gz.txt
 
 FROM busybox
-COPY --from=build /arch.txt /tp.txt /
+COPY --from=build /arch.txt /tp.txt /gz.txt /
 DF
 if check "build --platform linux/amd64,linux/arm64" kiln build --platform linux/amd64,linux/arm64 \
 	-o "type=oci,dest=$o/out.tar" --report "$o/r.json" "$ctx"; then
@@ -96,6 +96,9 @@ if check "build --platform linux/amd64,linux/arm64" kiln build --platform linux/
 			r=$u/bundle/rootfs
 			check_eq "$arch: /arch.txt from RUN is $mach" "$(cat "$r/arch.txt" 2>&1)" "$mach"
 			check_eq "$arch: /tp.txt is TARGETPLATFORM linux/$arch" "$(cat "$r/tp.txt" 2>&1)" "linux/$arch"
+			# busybox sh runs applets like gzip by exec of /proc/self/exe with argv[0] = the applet:
+			# under QEMU that needs the binfmt_misc P flag (preserve argv[0])
+			check_eq "$arch: gzip applet ran in RUN (argv[0] preserved)" "$(cat "$r/gz.txt" 2>&1)" packed
 			check_eq "$arch: bin/busybox is an ELF for $mach" "$(elf_machine "$r/bin/busybox")" "$mach"
 			skopeo inspect --config "oci:$u/layout:img" >"$u/config.json" 2>&1
 			check_jq "$arch: config architecture is $arch" ".architecture == \"$arch\" and .os == \"linux\"" "$u/config.json"
