@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "builder/cache.h"
 #include "builder/context.h"
 #include "builder/dockerfile.h"
 #include "builder/expand.h"
@@ -68,6 +69,7 @@ typedef struct StageResult {
 	LayerRef *layers;
 	size_t n_layers;
 	Platform platform;
+	char chain[DIGEST_STRING_MAX]; /* cache key of the stage's last step */
 	struct StageResult *next;
 } StageResult;
 
@@ -81,6 +83,8 @@ typedef struct ReportStep {
 	bool has_layer;
 	LayerRef layer;
 	bool run;
+	bool cached;
+	char *reason;
 } ReportStep;
 
 typedef struct Build {
@@ -98,6 +102,7 @@ typedef struct Build {
 	unsigned seq;  /* atomic */
 	Platform build_platform;
 	Compression compression;
+	BuildCache *cache;
 	pthread_mutex_t lock; /* results, consumed_args, report */
 	pthread_cond_t cond;
 	StageResult *results;
@@ -126,7 +131,13 @@ typedef struct StageRun {
 	VarList args;
 	unsigned n_steps, step_no;
 	bool cmd_set;
+	/* the cache chain: the key of the last step, and whether every step so far was a hit */
+	char chain[DIGEST_STRING_MAX];
+	bool chain_hit;
+	char step_key[DIGEST_STRING_MAX];
 	/* the step being run, for the report */
+	bool cached;
+	char *reason;
 	bool emulated;
 	double cpu_s;
 	bool has_layer;
@@ -589,6 +600,92 @@ static int image_lookup(Build *b, const char *ref, const Platform *p, OciImage *
 	return 0;
 }
 
+/* ---------- step cache ---------- */
+
+/* Looks up r->step_key. A usable hit is applied (layer and history) and returns 1; a miss sets
+ * r->reason and returns 0. slot/sources (COPY, ADD) let a miss name the first changed source. */
+static int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char *created,
+			     KilnError **err)
+{
+	Build *b = r->b;
+	CacheEntry e;
+
+	if (b->o->no_cache) {
+		r->reason = xstrdup("no-cache");
+		return 0;
+	}
+	if (build_cache_get(b->cache, r->step_key, &e) == 0 &&
+	    (!e.has_layer || store_has_blob(b->store, e.digest))) {
+		if (e.has_layer) {
+			LayerRef l = {0};
+			memcpy(l.diff_id, e.diff_id, DIGEST_STRING_MAX);
+			memcpy(l.desc.digest, e.digest, DIGEST_STRING_MAX);
+			snprintf(l.desc.media_type, sizeof(l.desc.media_type), "%s", e.media_type);
+			l.desc.size = e.size;
+			int k = snapshot_ensure(b, &l, err);
+			if (k < 0)
+				return k;
+			result_add_layer(r->out, &l);
+			r->has_layer = true;
+			r->layer = l;
+		}
+		image_conf_add_history(r->out->conf, created, !e.has_layer);
+		r->cached = true;
+		memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);
+		return 1;
+	}
+	if (!r->chain_hit) {
+		r->reason = xstrdup("parent-changed");
+	} else if (slot && sources) {
+		json_t *old = build_cache_slot_get(b->cache, slot);
+		const char *changed = old ? tree_manifest_first_change(old, sources) : NULL;
+		r->reason = changed ? xasprintf("source-changed:%s", changed) : xstrdup("new-key");
+		json_decref(old);
+	} else {
+		r->reason = xstrdup("new-key");
+	}
+	return 0;
+}
+
+/* After a step ran: remember what it produced under its key and advance the chain. */
+static int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError **err)
+{
+	CacheEntry e = {.has_layer = r->has_layer};
+	int k;
+
+	if (r->has_layer) {
+		memcpy(e.digest, r->layer.desc.digest, DIGEST_STRING_MAX);
+		memcpy(e.diff_id, r->layer.diff_id, DIGEST_STRING_MAX);
+		snprintf(e.media_type, sizeof(e.media_type), "%s", r->layer.desc.media_type);
+		e.size = r->layer.desc.size;
+	}
+	k = build_cache_put(r->b->cache, r->step_key, &e, err);
+	if (k >= 0 && slot && sources)
+		k = build_cache_slot_put(r->b->cache, slot, sources, err);
+	memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);
+	r->chain_hit = false;
+	return k;
+}
+
+/* Metadata instructions always run (they only edit the config); their key still joins the chain
+ * so later steps see ENV/ARG/USER changes, and the report counts them. */
+static int step_meta_cache(StageRun *r, const char *created, KilnError **err)
+{
+	CacheEntry e;
+	const char *parts[] = {"META", created};
+
+	cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
+	if (!r->b->o->no_cache && build_cache_get(r->b->cache, r->step_key, &e) == 0) {
+		r->cached = true;
+		memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);
+		return 0;
+	}
+	r->reason = xstrdup(r->b->o->no_cache ? "no-cache"
+			    : r->chain_hit    ? "new-key"
+					      : "parent-changed");
+	return step_cache_record(r, NULL, NULL, err);
+}
+
 /* ---------- instructions ---------- */
 
 static char *step_name(StageRun *r, const DfInstruction *in)
@@ -846,6 +943,14 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	}
 	_cleanup_free_ char *joined = strv_join(argv, " ");
 	created = xasprintf("RUN %s", joined);
+	{
+		_cleanup_free_ char *argv0 = strv_join(argv, "\n");
+		const char *parts[] = {"RUN", argv0, net_none ? "network=none" : "network=host"};
+		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
+	}
+	k = step_cache_lookup(r, NULL, NULL, created, err);
+	if (k != 0)
+		return k < 0 ? inst_wrap(b, in, k, err) : 0;
 	k = mount_layers(b, r->out->layers, r->out->n_layers, &m, err);
 	if (k < 0)
 		return k;
@@ -906,7 +1011,8 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	}
 	if (had_etc)
 		prune_copied_up_dir(&m, "etc", &etc_before);
-	return step_commit(r, &m, created, err);
+	k = step_commit(r, &m, created, err);
+	return k < 0 ? k : step_cache_record(r, NULL, NULL, err);
 }
 
 /* A source for COPY --from: a stage, a named build context (image or dir), or a store image. */
@@ -1065,6 +1171,9 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	_cleanup_free_ char *created = NULL, *joined = NULL;
 	CopySource src = {.fd = -1, .m = {.fd = -1}};
 	Mounted m = {.fd = -1};
+	json_t *sources = NULL;
+	_cleanup_free_ char *heredocs = NULL;
+	char slot[DIGEST_STRING_MAX];
 	int k;
 
 	k = refuse_flags(b, in, add ? refused_add : refused_copy, err);
@@ -1114,10 +1223,62 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 		goto out;
 	co.from_context = src.from_context || !from;
 	co.ignore = from ? NULL : build_context_ignore(b->ctx);
+	co.set_owner = !from || chown_s;
+	heredocs = xstrdup("");
+	for (size_t i = 0; i + 1 < n; i++) {
+		const DfHeredoc *h = heredoc_for(in, words[i]);
+		if (h) {
+			char *t =
+			    xasprintf("%s%s\n%d\n%s\n", heredocs, h->name, h->expand, h->content);
+			free(heredocs);
+			heredocs = t;
+			continue;
+		}
+		if (is_url(words[i])) {
+			k = inst_error(b, in, ENOTSUP, err,
+				       "%s from a URL or git repository is not supported by kiln "
+				       "yet: '%s'",
+				       in->keyword, words[i]);
+			goto out;
+		}
+		strv_push(&srcs, words[i]);
+	}
+	if (srcs && strv_length(srcs) > 1 && dest[strlen(dest) - 1] != '/') {
+		k = inst_error(b, in, EINVAL, err,
+			       "%s with more than one source needs a destination ending in '/': "
+			       "'%s'",
+			       in->keyword, d);
+		goto out;
+	}
+	/* The key: what the copy would write (content, path, mode, owner of every source),
+	 * hashed without copying, so a warm build only reads the context. */
+	sources = json_object();
+	if (srcs) {
+		json_decref(sources);
+		sources = NULL;
+		k = copy_manifest(src.fd, srcs, &co, &sources, err);
+		if (k < 0) {
+			k = inst_wrap(b, in, k, err);
+			goto out;
+		}
+	}
+	{
+		_cleanup_free_ char *dump = json_dumps(sources, JSON_COMPACT | JSON_SORT_KEYS);
+		const char *parts[] = {
+		    in->keyword, created,	  chown_s ? chown_s : "", chmod_s ? chmod_s : "",
+		    heredocs,	 dump ? dump : ""};
+		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
+		cache_key(slot, r->chain, parts, 4);
+	}
+	k = step_cache_lookup(r, slot, sources, created, err);
+	if (k != 0) {
+		if (k < 0)
+			k = inst_wrap(b, in, k, err);
+		goto out;
+	}
 	k = mount_layers(b, r->out->layers, r->out->n_layers, &m, err);
 	if (k < 0)
 		goto out;
-	co.set_owner = !from || chown_s;
 	if (chown_s) {
 		k = image_chown_resolve(m.fd, chown_s, &co.uid, &co.gid, err);
 		if (k < 0) {
@@ -1127,30 +1288,10 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	}
 	for (size_t i = 0; i + 1 < n; i++) {
 		const DfHeredoc *h = heredoc_for(in, words[i]);
-		if (h) {
-			k = copy_heredoc(r, in, h, m.fd, dest, &co, err);
-			if (k < 0)
-				goto out;
-			continue;
-		}
-		if (is_url(words[i])) {
-			k = inst_error(
-			    b, in, ENOTSUP, err,
-			    "%s from a URL or git repository is not supported by kiln yet: "
-			    "'%s'",
-			    in->keyword, words[i]);
+		if (h && (k = copy_heredoc(r, in, h, m.fd, dest, &co, err)) < 0)
 			goto out;
-		}
-		strv_push(&srcs, words[i]);
 	}
 	if (srcs) {
-		if (strv_length(srcs) > 1 && dest[strlen(dest) - 1] != '/') {
-			k = inst_error(b, in, EINVAL, err,
-				       "%s with more than one source needs a destination ending in "
-				       "'/': '%s'",
-				       in->keyword, d);
-			goto out;
-		}
 		k = copy_into(src.fd, srcs, m.fd, dest, &co, err);
 		if (k < 0) {
 			k = inst_wrap(b, in, k, err);
@@ -1158,11 +1299,16 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 		}
 	}
 	copy_source_done(&src);
-	return step_commit(r, &m, created, err);
+	k = step_commit(r, &m, created, err);
+	if (k >= 0)
+		k = step_cache_record(r, slot, sources, err);
+	json_decref(sources);
+	return k;
 out:
+	json_decref(sources);
 	mounted_release(&m);
 	copy_source_done(&src);
-	return k;
+	return k < 0 ? k : 0;
 }
 
 static int do_workdir(StageRun *r, const DfInstruction *in, KilnError **err)
@@ -1179,6 +1325,13 @@ static int do_workdir(StageRun *r, const DfInstruction *in, KilnError **err)
 	path = workdir_join(r, w);
 	image_conf_set_string(r->out->conf, "WorkingDir", path);
 	created = xasprintf("WORKDIR %s", path);
+	{
+		const char *parts[] = {"WORKDIR", path};
+		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
+	}
+	k = step_cache_lookup(r, NULL, NULL, created, err);
+	if (k != 0)
+		return k < 0 ? inst_wrap(r->b, in, k, err) : 0;
 	k = mount_layers(r->b, r->out->layers, r->out->n_layers, &m, err);
 	if (k < 0)
 		return k;
@@ -1187,7 +1340,8 @@ static int do_workdir(StageRun *r, const DfInstruction *in, KilnError **err)
 		mounted_release(&m);
 		return inst_wrap(r->b, in, k, err);
 	}
-	return step_commit(r, &m, created, err);
+	k = step_commit(r, &m, created, err);
+	return k < 0 ? k : step_cache_record(r, NULL, NULL, err);
 }
 
 static int64_t parse_duration_ns(const char *s, bool *ok)
@@ -1275,9 +1429,12 @@ static int do_healthcheck(StageRun *r, const DfInstruction *in, KilnError **err)
 	return 0;
 }
 
-static int do_arg(StageRun *r, const DfInstruction *in, KilnError **err)
+/* The history entry names each ARG with the value it took ("ARG V=1", or "ARG V" when unset),
+ * as BuildKit does; it is also how the value enters the step cache chain. */
+static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, KilnError **err)
 {
 	Build *b = r->b;
+	char *created = xstrdup("ARG");
 
 	for (size_t i = 0; i < in->n_kvs; i++) {
 		const DfKeyValue *kv = &in->kvs[i];
@@ -1288,15 +1445,22 @@ static int do_arg(StageRun *r, const DfInstruction *in, KilnError **err)
 			mark_consumed(b, kv->key);
 		} else if (kv->raw_value) {
 			int k = expand1(r, in, kv->raw_value, &value, err);
-			if (k < 0)
+			if (k < 0) {
+				free(created);
 				return k;
+			}
 		} else {
 			Var *g = vars_find(&r->p->global_args, kv->key);
 			if (g && g->value)
 				value = xstrdup(g->value);
 		}
 		vars_set(&r->args, kv->key, value);
+		char *t = value ? xasprintf("%s %s=%s", created, kv->key, value)
+				: xasprintf("%s %s", created, kv->key);
+		free(created);
+		created = t;
 	}
+	*ret_created = created;
 	return 0;
 }
 
@@ -1396,7 +1560,8 @@ static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, Kil
 		k = do_env_label(r, in, kw[0] == 'E', ret_created, err);
 		return k < 0 ? k : 0;
 	} else if (strcmp(kw, "ARG") == 0) {
-		k = do_arg(r, in, err);
+		k = do_arg(r, in, ret_created, err);
+		return k < 0 ? k : 0;
 	} else if (strcmp(kw, "CMD") == 0 || strcmp(kw, "ENTRYPOINT") == 0) {
 		k = do_cmd_entrypoint(r, in, kw[0] == 'E');
 	} else if (strcmp(kw, "USER") == 0 || strcmp(kw, "STOPSIGNAL") == 0) {
@@ -1458,6 +1623,9 @@ static int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err
 	int k;
 
 	r->step_no++;
+	r->cached = false;
+	free(r->reason);
+	r->reason = NULL;
 	r->emulated = false;
 	r->cpu_s = 0;
 	r->has_layer = false;
@@ -1475,10 +1643,12 @@ static int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err
 		if (k == 1)
 			k = inst_error(b, in, EINVAL, err, "unexpected instruction '%s'",
 				       in->keyword);
-		else if (k >= 0)
+		else if (k >= 0) {
 			image_conf_add_history(r->out->conf, created, true);
+			k = step_meta_cache(r, created, err);
+		}
 	}
-	progress_step_end(b->progress, step, k >= 0, false,
+	progress_step_end(b->progress, step, k >= 0, r->cached,
 			  k < 0 && err && *err ? (*err)->message : NULL);
 	if (k >= 0)
 		report_step(r, in, now_seconds() - t0, strcmp(in->keyword, "RUN") == 0);
@@ -1540,6 +1710,20 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	return 0;
 }
 
+/* The first key of a stage's chain: its base (an image's manifest digest, a stage's last key, or
+ * scratch), the platform, the layer compression (cached blobs are compressed ones) and the source
+ * date epoch (it is in every mtime a step writes). */
+static void chain_start(StageRun *r, const char *base)
+{
+	char pl[PLATFORM_STRING_MAX], epoch[32];
+	const char *parts[] = {"FROM", pl, base, compression_to_string(r->b->compression), epoch};
+
+	platform_format(&r->out->platform, pl, sizeof(pl));
+	snprintf(epoch, sizeof(epoch), "%lld", (long long)r->b->o->epoch);
+	cache_key(r->chain, NULL, parts, ELEMENTSOF(parts));
+	r->chain_hit = true;
+}
+
 static int stage_from(StageRun *r, const char *image, KilnError **err)
 {
 	Build *b = r->b;
@@ -1550,6 +1734,7 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 	if (strcasecmp(image, "scratch") == 0) {
 		out->conf = image_conf_new_empty(&out->platform);
 		image_conf_env_set(out->conf, "PATH", DEFAULT_PATH);
+		chain_start(r, "scratch");
 		return 0;
 	}
 	Stage *base = stage_find(b, image);
@@ -1564,6 +1749,7 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 			out->layers[out->n_layers] = br->layers[i];
 			out->layers[out->n_layers++].desc.annotations = NULL;
 		}
+		chain_start(r, br->chain);
 		return 0;
 	}
 	OciImage *img = NULL;
@@ -1571,6 +1757,8 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	k = stage_from_image(b, out, img, err);
+	if (k >= 0)
+		chain_start(r, img->manifest_digest);
 	oci_image_free(img);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
@@ -1762,7 +1950,9 @@ static void report_step(StageRun *r, const DfInstruction *in, double wall, bool 
 	    .cpu_s = r->cpu_s,
 	    .has_layer = r->has_layer,
 	    .layer = r->layer,
-	    .run = run,
+	    .run = run && !r->cached,
+	    .cached = r->cached,
+	    .reason = r->cached ? NULL : xstrdup(r->reason ? r->reason : "new-key"),
 	};
 	platform_format(&r->out->platform, s.platform, sizeof(s.platform));
 	pthread_mutex_lock(&b->lock);
@@ -1792,6 +1982,7 @@ static int stage_run(StageRun *r, const char *image, KilnError **err)
 			return kiln_error(err, ECANCELED, "cancelled: another platform failed");
 		k = run_instruction(r, &b->df->insts[i], err);
 	}
+	memcpy(r->out->chain, r->chain, DIGEST_STRING_MAX);
 	return k;
 }
 
@@ -1828,6 +2019,7 @@ static int stage_build(Pass *p, Stage *st, StageResult **ret, KilnError **err)
 		StageRun r = {.b = b, .p = p, .st = st, .out = res};
 		k = stage_run(&r, image, err);
 		vars_done(&r.args);
+		free(r.reason);
 		result_settle(b, res, k >= 0);
 	} else if (res->state == STAGE_FAILED) {
 		k = inst_error(b, st->from, ECANCELED, err, "stage '%s' failed",
@@ -2122,6 +2314,8 @@ static int build_prepare(Build *b, KilnError **err)
 	k = mkdir_p(b->snapdir, 0700, err);
 	if (k >= 0)
 		k = mkdir_p(b->work, 0700, err);
+	if (k >= 0)
+		k = build_cache_open(store_path(b->store), &b->cache, err);
 	return k;
 }
 
@@ -2138,7 +2332,9 @@ static void build_done(Build *b)
 	for (size_t i = 0; i < b->n_steps; i++) {
 		free(b->steps[i].stage);
 		free(b->steps[i].instruction);
+		free(b->steps[i].reason);
 	}
+	build_cache_free(b->cache);
 	free(b->steps);
 	vars_done(&b->build_args);
 	strv_free(b->consumed_args);
@@ -2250,7 +2446,7 @@ static json_t *layer_json(const LayerRef *l)
 static int write_report(Build *b, double wall, KilnError **err)
 {
 	json_t *rep = json_object(), *plats = json_array(), *steps = json_array();
-	size_t runs = 0, n_layers = 0;
+	size_t runs = 0, n_layers = 0, hits = 0;
 	int64_t bytes = 0;
 
 	json_object_set_new(rep, "kiln_version", json_string(KILN_VERSION));
@@ -2267,17 +2463,16 @@ static int write_report(Build *b, double wall, KilnError **err)
 		json_object_set_new(o, "stage", json_string(s->stage));
 		json_object_set_new(o, "line", json_integer(s->line));
 		json_object_set_new(o, "instruction", json_string(s->instruction));
-		json_object_set_new(o, "cached", json_false());
-		/* No step cache yet: every step's key is new to this root. */
-		json_object_set_new(o, "reason",
-				    json_string(b->o->no_cache ? "no-cache" : "new-key"));
+		json_object_set_new(o, "cached", json_boolean(s->cached));
+		json_object_set_new(o, "reason", s->cached ? json_null() : json_string(s->reason));
 		json_object_set_new(o, "emulated", json_boolean(s->emulated));
 		json_object_set_new(o, "wall_s", json_real(s->wall_s));
 		json_object_set_new(o, "cpu_s", json_real(s->cpu_s));
 		json_object_set_new(o, "layer", s->has_layer ? layer_json(&s->layer) : json_null());
 		json_array_append_new(steps, o);
 		runs += s->run;
-		if (s->has_layer) {
+		hits += s->cached;
+		if (s->has_layer && !s->cached) {
 			bytes += s->layer.desc.size;
 			n_layers++;
 		}
@@ -2285,8 +2480,9 @@ static int write_report(Build *b, double wall, KilnError **err)
 	json_object_set_new(rep, "steps", steps);
 	json_t *t = json_object();
 	json_object_set_new(t, "steps", json_integer((json_int_t)b->n_steps));
-	json_object_set_new(t, "cache_hits", json_integer(0));
-	json_object_set_new(t, "cache_hit_rate", json_real(0));
+	json_object_set_new(t, "cache_hits", json_integer((json_int_t)hits));
+	json_object_set_new(t, "cache_hit_rate",
+			    json_real(b->n_steps ? (double)hits / (double)b->n_steps : 0));
 	json_object_set_new(t, "runs_executed", json_integer((json_int_t)runs));
 	json_object_set_new(t, "platform_builds", json_integer((json_int_t)b->o->n_platforms));
 	json_object_set_new(t, "layers_written", json_integer((json_int_t)n_layers));

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "common/cleanup.h"
+#include "common/digest.h"
 #include "common/fdutil.h"
 #include "common/rootfs.h"
 #include "layers/layer_apply.h"
@@ -201,6 +202,18 @@ typedef struct CopyJob {
 	int dest_root;
 } CopyJob;
 
+/* The mode a copied entry gets: --chmod, else for the build context git's model (0755 when the
+ * owner may execute, else 0644; dirs 0755), so the checkout's umask never reaches the image, else
+ * the source's own mode (another stage or image). */
+static mode_t copy_effective_mode(const CopyOptions *o, const struct stat *st)
+{
+	if (o->set_mode)
+		return o->mode;
+	if (o->from_context)
+		return S_ISDIR(st->st_mode) || (st->st_mode & S_IXUSR) ? 0755 : 0644;
+	return st->st_mode & 07777;
+}
+
 static int apply_meta(int fd, const char *name_or_null, const struct stat *st, const CopyJob *j,
 		      bool is_link, const char *dest_path, KilnError **err)
 {
@@ -216,7 +229,7 @@ static int apply_meta(int fd, const char *name_or_null, const struct stat *st, c
 		return kiln_error_errno(err, errno, "chown '%s'", dest_path);
 	}
 	if (!is_link) {
-		mode_t mode = j->o->set_mode ? j->o->mode : (st->st_mode & 07777);
+		mode_t mode = copy_effective_mode(j->o, st);
 		if (name_or_null ? fchmodat(fd, n, mode, 0) < 0 : fchmod(fd, mode) < 0)
 			return kiln_error_errno(err, errno, "chmod '%s'", dest_path);
 	}
@@ -541,5 +554,135 @@ int copy_into(int src_root_fd, char *const *srcs, int dest_root_fd, const char *
 		if (r < 0)
 			return r;
 	}
+	return 0;
+}
+
+/* ---------- source manifests (cache keys) ---------- */
+
+static int manifest_add(int dirfd, const char *name, const char *rel, const struct stat *st,
+			const CopyOptions *o, json_t *out, KilnError **err)
+{
+	unsigned uid = o->set_owner ? o->uid : st->st_uid;
+	unsigned gid = o->set_owner ? o->gid : st->st_gid;
+	unsigned mode = copy_effective_mode(o, st);
+	char *val;
+
+	if (S_ISREG(st->st_mode)) {
+		_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+		_cleanup_(sha256_freep) Sha256 *h = NULL;
+		char buf[65536], digest[DIGEST_STRING_MAX];
+		ssize_t n;
+		if (fd < 0)
+			return kiln_error_errno(err, errno, "%s: open '%s'", o->what, rel);
+		if (sha256_new(&h, err) < 0)
+			return -ENOMEM;
+		while ((n = read(fd, buf, sizeof(buf))) != 0) {
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0)
+				return kiln_error_errno(err, errno, "%s: read '%s'", o->what, rel);
+			sha256_update(h, buf, (size_t)n);
+		}
+		sha256_final(h, digest);
+		val = xasprintf("f %04o %u:%u %s", mode, uid, gid, digest);
+	} else if (S_ISDIR(st->st_mode)) {
+		val = xasprintf("d %04o %u:%u", mode, uid, gid);
+	} else if (S_ISLNK(st->st_mode)) {
+		char target[PATH_MAX + 1];
+		ssize_t n = readlinkat(dirfd, name, target, PATH_MAX);
+		if (n < 0)
+			return kiln_error_errno(err, errno, "readlink '%s'", rel);
+		target[n] = 0;
+		val = xasprintf("l %u:%u %s", uid, gid, target);
+	} else {
+		val = xasprintf("o %06o %u:%u %lu", (unsigned)st->st_mode, uid, gid,
+				(unsigned long)st->st_rdev);
+	}
+	json_object_set_new(out, rel, json_string(val));
+	free(val);
+	return 0;
+}
+
+static int manifest_dir(int dfd, const char *rel, const CopyOptions *o, json_t *out,
+			KilnError **err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (dup >= 0)
+			close(dup);
+		return kiln_error_errno(err, errno, "opendir '%s'", rel);
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			strv_push(&names, de->d_name);
+	closedir(d);
+	size_t n = strv_length(names);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_strp);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *child = *rel && strcmp(rel, ".")
+						 ? xasprintf("%s/%s", rel, names[i])
+						 : xstrdup(names[i]);
+		struct stat st;
+		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return kiln_error_errno(err, errno, "stat '%s'", child);
+		bool excluded = ignored(o, child);
+		if (excluded && !(S_ISDIR(st.st_mode) && o->ignore &&
+				  dockerignore_may_include_below(o->ignore, child)))
+			continue;
+		int r = excluded ? 0 : manifest_add(dfd, names[i], child, &st, o, out, err);
+		if (r >= 0 && S_ISDIR(st.st_mode)) {
+			_cleanup_close_ int sub =
+			    openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0)
+				return kiln_error_errno(err, errno, "open '%s'", child);
+			r = manifest_dir(sub, child, o, out, err);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int copy_manifest(int src_root_fd, char *const *srcs, const CopyOptions *opts, json_t **ret,
+		  KilnError **err)
+{
+	_cleanup_strv_free_ char **list = NULL;
+	json_t *out = json_object();
+	int r = sources_resolve(src_root_fd, srcs, opts, &list, err);
+
+	for (size_t i = 0; r >= 0 && list[i]; i++) {
+		_cleanup_close_ int fd = open_source(src_root_fd, list[i], opts, O_PATH, err);
+		struct stat st;
+		if (fd < 0) {
+			r = fd;
+			break;
+		}
+		if (fstat(fd, &st) < 0) {
+			r = kiln_error_errno(err, errno, "stat '%s'", list[i]);
+			break;
+		}
+		/* The top level is followed like copy_into does; it reads through the O_PATH fd. */
+		if (S_ISDIR(st.st_mode)) {
+			_cleanup_close_ int d = openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+			r = d < 0 ? kiln_error_errno(err, errno, "open '%s'", list[i])
+				  : manifest_add(fd, ".", list[i], &st, opts, out, err);
+			if (r >= 0)
+				r = manifest_dir(d, list[i], opts, out, err);
+		} else {
+			char proc[64];
+			snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+			r = manifest_add(AT_FDCWD, proc, list[i], &st, opts, out, err);
+		}
+	}
+	if (r < 0) {
+		json_decref(out);
+		return r;
+	}
+	*ret = out;
 	return 0;
 }

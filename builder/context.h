@@ -2,6 +2,7 @@
  * and ADD, which copies from the context or from another stage's root into a step's root. */
 #pragma once
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <sys/types.h>
@@ -43,3 +44,9 @@ typedef struct CopyOptions {
  * top-level source symlinks are followed (inside the source root), symlinks below are kept. */
 int copy_into(int src_root_fd, char *const *srcs, int dest_root_fd, const char *dest,
 	      const CopyOptions *opts, KilnError **err);
+
+/* What copy_into would copy, without copying: {"source path": "f MODE UID:GID sha256:..." |
+ * "d MODE UID:GID" | "l UID:GID TARGET" | ...} with the mode and owner the copy would give. Used as
+ * the content part of COPY/ADD cache keys; fails like copy_into for missing or escaping sources. */
+int copy_manifest(int src_root_fd, char *const *srcs, const CopyOptions *opts, json_t **ret,
+		  KilnError **err);

@@ -1,0 +1,284 @@
+#include "cache.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include "common/cleanup.h"
+#include "common/fdutil.h"
+
+struct BuildCache {
+	char *dir;
+	int fd;
+};
+
+int build_cache_open(const char *root, BuildCache **ret, KilnError **err)
+{
+	_cleanup_free_ char *dir = xasprintf("%s/cache", root);
+	_cleanup_free_ char *slots = xasprintf("%s/cache/slots", root);
+	int r = mkdir_p(slots, 0700, err);
+
+	if (r < 0)
+		return r;
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", dir);
+	BuildCache *c = xcalloc(1, sizeof(*c));
+	c->dir = TAKE_PTR(dir);
+	c->fd = fd;
+	*ret = c;
+	return 0;
+}
+
+void build_cache_free(BuildCache *c)
+{
+	if (!c)
+		return;
+	if (c->fd >= 0)
+		close(c->fd);
+	free(c->dir);
+	free(c);
+}
+
+const char *build_cache_dir(const BuildCache *c)
+{
+	return c->dir;
+}
+
+static json_t *read_json_at(int dirfd, const char *name)
+{
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+
+	if (read_file_at(dirfd, name, 64 << 20, &data, &len, NULL) < 0)
+		return NULL;
+	return json_loadb(data, len, 0, NULL);
+}
+
+static int write_json_at(int dirfd, const char *name, json_t *j, KilnError **err)
+{
+	char *s = json_dumps(j, JSON_COMPACT);
+	int r;
+
+	if (!s)
+		return kiln_error(err, ENOMEM, "out of memory");
+	r = write_file_atomic_at(dirfd, name, s, strlen(s), 0600, err);
+	free(s);
+	return r;
+}
+
+static void copy_str(char *dst, size_t n, json_t *v)
+{
+	snprintf(dst, n, "%s", json_string_value(v) ? json_string_value(v) : "");
+}
+
+int build_cache_get(BuildCache *c, const char *key, CacheEntry *ret)
+{
+	if (!digest_is_valid(key))
+		return -EINVAL;
+	json_t *j = read_json_at(c->fd, digest_hex(key));
+	if (!j)
+		return -ENOENT;
+	json_t *l = json_object_get(j, "layer");
+	CacheEntry e = {0};
+	if (json_is_object(l)) {
+		e.has_layer = true;
+		copy_str(e.digest, sizeof(e.digest), json_object_get(l, "digest"));
+		copy_str(e.diff_id, sizeof(e.diff_id), json_object_get(l, "diff_id"));
+		copy_str(e.media_type, sizeof(e.media_type), json_object_get(l, "mediaType"));
+		e.size = json_integer_value(json_object_get(l, "size"));
+		if (!digest_is_valid(e.digest) || !digest_is_valid(e.diff_id) || e.size < 0) {
+			json_decref(j);
+			return -EBADMSG;
+		}
+	} else if (!json_is_null(l)) {
+		json_decref(j);
+		return -EBADMSG;
+	}
+	json_decref(j);
+	*ret = e;
+	return 0;
+}
+
+int build_cache_put(BuildCache *c, const char *key, const CacheEntry *e, KilnError **err)
+{
+	json_t *j = json_object();
+	int r;
+
+	if (e->has_layer) {
+		json_t *l = json_object();
+		json_object_set_new(l, "mediaType", json_string(e->media_type));
+		json_object_set_new(l, "digest", json_string(e->digest));
+		json_object_set_new(l, "size", json_integer(e->size));
+		json_object_set_new(l, "diff_id", json_string(e->diff_id));
+		json_object_set_new(j, "layer", l);
+	} else {
+		json_object_set_new(j, "layer", json_null());
+	}
+	r = write_json_at(c->fd, digest_hex(key), j, err);
+	json_decref(j);
+	return r;
+}
+
+json_t *build_cache_slot_get(BuildCache *c, const char *slot_key)
+{
+	_cleanup_free_ char *name = xasprintf("slots/%s", digest_hex(slot_key));
+
+	return read_json_at(c->fd, name);
+}
+
+int build_cache_slot_put(BuildCache *c, const char *slot_key, json_t *sources, KilnError **err)
+{
+	_cleanup_free_ char *name = xasprintf("slots/%s", digest_hex(slot_key));
+
+	return write_json_at(c->fd, name, sources, err);
+}
+
+const char *tree_manifest_first_change(json_t *old, json_t *cur)
+{
+	const char *first = NULL;
+	const char *k;
+	json_t *v;
+
+	json_object_foreach (cur, k, v) {
+		json_t *o = json_object_get(old, k);
+		if ((!o || !json_equal(o, v)) && (!first || strcmp(k, first) < 0))
+			first = k;
+	}
+	json_object_foreach (old, k, v) {
+		if (!json_object_get(cur, k) && (!first || strcmp(k, first) < 0))
+			first = k;
+	}
+	return first;
+}
+
+static int hash_file(int dirfd, const char *name, char out[DIGEST_STRING_MAX], KilnError **err)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_(sha256_freep) Sha256 *h = NULL;
+	char buf[65536];
+	int r;
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", name);
+	r = sha256_new(&h, err);
+	if (r < 0)
+		return r;
+	for (;;) {
+		ssize_t n = read(fd, buf, sizeof(buf));
+		if (n < 0) {
+			if (errno == EINTR)
+				continue;
+			return kiln_error_errno(err, errno, "read '%s'", name);
+		}
+		if (n == 0)
+			break;
+		sha256_update(h, buf, (size_t)n);
+	}
+	sha256_final(h, out);
+	return 0;
+}
+
+static int cmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static int manifest_walk(int dfd, const char *prefix, json_t *out, KilnError **err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
+	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
+	struct dirent *de;
+
+	if (!d) {
+		if (dup >= 0)
+			close(dup);
+		return kiln_error_errno(err, errno, "opendir '%s'", *prefix ? prefix : ".");
+	}
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			strv_push(&names, de->d_name);
+	closedir(d);
+	size_t n = strv_length(names);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_strp);
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *path =
+		    *prefix ? xasprintf("%s/%s", prefix, names[i]) : xstrdup(names[i]);
+		_cleanup_free_ char *val = NULL;
+		struct stat st;
+		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
+			return kiln_error_errno(err, errno, "stat '%s'", path);
+		unsigned mode = st.st_mode & 07777;
+		if (S_ISREG(st.st_mode)) {
+			char digest[DIGEST_STRING_MAX];
+			int r = hash_file(dfd, names[i], digest, err);
+			if (r < 0)
+				return r;
+			val = xasprintf("f %04o %u:%u %s", mode, st.st_uid, st.st_gid, digest);
+		} else if (S_ISDIR(st.st_mode)) {
+			val = xasprintf("d %04o %u:%u", mode, st.st_uid, st.st_gid);
+		} else if (S_ISLNK(st.st_mode)) {
+			char target[4097];
+			ssize_t len = readlinkat(dfd, names[i], target, sizeof(target) - 1);
+			if (len < 0)
+				return kiln_error_errno(err, errno, "readlink '%s'", path);
+			target[len] = 0;
+			val = xasprintf("l %u:%u %s", st.st_uid, st.st_gid, target);
+		} else {
+			val =
+			    xasprintf("%c %04o %u:%u %u:%u", S_ISCHR(st.st_mode) ? 'c' : 'o', mode,
+				      st.st_uid, st.st_gid, major(st.st_rdev), minor(st.st_rdev));
+		}
+		json_object_set_new(out, path, json_string(val));
+		if (S_ISDIR(st.st_mode)) {
+			_cleanup_close_ int sub =
+			    openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			if (sub < 0)
+				return kiln_error_errno(err, errno, "open '%s'", path);
+			int r = manifest_walk(sub, path, out, err);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int tree_manifest(int dirfd, json_t **ret, KilnError **err)
+{
+	json_t *m = json_object();
+	int r = manifest_walk(dirfd, "", m, err);
+
+	if (r < 0) {
+		json_decref(m);
+		return r;
+	}
+	*ret = m;
+	return 0;
+}
+
+void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *const *parts,
+	       size_t n_parts)
+{
+	_cleanup_(sha256_freep) Sha256 *h = NULL;
+
+	if (sha256_new(&h, NULL) < 0)
+		abort();
+	sha256_update(h, "kiln-step-v1", 13);
+	sha256_update(h, parent ? parent : "", parent ? strlen(parent) + 1 : 1);
+	for (size_t i = 0; i < n_parts; i++) {
+		/* length-prefixed, so no two part lists hash alike */
+		char len[32];
+		int n = snprintf(len, sizeof(len), "%zu:", strlen(parts[i]));
+		sha256_update(h, len, (size_t)n);
+		sha256_update(h, parts[i], strlen(parts[i]));
+	}
+	sha256_final(h, out);
+}

@@ -1,0 +1,56 @@
+/* The step cache: what a build step produced, found again by a key made from everything that
+ * determines the step's result (the chain of keys before it, the instruction after expansion, the
+ * platform, and for COPY/ADD the content, path and mode of what was copied) and nothing else:
+ * never mtimes, inodes, owners or umask of the checkout.
+ *
+ * Entries live in ROOT/cache/<key hex> (JSON, written atomically); "slot" entries, keyed by the
+ * step without its sources, remember the last sources seen so a miss can say which file changed. */
+#pragma once
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "common/digest.h"
+#include "common/error.h"
+
+typedef struct BuildCache BuildCache;
+
+typedef struct CacheEntry {
+	bool has_layer;
+	char digest[DIGEST_STRING_MAX];
+	char diff_id[DIGEST_STRING_MAX];
+	char media_type[128];
+	int64_t size;
+} CacheEntry;
+
+int build_cache_open(const char *root, BuildCache **ret, KilnError **err);
+void build_cache_free(BuildCache *c);
+static inline void build_cache_freep(BuildCache **c)
+{
+	build_cache_free(*c);
+}
+const char *build_cache_dir(const BuildCache *c);
+
+/* 0 and *ret filled when key is cached; -ENOENT when not (no error filled); other < 0 errors
+ * only for a damaged entry, which is then treated as absent by callers. */
+int build_cache_get(BuildCache *c, const char *key, CacheEntry *ret);
+int build_cache_put(BuildCache *c, const char *key, const CacheEntry *e, KilnError **err);
+
+/* Slot: the sources (a tree manifest) last copied by the step identified by slot_key. */
+json_t *build_cache_slot_get(BuildCache *c, const char *slot_key);
+int build_cache_slot_put(BuildCache *c, const char *slot_key, json_t *sources, KilnError **err);
+
+/* The first path whose entry differs between two tree manifests (added, removed or changed), in
+ * path order; NULL when they are equal. */
+const char *tree_manifest_first_change(json_t *old, json_t *cur);
+
+/* A manifest of the tree below dirfd: {"path": "f 0644 0:0 sha256:..." | "d 0755 0:0" |
+ * "l 0777 0:0 target" | "c 0:0" (whiteout) ...}, paths relative, sorted. Used for COPY/ADD keys
+ * (it is what the step copied, so it is exactly what the layer will hold, minus mtimes). */
+int tree_manifest(int dirfd, json_t **ret, KilnError **err);
+
+/* sha256 over a step key's parts: keys are chained, each step's key is
+ * cache_key(parent, part, ...) with the parts separated unambiguously. */
+void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *const *parts,
+	       size_t n_parts);
