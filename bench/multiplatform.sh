@@ -105,9 +105,9 @@ binfmt_setup() {
 }
 
 rm_work() {
-	[ $keep = 1 ] && { log "kept $work"; return; }
+	if [ $keep = 1 ]; then log "kept $work"; return; fi
 	# buildah's overlay storage may still hold mounts
-	grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
 	rm -rf "$work"
 }
 trap 'binfmt_undo; rm_work' EXIT
@@ -199,7 +199,7 @@ run_buildah() { # N
 	t1=$(now)
 	buildah_times+=("$(elapsed "$t0" "$t1")")
 	log "buildah run $1: ${buildah_times[-1]} s, platforms $(platforms_of "$out")"
-	grep -o " $s/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done
+	grep -o " $s/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount -l "$m" 2>/dev/null || true; done || true
 	rm -rf "$s"
 }
 

@@ -812,9 +812,13 @@ static int merge_source(Store *store, const char *ref, OciDescriptor *ret, KilnE
 		return r;
 	}
 	_cleanup_free_ char *name = NULL;
-	r = store_name_normalize(ref, &name, err);
+	_cleanup_error_ KilnError *e = NULL;
+	r = store_name_normalize(ref, &name, &e);
 	if (r >= 0)
-		r = store_tag_get(store, name, ret, err);
+		r = store_tag_get(store, name, ret, &e);
+	if (r < 0)
+		return kiln_error(err, ENOENT, "'%s' is neither a file nor an image in the store",
+				  ref);
 	return r;
 }
 

@@ -1,6 +1,7 @@
 #include "progress.h"
 
 #include <jansson.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,9 @@ typedef struct StepState {
 	size_t partial_len;
 } StepState;
 
+/* Platform passes run in threads: every entry point holds the lock. */
 struct Progress {
+	pthread_mutex_t lock;
 	ProgressMode mode;
 	unsigned n_steps;
 	StepState *steps;
@@ -44,6 +47,7 @@ Progress *progress_new(ProgressMode mode)
 	Progress *p = xcalloc(1, sizeof(*p));
 
 	p->mode = mode == PROGRESS_AUTO ? PROGRESS_PLAIN : mode;
+	pthread_mutex_init(&p->lock, NULL);
 	return p;
 }
 
@@ -54,6 +58,7 @@ void progress_free(Progress *p)
 	for (unsigned i = 0; i < p->n_steps; i++)
 		free(p->steps[i].partial);
 	free(p->steps);
+	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 
@@ -78,6 +83,7 @@ static void emit_json(const char *event, unsigned step, const char *key, const c
 
 unsigned progress_step_begin(Progress *p, const char *name)
 {
+	pthread_mutex_lock(&p->lock);
 	unsigned n = ++p->n_steps;
 
 	p->steps = xrealloc(p->steps, n * sizeof(StepState));
@@ -86,6 +92,7 @@ unsigned progress_step_begin(Progress *p, const char *name)
 		fprintf(stderr, "#%u %s\n", n, name);
 	else if (p->mode == PROGRESS_JSON)
 		emit_json("step", n, "name", name, -1);
+	pthread_mutex_unlock(&p->lock);
 	return n;
 }
 
@@ -104,8 +111,11 @@ static void emit_line(Progress *p, unsigned step, const char *line, size_t len)
 
 void progress_step_output(Progress *p, unsigned step, const char *buf, size_t len)
 {
-	if (step == 0 || step > p->n_steps || p->mode == PROGRESS_QUIET)
+	pthread_mutex_lock(&p->lock);
+	if (step == 0 || step > p->n_steps || p->mode == PROGRESS_QUIET) {
+		pthread_mutex_unlock(&p->lock);
 		return;
+	}
 	StepState *s = &p->steps[step - 1];
 	s->partial = xrealloc(s->partial, s->partial_len + len + 1);
 	memcpy(s->partial + s->partial_len, buf, len);
@@ -118,12 +128,16 @@ void progress_step_output(Progress *p, unsigned step, const char *buf, size_t le
 		}
 	memmove(s->partial, s->partial + start, s->partial_len - start);
 	s->partial_len -= start;
+	pthread_mutex_unlock(&p->lock);
 }
 
 void progress_step_end(Progress *p, unsigned step, bool ok, bool cached, const char *error)
 {
-	if (step == 0 || step > p->n_steps)
+	pthread_mutex_lock(&p->lock);
+	if (step == 0 || step > p->n_steps) {
+		pthread_mutex_unlock(&p->lock);
 		return;
+	}
 	StepState *s = &p->steps[step - 1];
 	double t = now_s() - s->start;
 	if (s->partial_len) {
@@ -143,6 +157,7 @@ void progress_step_end(Progress *p, unsigned step, bool ok, bool cached, const c
 				 : "error",
 			  step, "error", ok ? NULL : error, t);
 	}
+	pthread_mutex_unlock(&p->lock);
 }
 
 void progress_note(Progress *p, const char *fmt, ...)
@@ -158,9 +173,11 @@ void progress_note(Progress *p, const char *fmt, ...)
 	va_end(ap);
 	if (!s)
 		return;
+	pthread_mutex_lock(&p->lock);
 	if (p->mode == PROGRESS_JSON)
 		emit_json("note", 0, "message", s, -1);
 	else
 		fprintf(stderr, "%s\n", s);
+	pthread_mutex_unlock(&p->lock);
 	free(s);
 }

@@ -91,7 +91,8 @@ int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_
 int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode,
 			 KilnError **err)
 {
-	_cleanup_free_ char *tmp = xasprintf("%s.tmp-%d", path, (int)getpid());
+	/* pid and thread id: threads of one build may write the same file at once. */
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp-%d-%d", path, (int)getpid(), (int)gettid());
 	_cleanup_close_ int fd =
 	    openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, mode);
 	int r;
