@@ -85,6 +85,8 @@ typedef struct ReportStep {
 	bool run;
 	bool cached;
 	char *reason;
+	char key[DIGEST_STRING_MAX];
+	size_t stage_index;
 } ReportStep;
 
 typedef struct Build {
@@ -1953,7 +1955,9 @@ static void report_step(StageRun *r, const DfInstruction *in, double wall, bool 
 	    .run = run && !r->cached,
 	    .cached = r->cached,
 	    .reason = r->cached ? NULL : xstrdup(r->reason ? r->reason : "new-key"),
+	    .stage_index = r->st->index,
 	};
+	memcpy(s.key, r->step_key, DIGEST_STRING_MAX);
 	platform_format(&r->out->platform, s.platform, sizeof(s.platform));
 	pthread_mutex_lock(&b->lock);
 	b->steps = xrealloc(b->steps, (b->n_steps + 1) * sizeof(ReportStep));
@@ -2496,6 +2500,34 @@ static int write_report(Build *b, double wall, KilnError **err)
 	return k;
 }
 
+/* --cache-to: mode=max exports every step of this build; mode=min only the steps whose layers are
+ * in the result (the target stage and the stages it is FROM, transitively). */
+static int export_cache(Build *b, Stage *target, KilnError **err)
+{
+	bool *in_result = xcalloc(b->n_stages, sizeof(bool));
+	_cleanup_strv_free_ char **keys = NULL;
+	int k;
+
+	for (Stage *st = target; st;) {
+		in_result[st->index] = true;
+		const char *text = st->from->args && st->from->args[0] ? st->from->args[0] : "";
+		_cleanup_free_ char *copy = xstrdup(text);
+		char *save = NULL, *image = strtok_r(copy, " \t\n", &save);
+		Stage *base = image ? stage_find(b, image) : NULL;
+		st = base && base->index < st->index ? base : NULL;
+	}
+	for (size_t i = 0; i < b->n_steps; i++)
+		if (b->o->cache_to_max || in_result[b->steps[i].stage_index])
+			strv_push(&keys, b->steps[i].key);
+	free(in_result);
+	k = build_cache_export(b->cache, b->store, keys, b->o->cache_to, err);
+	if (k >= 0)
+		progress_note(b->progress, "exporting cache to %s: %zu entries (mode=%s)",
+			      b->o->cache_to, strv_length(keys),
+			      b->o->cache_to_max ? "max" : "min");
+	return k;
+}
+
 int build_run(const BuildOptions *o, KilnError **err)
 {
 	Build b = {.o = o, .store = o->store, .compression = COMPRESSION_GZIP};
@@ -2516,6 +2548,13 @@ int build_run(const BuildOptions *o, KilnError **err)
 			break;
 		}
 	k = build_prepare(&b, err);
+	for (size_t i = 0; k >= 0 && o->cache_from && o->cache_from[i]; i++) {
+		size_t n = 0;
+		k = build_cache_import(b.cache, b.store, o->cache_from[i], &n, err);
+		if (k >= 0)
+			progress_note(b.progress, "importing cache from %s: %zu entries",
+				      o->cache_from[i], n);
+	}
 	if (k >= 0)
 		k = stages_split(&b, err);
 	if (k < 0)
@@ -2547,6 +2586,8 @@ int build_run(const BuildOptions *o, KilnError **err)
 		k = write_outputs(&b, &root, manifests, err);
 	if (k >= 0 && o->metadata_file)
 		k = write_metadata(&b, &root, err);
+	if (k >= 0 && o->cache_to)
+		k = export_cache(&b, target, err);
 	if (k >= 0 && o->report_file)
 		k = write_report(&b, now_seconds() - t0, err);
 	if (k >= 0) {

@@ -42,11 +42,18 @@ typedef struct BuildOptions {
 	ProgressMode progress;
 	const char *metadata_file;
 	const char *report_file;
+	char **cache_from;    /* --cache-from type=local,src=DIR: the DIRs */
+	const char *cache_to; /* --cache-to type=local,dest=DIR */
+	bool cache_to_max;    /* mode=max */
 	long jobs;	      /* parallel platform passes; 0: number of CPUs */
 	const char *qemu_dir; /* --qemu-dir: searched first for qemu-<arch>-static */
 	Store *store;
 	const IdMapInfo *idmap;
 } BuildOptions;
+
+/* Parses --cache-from "type=local,src=DIR" (ret_dir) or --cache-to "type=local,dest=DIR[,mode=
+ * min|max]" (ret_dir, ret_max). Other types are usage errors saying what is supported. */
+int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, KilnError **err);
 
 /* Runs the build. RUN failures and Dockerfile errors come back as errors naming file:line. */
 int build_run(const BuildOptions *o, KilnError **err);

@@ -12,6 +12,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "layers/store.h"
 
 struct BuildCache {
 	char *dir;
@@ -281,4 +282,203 @@ void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *cons
 		sha256_update(h, parts[i], strlen(parts[i]));
 	}
 	sha256_final(h, out);
+}
+
+/* ---------- portable cache (--cache-to / --cache-from type=local) ---------- */
+
+static json_t *entry_json(const CacheEntry *e)
+{
+	json_t *j = json_object();
+
+	if (!e->has_layer) {
+		json_object_set_new(j, "layer", json_null());
+		return j;
+	}
+	json_t *l = json_object();
+	json_object_set_new(l, "mediaType", json_string(e->media_type));
+	json_object_set_new(l, "digest", json_string(e->digest));
+	json_object_set_new(l, "size", json_integer(e->size));
+	json_object_set_new(l, "diff_id", json_string(e->diff_id));
+	json_object_set_new(j, "layer", l);
+	return j;
+}
+
+static int copy_blob_out(Store *s, const char *digest, int blobs_fd, KilnError **err)
+{
+	const char *hex = digest_hex(digest);
+	_cleanup_close_ int in = -1, out = -1;
+	_cleanup_free_ char *tmp = xasprintf("%s.tmp-%d", hex, (int)getpid());
+	char buf[1 << 16];
+	int r;
+
+	if (faccessat(blobs_fd, hex, F_OK, 0) == 0)
+		return 0;
+	r = store_open_blob(s, digest, &in, err);
+	if (r < 0)
+		return r;
+	out = openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	if (out < 0)
+		return kiln_error_errno(err, errno, "create cache blob '%s'", tmp);
+	for (;;) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kiln_error_errno(err, errno, "read blob %s", digest);
+		if (n == 0)
+			break;
+		r = write_all(out, buf, (size_t)n);
+		if (r < 0)
+			return kiln_error_errno(err, -r, "write cache blob %s", digest);
+	}
+	if (fsync(out) < 0 || renameat(blobs_fd, tmp, blobs_fd, hex) < 0) {
+		r = kiln_error_errno(err, errno, "write cache blob %s", digest);
+		unlinkat(blobs_fd, tmp, 0);
+		return r;
+	}
+	return 0;
+}
+
+int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *dir, KilnError **err)
+{
+	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dir);
+	_cleanup_close_ int dfd = -1, bfd = -1;
+	json_t *root = json_object(), *entries = json_object();
+	int r;
+
+	json_object_set_new(root, "version", json_integer(1));
+	json_object_set_new(root, "entries", entries);
+	r = mkdir_p(blobs, 0755, err);
+	if (r >= 0) {
+		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		bfd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0 || bfd < 0)
+			r = kiln_error_errno(err, errno, "open cache dir '%s'", dir);
+	}
+	for (size_t i = 0; r >= 0 && keys && keys[i]; i++) {
+		CacheEntry e;
+		if (build_cache_get(c, keys[i], &e) < 0)
+			continue;
+		if (e.has_layer && (r = copy_blob_out(s, e.digest, bfd, err)) < 0)
+			break;
+		json_object_set_new(entries, digest_hex(keys[i]), entry_json(&e));
+	}
+	if (r >= 0)
+		r = write_json_at(dfd, "kiln-cache.json", root, err);
+	if (r >= 0) {
+		/* Blobs of an older export that nothing references now. */
+		_cleanup_closedir_ DIR *d = fdopendir(fcntl(bfd, F_DUPFD_CLOEXEC, 3));
+		_cleanup_strv_free_ char **keep = NULL;
+		const char *k;
+		json_t *v;
+		json_object_foreach (entries, k, v) {
+			const char *dg = json_string_value(
+			    json_object_get(json_object_get(v, "layer"), "digest"));
+			if (dg && digest_is_valid(dg))
+				strv_push(&keep, digest_hex(dg));
+		}
+		struct dirent *de;
+		while (d && (de = readdir(d))) {
+			bool used = false;
+			for (size_t i = 0; keep && keep[i]; i++)
+				used |= strcmp(keep[i], de->d_name) == 0;
+			if (!used && de->d_name[0] != '.')
+				unlinkat(bfd, de->d_name, 0);
+		}
+	}
+	json_decref(root);
+	return r < 0 ? r : 0;
+}
+
+static int import_blob(Store *s, int blobs_fd, const char *digest, KilnError **err)
+{
+	_cleanup_close_ int in = -1;
+	BlobWriter *w = NULL;
+	char buf[1 << 16];
+	int r;
+
+	if (store_has_blob(s, digest))
+		return 0;
+	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	if (in < 0)
+		return kiln_error_errno(err, errno, "cache blob %s", digest);
+	r = store_blob_writer_new(s, &w, err);
+	while (r >= 0) {
+		ssize_t n = read(in, buf, sizeof(buf));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			r = kiln_error_errno(err, errno, "read cache blob %s", digest);
+			break;
+		}
+		if (n == 0) {
+			r = blob_writer_commit(w, digest, NULL, NULL, err);
+			break;
+		}
+		r = blob_writer_write(w, buf, (size_t)n, err);
+	}
+	blob_writer_free(w);
+	return r < 0 ? r : 0;
+}
+
+int build_cache_import(BuildCache *c, Store *s, const char *dir, size_t *ret_n, KilnError **err)
+{
+	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dir);
+	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int bfd = -1;
+	json_t *root, *entries;
+	const char *k;
+	json_t *v;
+	size_t n = 0;
+	int r = 0;
+
+	if (dfd < 0)
+		return kiln_error_errno(err, errno, "--cache-from: open '%s'", dir);
+	root = read_json_at(dfd, "kiln-cache.json");
+	entries = json_object_get(root, "entries");
+	if (!json_is_object(entries) || json_integer_value(json_object_get(root, "version")) != 1) {
+		json_decref(root);
+		return kiln_error(err, EINVAL,
+				  "--cache-from: '%s/kiln-cache.json' is missing or not "
+				  "a kiln cache",
+				  dir);
+	}
+	bfd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	json_object_foreach (entries, k, v) {
+		_cleanup_free_ char *key = xasprintf("sha256:%s", k);
+		CacheEntry e = {0}, have;
+		json_t *l = json_object_get(v, "layer");
+		if (!digest_is_valid(key)) {
+			r = kiln_error(err, EINVAL, "--cache-from: bad entry key '%s'", k);
+			break;
+		}
+		if (build_cache_get(c, key, &have) == 0)
+			continue;
+		if (json_is_object(l)) {
+			e.has_layer = true;
+			copy_str(e.digest, sizeof(e.digest), json_object_get(l, "digest"));
+			copy_str(e.diff_id, sizeof(e.diff_id), json_object_get(l, "diff_id"));
+			copy_str(e.media_type, sizeof(e.media_type),
+				 json_object_get(l, "mediaType"));
+			e.size = json_integer_value(json_object_get(l, "size"));
+			if (!digest_is_valid(e.digest) || !digest_is_valid(e.diff_id)) {
+				r = kiln_error(err, EINVAL,
+					       "--cache-from: entry %s names a bad digest", k);
+				break;
+			}
+			r = bfd < 0 ? kiln_error_errno(err, errno, "--cache-from: open '%s'", blobs)
+				    : import_blob(s, bfd, e.digest, err);
+			if (r < 0)
+				break;
+		}
+		r = build_cache_put(c, key, &e, err);
+		if (r < 0)
+			break;
+		n++;
+	}
+	json_decref(root);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "--cache-from '%s'", dir);
+	*ret_n = n;
+	return 0;
 }

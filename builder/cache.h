@@ -54,3 +54,17 @@ int tree_manifest(int dirfd, json_t **ret, KilnError **err);
  * cache_key(parent, part, ...) with the parts separated unambiguously. */
 void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *const *parts,
 	       size_t n_parts);
+
+typedef struct Store Store;
+
+/* Writes the entries named by keys (hex-or-full digests; duplicates fine) and the layer blobs they
+ * reference to DIR as a portable cache: DIR/kiln-cache.json ({"version": 1, "entries": {KEY HEX:
+ * {"layer": ...}}}) and DIR/blobs/sha256/<hex>. The JSON is replaced atomically; blobs no entry
+ * references any more are removed. */
+int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *dir,
+		       KilnError **err);
+
+/* Reads a cache written by build_cache_export: every layer blob is copied into the store with its
+ * digest verified (a mismatch is an error naming the blob) and every entry the local cache lacks is
+ * added. *ret_n: entries imported. */
+int build_cache_import(BuildCache *c, Store *s, const char *dir, size_t *ret_n, KilnError **err);

@@ -192,7 +192,9 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
-	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL;
+	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL,
+				 **cache_from = NULL;
+	_cleanup_free_ char *cache_to = NULL;
 	_cleanup_free_ Platform *platforms = NULL;
 	const char *root = NULL;
 	OutputSpec *outputs = NULL;
@@ -300,9 +302,22 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 		case OPT_QEMU_DIR:
 			o.qemu_dir = optarg;
 			break;
-		case OPT_PUSH:
-		case OPT_CACHE_FROM:
+		case OPT_CACHE_FROM: {
+			char *dir = NULL;
+			r = cache_spec_parse(optarg, false, &dir, NULL, err);
+			if (r < 0)
+				goto out;
+			strv_consume(&cache_from, dir);
+			break;
+		}
 		case OPT_CACHE_TO:
+			free(cache_to);
+			cache_to = NULL;
+			r = cache_spec_parse(optarg, true, &cache_to, &o.cache_to_max, err);
+			if (r < 0)
+				goto out;
+			break;
+		case OPT_PUSH:
 		case OPT_SECRET:
 			r = usage_error(err,
 					"build option '%s' is not available in this version of "
@@ -337,6 +352,8 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	o.build_args = args;
 	o.build_contexts = contexts;
 	o.tags = tags;
+	o.cache_from = cache_from;
+	o.cache_to = cache_to;
 	o.outputs = outputs;
 	o.n_outputs = n_outputs;
 	r = build_in_store(root, &o, err);
@@ -408,6 +425,44 @@ int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
 		return usage_error(err, "--output needs dest=PATH");
 	}
 	*ret = o;
+	return 0;
+}
+
+int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, KilnError **err)
+{
+	_cleanup_free_ char *copy = xstrdup(s), *dir = NULL;
+	char *save = NULL;
+	bool local = false, max = false;
+	const char *opt = to ? "--cache-to" : "--cache-from";
+
+	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+		char *eq = strchr(kv, '=');
+		if (!eq)
+			return usage_error(err, "%s: '%s' is not KEY=VALUE", opt, kv);
+		*eq++ = 0;
+		if (strcmp(kv, "type") == 0) {
+			if (strcmp(eq, "local") != 0)
+				return usage_error(err,
+						   "%s type '%s' is not supported yet (type=local "
+						   "works; registry caches come with push)",
+						   opt, eq);
+			local = true;
+		} else if (strcmp(kv, to ? "dest" : "src") == 0) {
+			free(dir);
+			dir = xstrdup(eq);
+		} else if (to && strcmp(kv, "mode") == 0) {
+			if (strcmp(eq, "min") && strcmp(eq, "max"))
+				return usage_error(err, "%s mode is min or max, not '%s'", opt, eq);
+			max = strcmp(eq, "max") == 0;
+		} else {
+			return usage_error(err, "%s: unknown key '%s'", opt, kv);
+		}
+	}
+	if (!local || !dir)
+		return usage_error(err, "%s needs type=local,%s=DIR", opt, to ? "dest" : "src");
+	*ret_dir = TAKE_PTR(dir);
+	if (ret_max)
+		*ret_max = max;
 	return 0;
 }
 
