@@ -41,14 +41,9 @@ int build_cache_put(BuildCache *c, const char *key, const CacheEntry *e, KilnErr
 json_t *build_cache_slot_get(BuildCache *c, const char *slot_key);
 int build_cache_slot_put(BuildCache *c, const char *slot_key, json_t *sources, KilnError **err);
 
-/* The first path whose entry differs between two tree manifests (added, removed or changed), in
+/* The first path whose entry differs between two source manifests (copy_manifest) (added, removed or changed), in
  * path order; NULL when they are equal. */
 const char *tree_manifest_first_change(json_t *old, json_t *cur);
-
-/* A manifest of the tree below dirfd: {"path": "f 0644 0:0 sha256:..." | "d 0755 0:0" |
- * "l 0777 0:0 target" | "c 0:0" (whiteout) ...}, paths relative, sorted. Used for COPY/ADD keys
- * (it is what the step copied, so it is exactly what the layer will hold, minus mtimes). */
-int tree_manifest(int dirfd, json_t **ret, KilnError **err);
 
 /* sha256 over a step key's parts: keys are chained, each step's key is
  * cache_key(parent, part, ...) with the parts separated unambiguously. */

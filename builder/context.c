@@ -136,26 +136,17 @@ static int glob_expand(int root_fd, const char *prefix, char **comps, const Copy
 	}
 	_cleanup_close_ int dfd =
 	    open_source(root_fd, *prefix ? prefix : ".", o, O_RDONLY | O_DIRECTORY, NULL);
+	_cleanup_strv_free_ char **names = NULL;
 	if (dfd < 0)
 		return 0;
-	DIR *d = fdopendir(dfd);
-	if (!d)
-		return kiln_error_errno(err, errno, "opendir '%s'", prefix);
-	dfd = -1;
-	_cleanup_strv_free_ char **names = NULL;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, "..") &&
-		    fnmatch(comps[0], de->d_name, 0) == 0)
-			strv_push(&names, de->d_name);
-	closedir(d);
+	int k = dir_list_sorted(dfd, &names, err);
+	if (k < 0)
+		return kiln_error_wrap(err, k, "'%s'", prefix);
 	size_t n = strv_length(names);
-	if (n > 1)
-		qsort(names, n, sizeof(char *), cmp_strp);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *p =
 		    *prefix ? xasprintf("%s/%s", prefix, names[i]) : xstrdup(names[i]);
-		if (ignored(o, p))
+		if (fnmatch(comps[0], names[i], 0) != 0 || ignored(o, p))
 			continue;
 		int r = glob_expand(root_fd, p, comps + 1, o, out, err);
 		if (r < 0)
@@ -297,22 +288,12 @@ static int copy_entry(int src_dir, const char *name, const char *src_rel, int de
 static int copy_dir_contents(int src_fd, const char *src_rel, int dest_fd, const char *dest_path,
 			     const CopyJob *j, KilnError **err)
 {
-	_cleanup_close_ int dup_fd = fcntl(src_fd, F_DUPFD_CLOEXEC, 3);
-	if (dup_fd < 0)
-		return kiln_error_errno(err, errno, "dup");
-	DIR *d = fdopendir(dup_fd);
-	if (!d)
-		return kiln_error_errno(err, errno, "opendir '%s'", src_rel);
-	dup_fd = -1;
 	_cleanup_strv_free_ char **names = NULL;
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			strv_push(&names, de->d_name);
-	closedir(d);
+	int k = dir_list_sorted(src_fd, &names, err);
+
+	if (k < 0)
+		return kiln_error_wrap(err, k, "'%s'", src_rel);
 	size_t n = strv_length(names);
-	if (n > 1)
-		qsort(names, n, sizeof(char *), cmp_strp);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *rel = *src_rel && strcmp(src_rel, ".")
 					       ? xasprintf("%s/%s", src_rel, names[i])
@@ -607,22 +588,11 @@ static int manifest_dir(int dfd, const char *rel, const CopyOptions *o, json_t *
 			KilnError **err)
 {
 	_cleanup_strv_free_ char **names = NULL;
-	int dup = fcntl(dfd, F_DUPFD_CLOEXEC, 3);
-	DIR *d = dup >= 0 ? fdopendir(dup) : NULL;
-	struct dirent *de;
+	int k = dir_list_sorted(dfd, &names, err);
 
-	if (!d) {
-		if (dup >= 0)
-			close(dup);
-		return kiln_error_errno(err, errno, "opendir '%s'", rel);
-	}
-	while ((de = readdir(d)))
-		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
-			strv_push(&names, de->d_name);
-	closedir(d);
+	if (k < 0)
+		return kiln_error_wrap(err, k, "'%s'", rel);
 	size_t n = strv_length(names);
-	if (n > 1)
-		qsort(names, n, sizeof(char *), cmp_strp);
 	for (size_t i = 0; i < n; i++) {
 		_cleanup_free_ char *child = *rel && strcmp(rel, ".")
 						 ? xasprintf("%s/%s", rel, names[i])

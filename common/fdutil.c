@@ -179,6 +179,42 @@ int rm_rf_at(int dirfd, const char *name, KilnError **err)
 	return 0;
 }
 
+static int cmp_strp(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int dir_list_sorted(int dfd, char ***ret_names, KilnError **err)
+{
+	int dup = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	char **names = NULL;
+	struct dirent *de;
+	DIR *d;
+
+	if (dup < 0)
+		return kiln_error_errno(err, errno, "open directory");
+	d = fdopendir(dup);
+	if (!d) {
+		close(dup);
+		return kiln_error_errno(err, errno, "opendir");
+	}
+	errno = 0;
+	while ((de = readdir(d)))
+		if (strcmp(de->d_name, ".") && strcmp(de->d_name, ".."))
+			strv_push(&names, de->d_name);
+	int saved = errno;
+	closedir(d);
+	if (saved) {
+		strv_free(names);
+		return kiln_error_errno(err, saved, "read directory");
+	}
+	size_t n = strv_length(names);
+	if (n > 1)
+		qsort(names, n, sizeof(char *), cmp_strp);
+	*ret_names = names ? names : xcalloc(1, sizeof(char *));
+	return 0;
+}
+
 void strv_free(char **v)
 {
 	if (!v)

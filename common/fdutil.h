@@ -24,6 +24,10 @@ int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t l
 /* mkdir -p for a host path (not inside an image root: see rootfs.h for that). */
 int mkdir_p(const char *path, mode_t mode, KilnError **err);
 
+/* The names in directory dfd (not "." or ".."), sorted bytewise, as a strv. dfd stays open and
+ * its position is untouched (a duplicate is read). */
+int dir_list_sorted(int dfd, char ***ret_names, KilnError **err);
+
 /* rm -rf below dirfd/name without following symlinks; ENOENT is success. */
 int rm_rf_at(int dirfd, const char *name, KilnError **err);
 

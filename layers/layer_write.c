@@ -338,39 +338,14 @@ static int write_entry(Writer *w, int dfd, const char *name, const char *prefix,
 	return 0;
 }
 
-static int dir_list_sorted(int dfd, const char *path, char ***ret, KilnError **err)
-{
-	_cleanup_strv_free_ char **v = NULL;
-	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-
-	if (fd < 0)
-		return kiln_error_errno(err, errno, "open '%s'", path);
-	_cleanup_closedir_ DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return kiln_error_errno(err, errno, "open '%s'", path);
-	}
-	struct dirent *de;
-	errno = 0;
-	while ((de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		if (strv_push(&v, de->d_name) < 0)
-			return kiln_error(err, ENOMEM, "out of memory");
-	}
-	if (errno != 0)
-		return kiln_error_errno(err, errno, "read dir '%s'", path);
-	if (v)
-		qsort(v, strv_length(v), sizeof(char *), string_compare);
-	*ret = TAKE_PTR(v);
-	return 0;
-}
-
 /* Depth first: each entry, then (for a dir) everything below it, siblings in byte order. */
 static int write_tree(Writer *w, int dfd, const char *prefix, KilnError **err)
 {
 	_cleanup_strv_free_ char **names = NULL;
-	int r = dir_list_sorted(dfd, *prefix ? prefix : ".", &names, err);
+	int r = dir_list_sorted(dfd, &names, err);
+
+	if (r < 0)
+		return kiln_error_wrap(err, r, "read dir '%s'", *prefix ? prefix : ".");
 
 	for (size_t i = 0; r == 0 && names && names[i]; i++) {
 		_cleanup_close_ int child = -1;
