@@ -11,39 +11,8 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/strbuf.h"
 #include "expand.h"
-
-typedef struct Buf {
-	char *s;
-	size_t len, cap;
-} Buf;
-
-static void buf_add(Buf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->s = xrealloc(b->s, b->cap);
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = 0;
-}
-
-static char *buf_steal(Buf *b)
-{
-	char *s = b->s ? b->s : xstrdup("");
-
-	*b = (Buf){0};
-	return s;
-}
-
-static void buf_done(Buf *b)
-{
-	free(b->s);
-	*b = (Buf){0};
-}
-
-#define _cleanup_buf_ _cleanup_(buf_done)
 
 static char *dup_n(const char *s, size_t n)
 {
@@ -308,7 +277,7 @@ static void instruction_donep(DfInstruction *inst)
 static const char *extract_flags(const char *s, char ***flags)
 {
 	for (;;) {
-		_cleanup_buf_ Buf word = {0};
+		_cleanup_strbuf_ StrBuf word = {0};
 		char quote = 0;
 
 		while (is_blank((unsigned char)*s))
@@ -331,14 +300,14 @@ static const char *extract_flags(const char *s, char ***flags)
 				s++;
 				continue;
 			}
-			buf_add(&word, s++, 1);
+			strbuf_add(&word, s++, 1);
 		}
 		if (strcmp(word.s ? word.s : "", "--") == 0) {
 			while (is_blank((unsigned char)*s))
 				s++;
 			return s;
 		}
-		strv_consume(flags, buf_steal(&word));
+		strv_consume(flags, strbuf_steal(&word));
 	}
 }
 
@@ -347,14 +316,14 @@ static const char *extract_flags(const char *s, char ***flags)
 static char **split_raw_words(const char *s, char escape)
 {
 	char **words = xcalloc(1, sizeof(char *));
-	_cleanup_buf_ Buf word = {0};
+	_cleanup_strbuf_ StrBuf word = {0};
 	char quote = 0;
 	bool in_word = false;
 
 	for (; *s; s++) {
 		if (!quote && is_blank((unsigned char)*s)) {
 			if (in_word)
-				strv_consume(&words, buf_steal(&word));
+				strv_consume(&words, strbuf_steal(&word));
 			in_word = false;
 			continue;
 		}
@@ -362,15 +331,15 @@ static char **split_raw_words(const char *s, char escape)
 		if (*s == escape && (!quote || quote == '"')) {
 			if (!s[1])
 				break;
-			buf_add(&word, s++, 1);
+			strbuf_add(&word, s++, 1);
 		} else if (!quote && (*s == '\'' || *s == '"'))
 			quote = *s;
 		else if (quote && *s == quote)
 			quote = 0;
-		buf_add(&word, s, 1);
+		strbuf_add(&word, s, 1);
 	}
 	if (in_word)
-		strv_consume(&words, buf_steal(&word));
+		strv_consume(&words, strbuf_steal(&word));
 	return words;
 }
 
@@ -768,20 +737,20 @@ static int parse_instruction(const Parser *p, const char *text, unsigned line, D
 	return find_heredocs(p, inst, rest, err);
 }
 
-static void strip_leading_tabs(Buf *b, const char *line, size_t n)
+static void strip_leading_tabs(StrBuf *b, const char *line, size_t n)
 {
 	while (n > 0 && *line == '\t') {
 		line++;
 		n--;
 	}
-	buf_add(b, line, n);
+	strbuf_add(b, line, n);
 }
 
 static int read_heredoc_bodies(Parser *p, DfInstruction *target, KilnError **err)
 {
 	for (size_t i = 0; i < target->n_heredocs; i++) {
 		DfHeredoc *h = &target->heredocs[i];
-		_cleanup_buf_ Buf body = {0};
+		_cleanup_strbuf_ StrBuf body = {0};
 		const char *line;
 		size_t n;
 		bool terminated = false;
@@ -799,19 +768,19 @@ static int read_heredoc_bodies(Parser *p, DfInstruction *target, KilnError **err
 			if (h->chomp)
 				strip_leading_tabs(&body, line, n);
 			else
-				buf_add(&body, line, n);
-			buf_add(&body, "\n", 1);
+				strbuf_add(&body, line, n);
+			strbuf_add(&body, "\n", 1);
 		}
 		if (!terminated)
 			return parse_error(p, target->line, err, "unterminated heredoc: '<<%s%s'",
 					   h->chomp ? "-" : "", h->name);
-		h->content = buf_steal(&body);
+		h->content = strbuf_steal(&body);
 	}
 	return 0;
 }
 
 /* Reads one logical line (continuations joined, comments dropped) into *text; false at EOF. */
-static bool read_logical_line(Parser *p, Buf *text, unsigned *ret_first)
+static bool read_logical_line(Parser *p, StrBuf *text, unsigned *ret_first)
 {
 	const char *line;
 	size_t n;
@@ -825,12 +794,12 @@ static bool read_logical_line(Parser *p, Buf *text, unsigned *ret_first)
 		if (!more && n == 0)
 			continue;
 		*ret_first = p->lineno;
-		buf_add(text, t, n);
+		strbuf_add(text, t, n);
 		while (more && parser_next_line(p, &line, &n)) {
 			if (line_is_comment(line, n) || line_is_empty(line, n))
 				continue;
 			more = trim_continuation(line, &n, p->escape);
-			buf_add(text, line, n);
+			strbuf_add(text, line, n);
 		}
 		return true;
 	}
@@ -854,7 +823,7 @@ static int parse_body(Parser *p, Dockerfile *df, KilnError **err)
 	unsigned first;
 
 	for (;;) {
-		_cleanup_buf_ Buf raw = {0};
+		_cleanup_strbuf_ StrBuf raw = {0};
 		_cleanup_(instruction_donep) DfInstruction inst = {0};
 		if (!read_logical_line(p, &raw, &first))
 			break;

@@ -7,66 +7,25 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
-
-typedef struct Buf {
-	char *s;
-	size_t len, cap;
-} Buf;
-
-static void buf_add(Buf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->len + n + 1) * 2;
-		b->s = xrealloc(b->s, b->cap);
-	}
-	memcpy(b->s + b->len, s, n);
-	b->len += n;
-	b->s[b->len] = 0;
-}
-
-static void buf_addc(Buf *b, char c)
-{
-	buf_add(b, &c, 1);
-}
-
-static void buf_adds(Buf *b, const char *s)
-{
-	buf_add(b, s, strlen(s));
-}
-
-static char *buf_steal(Buf *b)
-{
-	char *s = b->s ? b->s : xstrdup("");
-
-	*b = (Buf){0};
-	return s;
-}
-
-static void buf_done(Buf *b)
-{
-	free(b->s);
-	*b = (Buf){0};
-}
-
-#define _cleanup_buf_ _cleanup_(buf_done)
+#include "common/strbuf.h"
 
 /* Word splitting as BuildKit does it: characters that came from quotes or escapes never split,
  * unquoted text (including unquoted variable values) splits on whitespace. */
 typedef struct Words {
 	char **v;
-	Buf cur;
+	StrBuf cur;
 } Words;
 
 static void words_end(Words *w)
 {
 	if (w->cur.len > 0)
-		strv_consume(&w->v, buf_steal(&w->cur));
+		strv_consume(&w->v, strbuf_steal(&w->cur));
 }
 
 static void words_add_raw(Words *w, const char *s, size_t n)
 {
 	if (w)
-		buf_add(&w->cur, s, n);
+		strbuf_add(&w->cur, s, n);
 }
 
 static void words_add_split(Words *w, const char *s, size_t n)
@@ -77,7 +36,7 @@ static void words_add_split(Words *w, const char *s, size_t n)
 		if (isspace((unsigned char)s[i]))
 			words_end(w);
 		else
-			buf_addc(&w->cur, s[i]);
+			strbuf_addc(&w->cur, s[i]);
 	}
 }
 
@@ -101,10 +60,10 @@ static int lex_next(Lexer *lx)
 	return lx->pos < lx->len ? (unsigned char)lx->s[lx->pos++] : -1;
 }
 
-static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, Buf *out, Words *words);
-static int lex_dollar(Lexer *lx, Buf *out);
+static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, StrBuf *out, Words *words);
+static int lex_dollar(Lexer *lx, StrBuf *out);
 
-static int lex_single_quote(Lexer *lx, Buf *out)
+static int lex_single_quote(Lexer *lx, StrBuf *out)
 {
 	lex_next(lx);
 	for (;;) {
@@ -115,11 +74,11 @@ static int lex_single_quote(Lexer *lx, Buf *out)
 					  "single-quote");
 		if (c == '\'')
 			return 0;
-		buf_addc(out, (char)c);
+		strbuf_addc(out, (char)c);
 	}
 }
 
-static int lex_double_quote(Lexer *lx, Buf *out)
+static int lex_double_quote(Lexer *lx, StrBuf *out)
 {
 	lex_next(lx);
 	for (;;) {
@@ -146,38 +105,38 @@ static int lex_double_quote(Lexer *lx, Buf *out)
 			if (n == '"' || n == '$' || n == '\n' || n == (unsigned char)lx->escape)
 				c = lex_next(lx);
 		}
-		buf_addc(out, (char)c);
+		strbuf_addc(out, (char)c);
 	}
 }
 
-static void lex_name(Lexer *lx, Buf *name)
+static void lex_name(Lexer *lx, StrBuf *name)
 {
 	int c = lex_peek(lx);
 
 	if (c >= 0 && isdigit(c)) {
 		while ((c = lex_peek(lx)) >= 0 && isdigit(c))
-			buf_addc(name, (char)lex_next(lx));
+			strbuf_addc(name, (char)lex_next(lx));
 		return;
 	}
 	if (c >= 0 && strchr("@*#?-$!", c)) {
-		buf_addc(name, (char)lex_next(lx));
+		strbuf_addc(name, (char)lex_next(lx));
 		return;
 	}
 	while ((c = lex_peek(lx)) >= 0 && (isalnum(c) || c == '_'))
-		buf_addc(name, (char)lex_next(lx));
+		strbuf_addc(name, (char)lex_next(lx));
 }
 
 /* expand_unquote(): `$NAME` needs nothing special (the name is copied as ordinary text), a
  * `${...}` is copied through its matching brace. */
-static void lex_dollar_verbatim(Lexer *lx, Buf *out)
+static void lex_dollar_verbatim(Lexer *lx, StrBuf *out)
 {
 	int depth = 0, c;
 
-	buf_addc(out, '$');
+	strbuf_addc(out, '$');
 	if (lex_peek(lx) != '{')
 		return;
 	while ((c = lex_next(lx)) >= 0) {
-		buf_addc(out, (char)c);
+		strbuf_addc(out, (char)c);
 		if (c == '{')
 			depth++;
 		else if (c == '}' && --depth == 0)
@@ -191,7 +150,7 @@ static const char *lex_lookup(Lexer *lx, const char *name)
 }
 
 static void trim_affix(const char *value, const char *pat, bool greedy, bool suffix, char escape,
-		       Buf *out)
+		       StrBuf *out)
 {
 	size_t n = strlen(value), plen = strlen(pat);
 
@@ -201,17 +160,17 @@ static void trim_affix(const char *value, const char *pat, bool greedy, bool suf
 		const char *start = suffix ? value + n - l : value;
 		if (expand_glob_match(pat, plen, start, l, escape)) {
 			if (suffix)
-				buf_add(out, value, n - l);
+				strbuf_add(out, value, n - l);
 			else
-				buf_add(out, value + l, n - l);
+				strbuf_add(out, value + l, n - l);
 			return;
 		}
 	}
-	buf_add(out, value, n);
+	strbuf_add(out, value, n);
 }
 
 static void replace_pattern(const char *value, const char *pat, const char *repl, bool all,
-			    char escape, Buf *out)
+			    char escape, StrBuf *out)
 {
 	size_t n = strlen(value), plen = strlen(pat), pos = 0, s = 0;
 
@@ -224,19 +183,19 @@ static void replace_pattern(const char *value, const char *pat, const char *repl
 			s++;
 			continue;
 		}
-		buf_add(out, value + pos, s - pos);
-		buf_adds(out, repl);
+		strbuf_add(out, value + pos, s - pos);
+		strbuf_adds(out, repl);
 		pos = s = e;
 		if (!all)
 			break;
 	}
-	buf_add(out, value + pos, n - pos);
+	strbuf_add(out, value + pos, n - pos);
 }
 
-static int lex_modifier(Lexer *lx, const char *name, int mod, bool colon, Buf *out)
+static int lex_modifier(Lexer *lx, const char *name, int mod, bool colon, StrBuf *out)
 {
 	bool raw_escapes = mod == '#' || mod == '%';
-	_cleanup_buf_ Buf word = {0};
+	_cleanup_strbuf_ StrBuf word = {0};
 	int r;
 
 	if (colon && raw_escapes)
@@ -251,11 +210,11 @@ static int lex_modifier(Lexer *lx, const char *name, int mod, bool colon, Buf *o
 
 	switch (mod) {
 	case '-':
-		buf_adds(out, empty ? w : value);
+		strbuf_adds(out, empty ? w : value);
 		return 0;
 	case '+':
 		if (!empty)
-			buf_adds(out, w);
+			strbuf_adds(out, w);
 		return 0;
 	case '?':
 		if (!value)
@@ -264,7 +223,7 @@ static int lex_modifier(Lexer *lx, const char *name, int mod, bool colon, Buf *o
 		if (empty)
 			return kiln_error(lx->err, EINVAL, "%s: %s", name,
 					  *w ? w : "is not allowed to be empty");
-		buf_adds(out, value);
+		strbuf_adds(out, value);
 		return 0;
 	default: {
 		bool greedy = *w == mod;
@@ -275,9 +234,9 @@ static int lex_modifier(Lexer *lx, const char *name, int mod, bool colon, Buf *o
 	}
 }
 
-static int lex_replace(Lexer *lx, const char *name, Buf *out)
+static int lex_replace(Lexer *lx, const char *name, StrBuf *out)
 {
-	_cleanup_buf_ Buf pat = {0}, repl = {0};
+	_cleanup_strbuf_ StrBuf pat = {0}, repl = {0};
 	bool all = lex_peek(lx) == '/';
 	int r;
 
@@ -295,9 +254,9 @@ static int lex_replace(Lexer *lx, const char *name, Buf *out)
 	return 0;
 }
 
-static int lex_dollar(Lexer *lx, Buf *out)
+static int lex_dollar(Lexer *lx, StrBuf *out)
 {
-	_cleanup_buf_ Buf name = {0};
+	_cleanup_strbuf_ StrBuf name = {0};
 	int c;
 
 	lex_next(lx);
@@ -308,11 +267,11 @@ static int lex_dollar(Lexer *lx, Buf *out)
 	if (lex_peek(lx) != '{') {
 		lex_name(lx, &name);
 		if (name.len == 0) {
-			buf_addc(out, '$');
+			strbuf_addc(out, '$');
 			return 0;
 		}
 		const char *v = lex_lookup(lx, name.s);
-		buf_adds(out, v ? v : "");
+		strbuf_adds(out, v ? v : "");
 		return 0;
 	}
 	lex_next(lx);
@@ -330,7 +289,7 @@ static int lex_dollar(Lexer *lx, Buf *out)
 		return kiln_error(lx->err, EINVAL, "syntax error: missing '}'");
 	case '}': {
 		const char *v = lex_lookup(lx, name.s);
-		buf_adds(out, v ? v : "");
+		strbuf_adds(out, v ? v : "");
 		return 0;
 	}
 	case ':': {
@@ -355,7 +314,7 @@ static int lex_dollar(Lexer *lx, Buf *out)
 	}
 }
 
-static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, Buf *out, Words *words)
+static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, StrBuf *out, Words *words)
 {
 	int c, r;
 
@@ -365,7 +324,7 @@ static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, Buf *out, W
 			return 0;
 		}
 		if (c == '\'' || c == '"' || c == '$') {
-			_cleanup_buf_ Buf tmp = {0};
+			_cleanup_strbuf_ StrBuf tmp = {0};
 			if (c == '\'')
 				r = lex_single_quote(lx, &tmp);
 			else if (c == '"')
@@ -374,7 +333,7 @@ static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, Buf *out, W
 				r = lex_dollar(lx, &tmp);
 			if (r < 0)
 				return r;
-			buf_add(out, tmp.s ? tmp.s : "", tmp.len);
+			strbuf_add(out, tmp.s ? tmp.s : "", tmp.len);
 			if (c == '$')
 				words_add_split(words, tmp.s ? tmp.s : "", tmp.len);
 			else
@@ -384,15 +343,15 @@ static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, Buf *out, W
 		lex_next(lx);
 		if (c == (unsigned char)lx->escape) {
 			if (raw_escapes)
-				buf_addc(out, (char)c);
+				strbuf_addc(out, (char)c);
 			c = lex_next(lx);
 			if (c < 0)
 				break;
-			buf_addc(out, (char)c);
+			strbuf_addc(out, (char)c);
 			words_add_raw(words, &(char){(char)c}, 1);
 			continue;
 		}
-		buf_addc(out, (char)c);
+		strbuf_addc(out, (char)c);
 		words_add_split(words, &(char){(char)c}, 1);
 	}
 	if (stops) {
@@ -404,7 +363,7 @@ static int lex_until(Lexer *lx, const char *stops, bool raw_escapes, Buf *out, W
 }
 
 static int expand_run(const char *text, char escape, ExpandLookupFn lookup, void *userdata,
-		      bool keep_vars, Buf *out, Words *words, KilnError **err)
+		      bool keep_vars, StrBuf *out, Words *words, KilnError **err)
 {
 	Lexer lx = {
 	    .s = text,
@@ -422,25 +381,25 @@ static int expand_run(const char *text, char escape, ExpandLookupFn lookup, void
 int expand_word(const char *word, char escape, ExpandLookupFn lookup, void *userdata, char **ret,
 		KilnError **err)
 {
-	_cleanup_buf_ Buf out = {0};
+	_cleanup_strbuf_ StrBuf out = {0};
 	int r = expand_run(word, escape, lookup, userdata, false, &out, NULL, err);
 
 	if (r < 0)
 		return r;
-	*ret = buf_steal(&out);
+	*ret = strbuf_steal(&out);
 	return 0;
 }
 
 int expand_words(const char *text, char escape, ExpandLookupFn lookup, void *userdata, char ***ret,
 		 KilnError **err)
 {
-	_cleanup_buf_ Buf out = {0};
+	_cleanup_strbuf_ StrBuf out = {0};
 	Words w = {0};
 	int r = expand_run(text, escape, lookup, userdata, false, &out, &w, err);
 
 	if (r >= 0)
 		words_end(&w);
-	buf_done(&w.cur);
+	strbuf_done(&w.cur);
 	if (r < 0) {
 		strv_free(w.v);
 		return r;
@@ -451,12 +410,12 @@ int expand_words(const char *text, char escape, ExpandLookupFn lookup, void *use
 
 int expand_unquote(const char *word, char escape, char **ret, KilnError **err)
 {
-	_cleanup_buf_ Buf out = {0};
+	_cleanup_strbuf_ StrBuf out = {0};
 	int r = expand_run(word, escape, NULL, NULL, true, &out, NULL, err);
 
 	if (r < 0)
 		return r;
-	*ret = buf_steal(&out);
+	*ret = strbuf_steal(&out);
 	return 0;
 }
 
