@@ -25,6 +25,8 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "caps.h"
+#include "seccomp.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -43,6 +45,10 @@ typedef struct ChildCtx {
 	const char *hostname;
 	const char *path; /* PATH for argv[0] */
 	char *const *envp;
+	const gid_t *groups; /* supplementary groups, the primary gid included */
+	size_t n_groups;
+	const SeccompFilter *seccomp;
+	const CapsPlan *caps;
 	int report_fd, out_fd, err_fd;
 } ChildCtx;
 
@@ -171,7 +177,71 @@ static void child_setup_dev(const ChildCtx *c, int rootfd)
 	close(devfd);
 }
 
-static void child_setup_sys(int rootfd)
+/* Docker's masked paths (moby oci/defaults.go): kernel memory, keys, timer and scheduler
+ * internals and firmware tables are hidden behind /dev/null (files) or an empty read-only tmpfs
+ * (directories). Paths are relative to the root; missing ones are skipped. */
+static const char *const masked_proc_paths[] = {
+    "proc/acpi",       "proc/asound",	   "proc/kcore",       "proc/keys", "proc/latency_stats",
+    "proc/timer_list", "proc/timer_stats", "proc/sched_debug", "proc/scsi",
+};
+static const char *const masked_sys_paths[] = {"sys/firmware", "sys/devices/virtual/powercap"};
+
+/* Kernel tunables and triggers stay readable but not writable. */
+static const char *const readonly_proc_paths[] = {
+    "proc/bus", "proc/fs", "proc/irq", "proc/sys", "proc/sysrq-trigger",
+};
+
+static void child_mask_path(const ChildCtx *c, int rootfd, const char *path)
+{
+	int fd = openat2_in_root(rootfd, path, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+	struct stat st;
+	char buf[32];
+	int r;
+
+	if (fd < 0 && errno == ENOENT)
+		return;
+	if (fd < 0 || fstat(fd, &st) < 0)
+		child_fail(c, errno, "open", path);
+	fd_path(buf, fd);
+	if (S_ISDIR(st.st_mode))
+		r = mount("tmpfs", buf, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+			  "size=0,mode=0555");
+	else
+		r = mount("/dev/null", buf, NULL, MS_BIND, NULL);
+	if (r < 0)
+		child_fail(c, errno, "mask", path);
+	close(fd);
+}
+
+static void child_readonly_path(const ChildCtx *c, int rootfd, const char *path)
+{
+	int fd = openat2_in_root(rootfd, path, O_PATH, RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS);
+	char buf[32];
+	int r;
+
+	if (fd < 0 && errno == ENOENT)
+		return;
+	if (fd < 0)
+		child_fail(c, errno, "open", path);
+	fd_path(buf, fd);
+	r = mount(buf, buf, NULL, MS_BIND | MS_REC, NULL);
+	if (r < 0)
+		child_fail(c, errno, "bind read-only", path);
+	close(fd);
+	r = set_readonly_in_root(rootfd, path, true);
+	if (r < 0)
+		child_fail(c, -r, "make read-only", path);
+}
+
+static void child_confine_proc(const ChildCtx *c, int rootfd)
+{
+	for (size_t i = 0; i < ELEMENTSOF(masked_proc_paths); i++)
+		child_mask_path(c, rootfd, masked_proc_paths[i]);
+	for (size_t i = 0; i < ELEMENTSOF(readonly_proc_paths); i++)
+		child_readonly_path(c, rootfd, readonly_proc_paths[i]);
+}
+
+static void child_setup_sys(const ChildCtx *c, int rootfd)
 {
 	/* Optional: a kernel or outer sandbox may forbid it; then the image gets no /sys. */
 	if (mount_in_root(rootfd, "sys", true, "/sys", NULL, MS_BIND | MS_REC, NULL) < 0)
@@ -185,7 +255,10 @@ static void child_setup_sys(int rootfd)
 			umount2(buf, MNT_DETACH);
 			close(fd);
 		}
+		return;
 	}
+	for (size_t i = 0; i < ELEMENTSOF(masked_sys_paths); i++)
+		child_mask_path(c, rootfd, masked_sys_paths[i]);
 }
 
 static void child_bind_file(const ChildCtx *c, int rootfd, const char *host, const char *path,
@@ -239,8 +312,9 @@ static int child_setup_root(const ChildCtx *c)
 			  NULL);
 	if (r < 0)
 		child_fail(c, -r, "mount proc on", "/proc");
+	child_confine_proc(c, rootfd);
 	child_setup_dev(c, rootfd);
-	child_setup_sys(rootfd);
+	child_setup_sys(c, rootfd);
 	if (s->hosts_path)
 		child_bind_file(c, rootfd, s->hosts_path, "etc/hosts", "/etc/hosts");
 	if (s->resolv_path)
@@ -260,19 +334,46 @@ static void child_pivot(const ChildCtx *c, int rootfd)
 	if (chdir("/") < 0 || chdir(c->cwd) < 0)
 		child_fail(c, errno, "chdir", c->cwd);
 	close(rootfd);
+	/* The old root is gone, so a working directory outside the new one has no path: the
+	 * kernel reports it as "(unreachable)...", which glibc turns into ENOENT. */
+	char buf[PATH_MAX];
+	if (!getcwd(buf, sizeof(buf)))
+		child_fail(c, errno, "working directory outside the root", c->cwd);
+	if (buf[0] != '/')
+		child_fail(c, EXDEV, "working directory outside the root", c->cwd);
 }
 
 static void child_set_ids(const ChildCtx *c)
 {
 	const ContainerSpec *s = c->spec;
 
-	/* Under a single-id map setgroups is denied; with no groups asked for that is fine. */
-	if (setgroups(s->n_groups, s->groups) < 0 && !(errno == EPERM && s->n_groups == 0))
+	/* Under a single-id map setgroups is denied; with no groups asked for (only the primary
+	 * gid, added by kiln) that is fine. */
+	if (setgroups(c->n_groups, c->groups) < 0 && !(errno == EPERM && s->n_groups == 0))
 		child_fail(c, errno, "setgroups", NULL);
 	if (setresgid(s->gid, s->gid, s->gid) < 0)
 		child_fail(c, errno, "setresgid", NULL);
 	if (setresuid(s->uid, s->uid, s->uid) < 0)
 		child_fail(c, errno, "setresuid", NULL);
+}
+
+/* Closes every fd >= 3 but keep (the report pipe, which is close-on-exec). */
+static void child_close_fds(const ChildCtx *c, int keep)
+{
+	int r = 0;
+
+	if (keep > 3)
+		r = close_range(3, (unsigned)keep - 1, 0);
+	if (r == 0)
+		r = close_range((unsigned)keep + 1, ~0U, 0);
+	if (r < 0 && errno != ENOSYS)
+		child_fail(c, errno, "close inherited fds", NULL);
+	if (r < 0) { /* kernel < 5.9 */
+		long max = sysconf(_SC_OPEN_MAX);
+		for (int fd = 3; fd < (max > 0 && max < 65536 ? max : 65536); fd++)
+			if (fd != keep)
+				(void)close(fd);
+	}
 }
 
 static void child_prepare_exec(const ChildCtx *c)
@@ -284,13 +385,14 @@ static void child_prepare_exec(const ChildCtx *c)
 	/* The credential change above cleared any parent-death signal: set it now. */
 	if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
 		child_fail(c, errno, "set parent death signal", NULL);
-	if (close_range(3, ~0U, CLOSE_RANGE_CLOEXEC) < 0)
-		child_fail(c, errno, "mark fds close-on-exec", NULL);
 	null_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
 	if (null_fd < 0)
 		child_fail(c, errno, "open", "/dev/null");
 	if (dup2(null_fd, 0) < 0 || dup2(c->out_fd, 1) < 0 || dup2(c->err_fd, 2) < 0)
 		child_fail(c, errno, "set up stdio", NULL);
+	/* Nothing of kiln's reaches the command: not even fds a library opened without
+	 * O_CLOEXEC. */
+	child_close_fds(c, c->report_fd);
 	sigemptyset(&none);
 	sigemptyset(&dfl.sa_mask);
 	for (int sig = 1; sig < _NSIG; sig++)
@@ -338,7 +440,7 @@ static _Noreturn void child_exec(const ChildCtx *c)
 
 static _Noreturn void child_main(const ChildCtx *c)
 {
-	int rootfd;
+	int rootfd, r;
 
 	if (setsid() < 0)
 		child_fail(c, errno, "setsid", NULL);
@@ -348,10 +450,19 @@ static _Noreturn void child_main(const ChildCtx *c)
 	if (c->spec->network_none)
 		child_loopback_up(c);
 	child_pivot(c, rootfd);
+	/* Confinement like Docker's default: the bounding set is cut while CAP_SETPCAP is still
+	 * there, the other sets after the id switch (which empties them for a non-root uid). */
+	if ((r = caps_plan_drop_bounding(c->caps)) < 0)
+		child_fail(c, -r, "drop capabilities from the bounding set", NULL);
 	child_set_ids(c);
-	/* Hardening before exec (seccomp filter, capability bounding set, no_new_privs) goes
-	 * here: after the id switch, before fds are closed and the command is executed. */
+	if ((r = caps_plan_apply(c->caps)) < 0)
+		child_fail(c, -r, "set capabilities", NULL);
+	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+		child_fail(c, errno, "set no_new_privs", NULL);
 	child_prepare_exec(c);
+	/* Last, so that only the exec itself (and a failure report) runs under the filter. */
+	if ((r = seccomp_filter_load(c->seccomp)) < 0)
+		child_fail(c, -r, "load the seccomp filter", NULL);
 	child_exec(c);
 }
 
@@ -550,6 +661,24 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	return wait_child(pid, ret_status, ctx->spec->ret_cpu_seconds, err);
 }
 
+/* The supplementary groups as given, with the primary gid first when they lack it (as docker
+ * and runc do: files of the primary group stay accessible after a setgroups()). */
+static gid_t *groups_with_primary(const ContainerSpec *spec, size_t *ret_n)
+{
+	gid_t *v = xcalloc(spec->n_groups + 1, sizeof(gid_t));
+	size_t n = 0;
+	bool has_primary = false;
+
+	for (size_t i = 0; i < spec->n_groups; i++)
+		has_primary = has_primary || spec->groups[i] == spec->gid;
+	if (!has_primary)
+		v[n++] = spec->gid;
+	for (size_t i = 0; i < spec->n_groups; i++)
+		v[n++] = spec->groups[i];
+	*ret_n = n;
+	return v;
+}
+
 int container_run(const ContainerSpec *spec, int *ret_status, KilnError **err)
 {
 	MountPoint points[] = {
@@ -559,11 +688,19 @@ int container_run(const ContainerSpec *spec, int *ret_status, KilnError **err)
 	};
 	size_t n_points = 3;
 	_cleanup_free_ char *rootfs = NULL;
+	_cleanup_free_ gid_t *groups = NULL;
+	const SeccompFilter *filter = NULL;
+	_cleanup_(caps_plan_freep) CapsPlan *caps = NULL;
 	_cleanup_close_ int rootfd = -1;
+	size_t n_groups = 0;
 	int r, status = 0;
 
 	if (!spec || !spec->rootfs || !spec->argv || !spec->argv[0])
 		return kiln_error(err, EINVAL, "run: no root or no command");
+	if ((r = seccomp_filter_shared(&filter, err)) < 0 ||
+	    (r = caps_plan_new(spec->uid, &caps, err)) < 0)
+		return kiln_error_wrap(err, -r, "run '%s'", spec->argv[0]);
+	groups = groups_with_primary(spec, &n_groups);
 	rootfs = realpath(spec->rootfs, NULL);
 	if (!rootfs)
 		return kiln_error_errno(err, errno, "run: resolve root '%s'", spec->rootfs);
@@ -585,6 +722,10 @@ int container_run(const ContainerSpec *spec, int *ret_status, KilnError **err)
 	    .hostname = spec->hostname ? spec->hostname : "kiln",
 	    .path = env_path(spec->envp),
 	    .envp = spec->envp ? spec->envp : empty_env,
+	    .groups = groups,
+	    .n_groups = n_groups,
+	    .seccomp = filter,
+	    .caps = caps,
 	};
 	r = points_create(rootfd, points, n_points, err);
 	if (r >= 0)
