@@ -19,6 +19,7 @@
 #include "builder/dockerfile.h"
 #include "builder/expand.h"
 #include "builder/imageconf.h"
+#include "builder/prune.h"
 #include "common/cleanup.h"
 #include "common/digest.h"
 #include "common/fdutil.h"
@@ -632,6 +633,7 @@ static int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, con
 			r->layer = l;
 		}
 		image_conf_add_history(r->out->conf, created, !e.has_layer);
+		build_cache_touch(b->cache, r->step_key); /* prune evicts least recently used */
 		r->cached = true;
 		memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);
 		return 1;
@@ -678,6 +680,7 @@ static int step_meta_cache(StageRun *r, const char *created, KilnError **err)
 
 	cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
 	if (!r->b->o->no_cache && build_cache_get(r->b->cache, r->step_key, &e) == 0) {
+		build_cache_touch(r->b->cache, r->step_key);
 		r->cached = true;
 		memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);
 		return 0;
@@ -2313,11 +2316,13 @@ static int build_prepare(Build *b, KilnError **err)
 		vars_set(&b->build_args, kv, eq + 1);
 	}
 	b->snapdir = xasprintf("%s/snapshots", store_path(b->store));
-	b->work = xasprintf("%s/work/%d", store_path(b->store), (int)getpid());
-	rm_rf_at(AT_FDCWD, b->work, NULL);
 	k = mkdir_p(b->snapdir, 0700, err);
+	/* ROOT/work/<pid>, held by a lock so other builds can tell a dead build's leftovers
+	 * (which they remove here) from a running one's. */
 	if (k >= 0)
-		k = mkdir_p(b->work, 0700, err);
+		k = store_work_acquire(b->store, &b->work, err);
+	if (k >= 0)
+		prune_sweep_dead(b->store);
 	if (k >= 0)
 		k = build_cache_open(store_path(b->store), &b->cache, err);
 	return k;
@@ -2343,7 +2348,7 @@ static void build_done(Build *b)
 	vars_done(&b->build_args);
 	strv_free(b->consumed_args);
 	if (b->work)
-		rm_rf_at(AT_FDCWD, b->work, NULL);
+		store_work_release(b->store);
 	free(b->work);
 	free(b->snapdir);
 	build_context_free(b->ctx);

@@ -127,6 +127,12 @@ int build_cache_put(BuildCache *c, const char *key, const CacheEntry *e, KilnErr
 	return r;
 }
 
+void build_cache_touch(BuildCache *c, const char *key)
+{
+	if (digest_is_valid(key))
+		(void)utimensat(c->fd, digest_hex(key), NULL, AT_SYMLINK_NOFOLLOW);
+}
+
 json_t *build_cache_slot_get(BuildCache *c, const char *slot_key)
 {
 	_cleanup_free_ char *name = xasprintf("slots/%s", digest_hex(slot_key));

@@ -36,13 +36,17 @@ const char *build_cache_dir(const BuildCache *c);
  * only for a damaged entry, which is then treated as absent by callers. */
 int build_cache_get(BuildCache *c, const char *key, CacheEntry *ret);
 int build_cache_put(BuildCache *c, const char *key, const CacheEntry *e, KilnError **err);
+/* Marks the entry of key as just used (its file's mtime := now): `kiln prune --keep-storage`
+ * evicts least recently used entries first. Best effort: a failure only makes that order less
+ * exact, so it reports nothing. */
+void build_cache_touch(BuildCache *c, const char *key);
 
 /* Slot: the sources (a tree manifest) last copied by the step identified by slot_key. */
 json_t *build_cache_slot_get(BuildCache *c, const char *slot_key);
 int build_cache_slot_put(BuildCache *c, const char *slot_key, json_t *sources, KilnError **err);
 
-/* The first path whose entry differs between two source manifests (copy_manifest) (added, removed or changed), in
- * path order; NULL when they are equal. */
+/* The first path whose entry differs between two source manifests (copy_manifest) (added, removed
+ * or changed), in path order; NULL when they are equal. */
 const char *tree_manifest_first_change(json_t *old, json_t *cur);
 
 /* sha256 over a step key's parts: keys are chained, each step's key is

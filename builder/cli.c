@@ -14,6 +14,7 @@
 #include "builder/dockerfile.h"
 #include "builder/imageconf.h"
 #include "builder/parse_json.h"
+#include "builder/prune.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "layers/export.h"
@@ -35,7 +36,10 @@ static const char usage_text[] =
     "  rmi NAME...                  remove image names from the store\n"
     "  inspect [--json] IMAGE       show an image's index, platforms, config, layers, history\n"
     "  parse [FILE]                 print a Dockerfile's syntax tree as JSON\n"
-    "  doctor                       check what this host allows kiln to do\n"
+    "  prune [--keep-storage SIZE] [--all]\n"
+    "                               remove unreferenced blobs, snapshots and cache entries\n"
+    "  doctor [--verify]            check what this host allows kiln to do; --verify: re-hash\n"
+    "                               the store and report damage\n"
     "\n"
     "common option: --root DIR (default $KILN_ROOT, else $XDG_DATA_HOME/kiln; root: "
     "/var/lib/kiln)\n";
@@ -1006,13 +1010,93 @@ static int cmd_parse(int argc, char **argv, KilnError **err)
 	return 0;
 }
 
-static int cmd_doctor(int argc, char **argv, KilnError **err)
+/* ---------- prune, doctor --verify (logic in prune.c) ---------- */
+
+static int cmd_prune(int argc, char **argv, KilnError **err)
 {
-	DoctorCheck *checks = NULL;
-	size_t n = 0;
-	bool all_ok = true;
+	static const struct option opts[] = {
+	    {"root", required_argument, NULL, OPT_ROOT},
+	    {"keep-storage", required_argument, NULL, 'k'},
+	    {"all", no_argument, NULL, 'a'},
+	    {0},
+	};
+	_cleanup_(store_freep) Store *store = NULL;
+	const char *root = NULL;
+	PruneOptions po = {0};
+	PruneReport rep;
+	IdMapInfo idmap;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_ROOT)
+			root = optarg;
+		else if (c == 'a')
+			po.all = true;
+		else if (c == 'k' && prune_size_parse(optarg, &po.keep_storage, err) < 0)
+			return kiln_error_wrap(err, KILN_EUSAGE, "--keep-storage");
+		else if (c == 'k')
+			po.keep_storage_set = true;
+		else
+			return usage_error(err, "unknown option for 'kiln prune'");
+	}
+	if (optind < argc)
+		return usage_error(err, "kiln prune takes no arguments");
+	r = store_enter(root, &idmap, &store, err);
+	if (r >= 0)
+		r = prune_run(store, &po, &rep, err);
+	if (r >= 0)
+		prune_report_print(&rep, stdout);
+	return r;
+}
+
+static int doctor_verify(const char *root, KilnError **err)
+{
+	_cleanup_(store_freep) Store *store = NULL;
+	VerifyReport rep;
+	IdMapInfo idmap;
 	int r;
 
+	r = store_enter(root, &idmap, &store, err);
+	if (r >= 0)
+		r = prune_verify(store, &rep, err);
+	if (r < 0)
+		return r;
+	verify_report_print(&rep, store_path(store), stdout);
+	size_t n = strv_length(rep.damage);
+	verify_report_done(&rep);
+	if (n)
+		return kiln_error(err, KILN_EFAIL,
+				  "store '%s' is damaged (%zu problem%s, see above)",
+				  store_path(store), n, n == 1 ? "" : "s");
+	return 0;
+}
+
+static int cmd_doctor(int argc, char **argv, KilnError **err)
+{
+	static const struct option opts[] = {
+	    {"root", required_argument, NULL, OPT_ROOT},
+	    {"verify", no_argument, NULL, 'v'},
+	    {0},
+	};
+	DoctorCheck *checks = NULL;
+	const char *root = NULL;
+	bool verify = false;
+	size_t n = 0;
+	bool all_ok = true;
+	int c, r;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_ROOT)
+			root = optarg;
+		else if (c == 'v')
+			verify = true;
+		else
+			return usage_error(err, "unknown option for 'kiln doctor'");
+	}
+	if (verify)
+		return doctor_verify(root, err);
 	r = doctor_run(&checks, &n, err);
 	if (r < 0)
 		return r;
@@ -1045,9 +1129,9 @@ int cli_main(int argc, char **argv)
 	} cmds[] = {
 	    {"build", cmd_build},   {"load", cmd_load},	      {"images", cmd_images},
 	    {"rmi", cmd_rmi},	    {"inspect", cmd_inspect}, {"parse", cmd_parse},
-	    {"doctor", cmd_doctor}, {"merge", cmd_merge},
+	    {"doctor", cmd_doctor}, {"merge", cmd_merge},     {"prune", cmd_prune},
 	};
-	static const char *const later[] = {"push", "pull", "run", "prune", "login"};
+	static const char *const later[] = {"push", "pull", "run", "login"};
 	_cleanup_error_ KilnError *err = NULL;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

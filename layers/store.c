@@ -20,6 +20,10 @@ struct Store {
 	int dirfd;
 	int blobsfd; /* ROOT/blobs/sha256 */
 	int tmpfd;   /* ROOT/tmp */
+	int gcfd;    /* ROOT/gc.lock, shared (or exclusive after store_gc_lock_exclusive) */
+	int workfd;  /* ROOT/work/<pid>.lock while this process owns ROOT/work/<pid> */
+	char *work;
+	char workname[16]; /* "<pid>" */
 };
 
 struct BlobWriter {
@@ -66,6 +70,138 @@ static int write_if_missing(Store *s, const char *name, const char *data, KilnEr
 	return write_file_atomic_at(s->dirfd, name, data, strlen(data), 0644, err);
 }
 
+static int flock_retry(int fd, int op)
+{
+	while (flock(fd, op) < 0)
+		if (errno != EINTR)
+			return -errno;
+	return 0;
+}
+
+/* Every process using the store holds ROOT/gc.lock shared for as long as the store is open. */
+static int gc_lock_take(Store *s, KilnError **err)
+{
+	s->gcfd = openat(s->dirfd, "gc.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (s->gcfd < 0)
+		return kiln_error_errno(err, errno, "open '%s/gc.lock'", s->path);
+	int r = flock_retry(s->gcfd, LOCK_SH);
+	if (r < 0)
+		return kiln_error_errno(err, -r, "lock '%s/gc.lock'", s->path);
+	return 0;
+}
+
+int store_gc_lock_exclusive(Store *s, KilnError **err)
+{
+	int r = flock_retry(s->gcfd, LOCK_EX);
+
+	if (r < 0)
+		return kiln_error_errno(err, -r, "lock '%s/gc.lock'", s->path);
+	return 0;
+}
+
+/* Whether fd is still the file at dirfd/name (a lock file unlinked by its owner is not). */
+static bool fd_is_at(int fd, int dirfd, const char *name)
+{
+	struct stat a, b;
+
+	return fstat(fd, &a) == 0 && fstatat(dirfd, name, &b, AT_SYMLINK_NOFOLLOW) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+int store_work_acquire(Store *s, char **ret_path, KilnError **err)
+{
+	_cleanup_close_ int workdir = -1;
+	char lockname[32], idname[16];
+	int r;
+
+	if (s->workfd >= 0) {
+		*ret_path = xstrdup(s->work);
+		return 0;
+	}
+	r = open_dir_at(s->dirfd, "work", true, &workdir, err);
+	if (r < 0)
+		return r;
+	snprintf(idname, sizeof(idname), "%d", (int)getpid());
+	snprintf(lockname, sizeof(lockname), "%s.lock", idname);
+	for (;;) {
+		_cleanup_close_ int fd =
+		    openat(workdir, lockname, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd < 0)
+			return kiln_error_errno(err, errno, "open '%s/work/%s'", s->path, lockname);
+		/* Blocking: another process may hold it for a moment to check that the id is
+		 * dead and clean up after the earlier process of the same pid. */
+		r = flock_retry(fd, LOCK_EX);
+		if (r < 0)
+			return kiln_error_errno(err, -r, "lock '%s/work/%s'", s->path, lockname);
+		if (!fd_is_at(fd, workdir, lockname))
+			continue;
+		/* What a dead process of the same pid left is ours to remove. */
+		r = rm_rf_at(workdir, idname, err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "remove '%s/work/%s'", s->path, idname);
+		if (mkdirat(workdir, idname, 0700) < 0)
+			return kiln_error_errno(err, errno, "mkdir '%s/work/%s'", s->path, idname);
+		s->workfd = TAKE_FD(fd);
+		break;
+	}
+	memcpy(s->workname, idname, sizeof(s->workname));
+	s->work = xasprintf("%s/work/%s", s->path, idname);
+	*ret_path = xstrdup(s->work);
+	return 0;
+}
+
+void store_work_release(Store *s)
+{
+	_cleanup_close_ int workdir = -1;
+	char name[32];
+
+	if (s->workfd < 0)
+		return;
+	workdir = openat(s->dirfd, "work", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (workdir >= 0) {
+		rm_rf_at(workdir, s->workname, NULL);
+		/* Unlinked while still locked, so a checker that opened it before sees a file that
+		 * is no longer at its name and leaves it alone. */
+		snprintf(name, sizeof(name), "%s.lock", s->workname);
+		unlinkat(workdir, name, 0);
+	}
+	closep(&s->workfd);
+	s->workfd = -1;
+	free(s->work);
+	s->work = NULL;
+}
+
+int store_work_probe(Store *s, pid_t pid, int *ret_fd, KilnError **err)
+{
+	_cleanup_close_ int workdir = -1, fd = -1;
+	char name[32];
+	int r;
+
+	snprintf(name, sizeof(name), "%d", (int)pid);
+	if (s->workfd >= 0 && strcmp(name, s->workname) == 0)
+		return 1;
+	r = open_dir_at(s->dirfd, "work", true, &workdir, err);
+	if (r < 0)
+		return r;
+	snprintf(name, sizeof(name), "%d.lock", (int)pid);
+	/* Created when missing: holding it keeps a new process of that pid from starting to use
+	 * the id while the caller removes what the dead one left. */
+	fd = openat(workdir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/work/%s'", s->path, name);
+	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK)
+			return 1;
+		return kiln_error_errno(err, errno, "lock '%s/work/%s'", s->path, name);
+	}
+	/* Its owner unlinked it on the way out; a new process of that pid may be starting with a
+	 * new file: leave the id alone. */
+	if (!fd_is_at(fd, workdir, name))
+		return 1;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
 static int store_init_layout(Store *s, KilnError **err)
 {
 	_cleanup_close_ int blobs = -1, lock = -1;
@@ -96,7 +232,7 @@ int store_open(const char *root, Store **ret, KilnError **err)
 	_cleanup_(store_freep) Store *s = xcalloc(1, sizeof(*s));
 	int r;
 
-	s->dirfd = s->blobsfd = s->tmpfd = -1;
+	s->dirfd = s->blobsfd = s->tmpfd = s->gcfd = s->workfd = -1;
 	s->path = xstrdup(root);
 	r = mkdir_p(root, 0755, err);
 	if (r < 0)
@@ -105,6 +241,8 @@ int store_open(const char *root, Store **ret, KilnError **err)
 	if (s->dirfd < 0)
 		return kiln_error_errno(err, errno, "open store '%s'", root);
 	r = store_init_layout(s, err);
+	if (r >= 0)
+		r = gc_lock_take(s, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "open store '%s'", root);
 	*ret = TAKE_PTR(s);
@@ -115,6 +253,8 @@ void store_free(Store *s)
 {
 	if (!s)
 		return;
+	store_work_release(s);
+	closep(&s->gcfd);
 	closep(&s->dirfd);
 	closep(&s->blobsfd);
 	closep(&s->tmpfd);

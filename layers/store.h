@@ -7,6 +7,9 @@
  *   ROOT/blobs/sha256/<hex>    content, only ever published after its digest was verified
  *   ROOT/tmp/                  temp files of blob writers (same filesystem)
  *   ROOT/lock                  flock(2) serialising index.json updates between processes
+ *   ROOT/gc.lock               flock(2): shared by every open store, exclusive for garbage
+ *                              collection (kiln prune)
+ *   ROOT/work/<pid>/, <pid>.lock  a process's scratch dir and the flock(2) that says it is alive
  *
  * Blobs are published with link(2) from the verified temp file, so an existing blob is never
  * replaced and a crash leaves at most a stray temp file, never a blob under a wrong name. */
@@ -15,6 +18,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "common/digest.h"
 #include "common/error.h"
@@ -22,7 +26,10 @@
 
 typedef struct Store Store;
 
-/* Opens the store at root, creating the layout when missing. */
+/* Opens the store at root, creating the layout when missing. Takes a SHARED flock(2) on
+ * ROOT/gc.lock (waiting while a garbage collection holds it exclusive) and keeps it until
+ * store_free(): while any process has the store open, nothing it wrote or refers to is
+ * collected. */
 int store_open(const char *root, Store **ret, KilnError **err);
 void store_free(Store *s);
 static inline void store_freep(Store **s)
@@ -36,6 +43,23 @@ int store_dirfd(const Store *s);
 /* Takes the exclusive store lock (blocking) and returns its fd; closing the fd releases it.
  * The lock is per open file: do not take it twice in one process. */
 int store_lock(Store *s, int *ret_fd, KilnError **err);
+
+/* Converts this store's gc.lock to EXCLUSIVE, waiting until every other process that has the
+ * store open has closed it (flock(2) conversion: the shared lock is dropped first, so two
+ * callers cannot deadlock). Held until store_free(). */
+int store_gc_lock_exclusive(Store *s, KilnError **err);
+
+/* Claims ROOT/work/<pid> for this process: takes an exclusive flock(2) on ROOT/work/<pid>.lock
+ * (waiting for a checker that holds it for a moment), removes whatever a dead process of the
+ * same pid left there and creates the dir empty. *ret_path is malloc'd. Claiming again while
+ * claimed returns the same path. The claim lasts until store_work_release() or store_free(). */
+int store_work_acquire(Store *s, char **ret_path, KilnError **err);
+/* Removes ROOT/work/<pid> and its lock file and drops the claim. No-op when not claimed. */
+void store_work_release(Store *s);
+/* Whether the process that claimed ROOT/work/<pid> is alive: 1 when its lock is held, 0 when
+ * not, and then *ret_fd holds that lock (created when missing) so no new process of that pid
+ * can claim the id until the caller, done removing what the dead one left, closes it. */
+int store_work_probe(Store *s, pid_t pid, int *ret_fd, KilnError **err);
 
 /* Streaming blob writer: temp file in ROOT/tmp, hashed as written. */
 typedef struct BlobWriter BlobWriter;
