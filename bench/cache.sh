@@ -135,7 +135,7 @@ src_restore
 
 # max_of V...: the largest number, or - when none
 max_of() { printf '%s\n' "$@" | sort -g | tail -n 1 | grep . || echo -; }
-mib() { [ "$1" = - ] && echo - || python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1024))' "$1"; }
+mib() { if [ "$1" = - ]; then echo -; else python3 -c 'import sys; print("%.1f" % (int(sys.argv[1]) / 1024))' "$1"; fi; }
 # met RATIO TARGET: "met" / "NOT met" / "n/a"
 met() { python3 -c 'import sys
 try: print("met" if float(sys.argv[1]) >= float(sys.argv[2]) else "NOT met")
