@@ -599,7 +599,8 @@ static int stage_write_manifest(Build *b, StageResult *st, OciDescriptor *ret, K
 	return k;
 }
 
-int build_export_local(Store *s, const char *manifest_digest, const char *dest, KilnError **err)
+int build_export_local(Store *s, const char *manifest_digest, const char *dest, uint64_t max_bytes,
+		       uint64_t max_entries, KilnError **err)
 {
 	_cleanup_free_ char *data = NULL;
 	_cleanup_close_ int dfd = -1;
@@ -634,6 +635,8 @@ int build_export_local(Store *s, const char *manifest_digest, const char *dest, 
 		    .keep_owner = false,
 		    .force_uid = (uid_t)-1,
 		    .force_gid = (gid_t)-1,
+		    .max_bytes = max_bytes,
+		    .max_entries = max_entries,
 		};
 		k = layer_apply(fd, dfd, &ao, NULL, err);
 		if (k < 0)
@@ -684,7 +687,9 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 							*c = '_';
 					dest = xasprintf("%s/%s", out->dest, pl);
 				}
-				k = build_export_local(b->store, manifests[p].digest, dest, err);
+				k = build_export_local(b->store, manifests[p].digest, dest,
+						       build_max_layer_bytes(o),
+						       build_max_layer_entries(o), err);
 			}
 			break;
 		}
@@ -1032,7 +1037,6 @@ int build_run(const BuildOptions *o, KilnError **err)
 		progress_note(b.progress, "writing image %s done", root.digest);
 		for (size_t i = 0; o->tags && o->tags[i]; i++)
 			progress_note(b.progress, "naming to %s done", o->tags[i]);
-		printf("%s\n", root.digest);
 	}
 out:
 	for (size_t i = 0; i < o->n_platforms; i++) {
@@ -1044,5 +1048,8 @@ out:
 	free(passes);
 	free(manifests);
 	build_done(&b);
+	/* After the progress display is finished, so a live tty block cannot overwrite it. */
+	if (k >= 0)
+		printf("%s\n", root.digest);
 	return k < 0 ? k : 0;
 }

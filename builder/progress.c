@@ -6,22 +6,39 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "common/fdutil.h"
 
+#define TAIL_LINES 8 /* output lines kept per step for the tty display and its error report */
+
 typedef struct StepState {
 	double start;
+	char *name;
 	char *partial; /* an output line not ended by '\n' yet */
 	size_t partial_len;
+	bool done;
+	char *tail[TAIL_LINES]; /* the last output lines, a ring */
+	unsigned n_tail;
 } StepState;
 
-/* Platform passes run in threads: every entry point holds the lock. */
+typedef enum { OUT_PLAIN, OUT_JSON, OUT_QUIET, OUT_TTY } OutMode;
+
+/* Platform passes run in threads: every entry point holds the lock. In tty mode a ticker thread
+ * redraws the running steps' block at the bottom of the terminal; finished steps scroll above. */
 struct Progress {
 	pthread_mutex_t lock;
-	ProgressMode mode;
+	OutMode mode;
 	unsigned n_steps;
 	StepState *steps;
+	double start;
+	unsigned drawn; /* lines of the live block currently on screen */
+	pthread_t ticker;
+	bool ticking, stop;
+	bool failed; /* a step ended in error */
+	pthread_cond_t wake;
 };
 
 static double now_s(void)
@@ -42,12 +59,111 @@ int progress_mode_parse(const char *s)
 	return -1;
 }
 
+static int term_width(void)
+{
+	struct winsize ws;
+
+	if (ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20)
+		return ws.ws_col;
+	return 80;
+}
+
+/* One terminal line: never wraps, so the block's height is its line count. */
+static void put_line(const char *prefix, const char *text, size_t len, const char *suffix)
+{
+	int w = term_width() - 1 - (int)strlen(prefix) - (int)strlen(suffix);
+
+	if (w < 10)
+		w = 10;
+	if ((int)len > w)
+		fprintf(stderr, "%s%.*s…%s\033[K\n", prefix, w - 1, text, suffix);
+	else
+		fprintf(stderr, "%s%.*s%s\033[K\n", prefix, (int)len, text, suffix);
+}
+
+static void tty_clear(Progress *p)
+{
+	if (p->drawn)
+		fprintf(stderr, "\033[%uA\r\033[J", p->drawn);
+	p->drawn = 0;
+}
+
+static void tty_draw(Progress *p)
+{
+	unsigned running = 0, done = 0;
+	char head[96];
+
+	tty_clear(p);
+	for (unsigned i = 0; i < p->n_steps; i++)
+		p->steps[i].done ? done++ : running++;
+	snprintf(head, sizeof(head), "[+] Building %.1fs (%u/%u)", now_s() - p->start, done,
+		 p->n_steps);
+	put_line("", head, strlen(head), "");
+	p->drawn = 1;
+	for (unsigned i = 0; i < p->n_steps; i++) {
+		StepState *s = &p->steps[i];
+		if (s->done)
+			continue;
+		char pre[32], suf[32];
+		snprintf(pre, sizeof(pre), " => #%u ", i + 1);
+		snprintf(suf, sizeof(suf), "  %.1fs", now_s() - s->start);
+		put_line(pre, s->name, strlen(s->name), suf);
+		p->drawn++;
+		if (s->n_tail) {
+			const char *last = s->tail[(s->n_tail - 1) % TAIL_LINES];
+			put_line("    ", last, strlen(last), "");
+			p->drawn++;
+		}
+	}
+	fflush(stderr);
+}
+
+static void *ticker_main(void *ud)
+{
+	Progress *p = ud;
+
+	pthread_mutex_lock(&p->lock);
+	while (!p->stop) {
+		struct timespec ts;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		ts.tv_nsec += 200 * 1000000L;
+		if (ts.tv_nsec >= 1000000000L) {
+			ts.tv_sec++;
+			ts.tv_nsec -= 1000000000L;
+		}
+		pthread_cond_timedwait(&p->wake, &p->lock, &ts);
+		if (!p->stop)
+			tty_draw(p);
+	}
+	pthread_mutex_unlock(&p->lock);
+	return NULL;
+}
+
 Progress *progress_new(ProgressMode mode)
 {
 	Progress *p = xcalloc(1, sizeof(*p));
 
-	p->mode = mode == PROGRESS_AUTO ? PROGRESS_PLAIN : mode;
+	switch (mode) {
+	case PROGRESS_AUTO:
+		p->mode = isatty(STDERR_FILENO) && getenv("TERM") && strcmp(getenv("TERM"), "dumb")
+			      ? OUT_TTY
+			      : OUT_PLAIN;
+		break;
+	case PROGRESS_PLAIN:
+		p->mode = OUT_PLAIN;
+		break;
+	case PROGRESS_JSON:
+		p->mode = OUT_JSON;
+		break;
+	case PROGRESS_QUIET:
+		p->mode = OUT_QUIET;
+		break;
+	}
+	p->start = now_s();
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->wake, NULL);
+	if (p->mode == OUT_TTY)
+		p->ticking = pthread_create(&p->ticker, NULL, ticker_main, p) == 0;
 	return p;
 }
 
@@ -55,9 +171,31 @@ void progress_free(Progress *p)
 {
 	if (!p)
 		return;
-	for (unsigned i = 0; i < p->n_steps; i++)
+	if (p->ticking) {
+		pthread_mutex_lock(&p->lock);
+		p->stop = true;
+		pthread_cond_signal(&p->wake);
+		pthread_mutex_unlock(&p->lock);
+		pthread_join(p->ticker, NULL);
+		tty_clear(p);
+		unsigned done = 0;
+		for (unsigned i = 0; i < p->n_steps; i++)
+			done += p->steps[i].done;
+		fprintf(stderr, "[+] Building %.1fs (%u/%u) %s\n", now_s() - p->start, done,
+			p->n_steps,
+			p->failed	     ? "ERROR"
+			: done == p->n_steps ? "FINISHED"
+					     : "STOPPED");
+		fflush(stderr);
+	}
+	for (unsigned i = 0; i < p->n_steps; i++) {
 		free(p->steps[i].partial);
+		free(p->steps[i].name);
+		for (unsigned t = 0; t < TAIL_LINES; t++)
+			free(p->steps[i].tail[t]);
+	}
 	free(p->steps);
+	pthread_cond_destroy(&p->wake);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
@@ -87,32 +225,39 @@ unsigned progress_step_begin(Progress *p, const char *name)
 	unsigned n = ++p->n_steps;
 
 	p->steps = xrealloc(p->steps, n * sizeof(StepState));
-	p->steps[n - 1] = (StepState){.start = now_s()};
-	if (p->mode == PROGRESS_PLAIN)
+	p->steps[n - 1] = (StepState){.start = now_s(), .name = xstrdup(name)};
+	if (p->mode == OUT_PLAIN)
 		fprintf(stderr, "#%u %s\n", n, name);
-	else if (p->mode == PROGRESS_JSON)
+	else if (p->mode == OUT_JSON)
 		emit_json("step", n, "name", name, -1);
+	else if (p->mode == OUT_TTY)
+		tty_draw(p);
 	pthread_mutex_unlock(&p->lock);
 	return n;
 }
 
 static void emit_line(Progress *p, unsigned step, const char *line, size_t len)
 {
-	double t = now_s() - p->steps[step - 1].start;
+	StepState *s = &p->steps[step - 1];
+	double t = now_s() - s->start;
 
-	if (p->mode == PROGRESS_PLAIN) {
+	if (p->mode == OUT_PLAIN) {
 		fprintf(stderr, "#%u %.3f %.*s\n", step, t, (int)len, line);
-	} else if (p->mode == PROGRESS_JSON) {
-		char *s = xasprintf("%.*s", (int)len, line);
-		emit_json("output", step, "line", s, t);
-		free(s);
+	} else if (p->mode == OUT_JSON) {
+		char *l = xasprintf("%.*s", (int)len, line);
+		emit_json("output", step, "line", l, t);
+		free(l);
+	} else if (p->mode == OUT_TTY) {
+		unsigned slot = s->n_tail++ % TAIL_LINES;
+		free(s->tail[slot]);
+		s->tail[slot] = xasprintf("%.*s", (int)len, line);
 	}
 }
 
 void progress_step_output(Progress *p, unsigned step, const char *buf, size_t len)
 {
 	pthread_mutex_lock(&p->lock);
-	if (step == 0 || step > p->n_steps || p->mode == PROGRESS_QUIET) {
+	if (step == 0 || step > p->n_steps || p->mode == OUT_QUIET) {
 		pthread_mutex_unlock(&p->lock);
 		return;
 	}
@@ -131,6 +276,33 @@ void progress_step_output(Progress *p, unsigned step, const char *buf, size_t le
 	pthread_mutex_unlock(&p->lock);
 }
 
+/* A finished step scrolls above the live block: one line, plus its last output on error. */
+static void tty_finish(Progress *p, unsigned step, bool ok, bool cached, const char *error,
+		       double t)
+{
+	StepState *s = &p->steps[step - 1];
+	char pre[48], suf[48];
+
+	tty_clear(p);
+	snprintf(pre, sizeof(pre), "%s#%u ",
+		 cached ? "=> CACHED "
+		 : ok	? "=> "
+			: "=> ERROR ",
+		 step);
+	snprintf(suf, sizeof(suf), cached ? "" : "  %.1fs", t);
+	put_line(pre, s->name, strlen(s->name), suf);
+	if (!ok) {
+		unsigned first = s->n_tail > TAIL_LINES ? s->n_tail - TAIL_LINES : 0;
+		for (unsigned i = first; i < s->n_tail; i++) {
+			const char *l = s->tail[i % TAIL_LINES];
+			put_line("    ", l, strlen(l), "");
+		}
+		if (error)
+			fprintf(stderr, "    %s\n", error);
+	}
+	tty_draw(p);
+}
+
 void progress_step_end(Progress *p, unsigned step, bool ok, bool cached, const char *error)
 {
 	pthread_mutex_lock(&p->lock);
@@ -144,18 +316,22 @@ void progress_step_end(Progress *p, unsigned step, bool ok, bool cached, const c
 		emit_line(p, step, s->partial, s->partial_len);
 		s->partial_len = 0;
 	}
-	if (p->mode == PROGRESS_PLAIN) {
+	s->done = true;
+	p->failed |= !ok;
+	if (p->mode == OUT_PLAIN) {
 		if (cached)
 			fprintf(stderr, "#%u CACHED\n", step);
 		else if (ok)
 			fprintf(stderr, "#%u DONE %.1fs\n", step, t);
 		else
 			fprintf(stderr, "#%u ERROR: %s\n", step, error ? error : "failed");
-	} else if (p->mode == PROGRESS_JSON) {
+	} else if (p->mode == OUT_JSON) {
 		emit_json(cached ? "cached"
 			  : ok	 ? "done"
 				 : "error",
 			  step, "error", ok ? NULL : error, t);
+	} else if (p->mode == OUT_TTY) {
+		tty_finish(p, step, ok, cached, error, t);
 	}
 	pthread_mutex_unlock(&p->lock);
 }
@@ -164,7 +340,7 @@ void progress_note(Progress *p, const char *fmt, ...)
 {
 	va_list ap;
 
-	if (p->mode == PROGRESS_QUIET)
+	if (p->mode == OUT_QUIET)
 		return;
 	va_start(ap, fmt);
 	char *s = NULL;
@@ -174,10 +350,15 @@ void progress_note(Progress *p, const char *fmt, ...)
 	if (!s)
 		return;
 	pthread_mutex_lock(&p->lock);
-	if (p->mode == PROGRESS_JSON)
+	if (p->mode == OUT_JSON) {
 		emit_json("note", 0, "message", s, -1);
-	else
+	} else if (p->mode == OUT_TTY) {
+		tty_clear(p);
 		fprintf(stderr, "%s\n", s);
+		tty_draw(p);
+	} else {
+		fprintf(stderr, "%s\n", s);
+	}
 	pthread_mutex_unlock(&p->lock);
 	free(s);
 }

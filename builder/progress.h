@@ -12,7 +12,8 @@ typedef struct Progress Progress;
 /* Parses "auto", "plain", "json", "quiet"; returns -1 for anything else. */
 int progress_mode_parse(const char *s);
 
-/* Output goes to stderr. AUTO is PLAIN until the live tty display exists. */
+/* Output goes to stderr. AUTO is a live display (running steps redrawn at the bottom, finished
+ * ones scrolling above with DONE/CACHED/ERROR and times) when stderr is a terminal, else PLAIN. */
 Progress *progress_new(ProgressMode mode);
 void progress_free(Progress *p);
 
