@@ -2,6 +2,16 @@
 
 /* ---------- snapshots and mounts ---------- */
 
+uint64_t build_max_layer_bytes(const BuildOptions *o)
+{
+	return o->max_layer_bytes ? o->max_layer_bytes : LAYER_MAX_BYTES_DEFAULT;
+}
+
+uint64_t build_max_layer_entries(const BuildOptions *o)
+{
+	return o->max_layer_entries ? o->max_layer_entries : LAYER_MAX_ENTRIES_DEFAULT;
+}
+
 int snapshot_ensure(Build *b, const LayerRef *l, KilnError **err)
 {
 	_cleanup_free_ char *final = xasprintf("%s/%s", b->snapdir, digest_hex(l->diff_id));
@@ -29,8 +39,15 @@ int snapshot_ensure(Build *b, const LayerRef *l, KilnError **err)
 		    .force_uid = (uid_t)-1,
 		    .force_gid = (gid_t)-1,
 		    .expected_diff_id = l->diff_id,
+		    .max_bytes = build_max_layer_bytes(b->o),
+		    .max_entries = build_max_layer_entries(b->o),
 		};
 		r = layer_apply(blob, dfd, &ao, NULL, err);
+		if (r == -EFBIG)
+			kiln_error_wrap(
+			    err, r,
+			    "exceeds a per-layer cap (raise it with --max-layer-size or "
+			    "--max-layer-entries)");
 		if (r == -EINVAL && b->o->idmap && b->o->idmap->kind == IDMAP_SINGLE)
 			kiln_error_wrap(err, r, "%s", userns_subid_hint());
 		if (r < 0)

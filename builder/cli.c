@@ -19,6 +19,7 @@
 #include "common/fdutil.h"
 #include "layers/export.h"
 #include "layers/import.h"
+#include "layers/layer_apply.h"
 #include "layers/oci.h"
 #include "layers/store.h"
 #include "platforms/binfmt.h"
@@ -41,6 +42,8 @@ static const char usage_text[] =
     "  doctor [--verify]            check what this host allows kiln to do; --verify: re-hash\n"
     "                               the store and report damage\n"
     "\n"
+    "layer caps (build, load): --max-layer-size SIZE (uncompressed, default 32GB),\n"
+    "                           --max-layer-entries N (default 4000000)\n"
     "common option: --root DIR (default $KILN_ROOT, else $XDG_DATA_HOME/kiln; root: "
     "/var/lib/kiln)\n";
 
@@ -114,7 +117,29 @@ enum {
 	OPT_JSON,
 	OPT_QEMU_DIR,
 	OPT_REPLACE,
+	OPT_MAX_LAYER_SIZE,
+	OPT_MAX_LAYER_ENTRIES,
 };
+
+/* --max-layer-size SIZE / --max-layer-entries N (kiln build and kiln load). */
+static int parse_layer_cap(int opt, const char *arg, uint64_t *bytes, uint64_t *entries,
+			   KilnError **err)
+{
+	if (opt == OPT_MAX_LAYER_SIZE) {
+		if (prune_size_parse(arg, bytes, err) < 0)
+			return kiln_error_wrap(err, KILN_EUSAGE, "--max-layer-size");
+		if (*bytes == 0)
+			return usage_error(err, "--max-layer-size must be more than 0");
+		return 0;
+	}
+	char *end;
+	errno = 0;
+	unsigned long long v = strtoull(arg, &end, 10);
+	if (!*arg || *end || errno || v == 0 || arg[0] == '-')
+		return usage_error(err, "--max-layer-entries takes a number >= 1, got '%s'", arg);
+	*entries = v;
+	return 0;
+}
 
 static int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
 {
@@ -193,6 +218,8 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"report", required_argument, NULL, OPT_REPORT},
 	    {"jobs", required_argument, NULL, OPT_JOBS},
 	    {"qemu-dir", required_argument, NULL, OPT_QEMU_DIR},
+	    {"max-layer-size", required_argument, NULL, OPT_MAX_LAYER_SIZE},
+	    {"max-layer-entries", required_argument, NULL, OPT_MAX_LAYER_ENTRIES},
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
@@ -305,6 +332,13 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 			break;
 		case OPT_QEMU_DIR:
 			o.qemu_dir = optarg;
+			break;
+		case OPT_MAX_LAYER_SIZE:
+		case OPT_MAX_LAYER_ENTRIES:
+			r = parse_layer_cap(c, optarg, &o.max_layer_bytes, &o.max_layer_entries,
+					    err);
+			if (r < 0)
+				goto out;
 			break;
 		case OPT_CACHE_FROM: {
 			char *dir = NULL;
@@ -500,18 +534,85 @@ static int parse_root_only(int argc, char **argv, const char **ret_root, bool *r
 	return 0;
 }
 
+static bool strv_has(char *const *v, const char *s)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* kiln load reads every layer of what it imported once to its end, with the checks and caps a
+ * build applies when it unpacks, so a hostile or damaged layer is refused here, naming its
+ * digest, before any name points at it. */
+static int load_check_layers(Store *s, const OciDescriptor *root, const LayerApplyOptions *ao,
+			     char ***checked, KilnError **err)
+{
+	_cleanup_free_ Platform *plats = NULL;
+	size_t n = 0;
+	int r = oci_list_platforms(s, root, &plats, &n, err);
+
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		_cleanup_(oci_image_freep) OciImage *img = NULL;
+		r = oci_image_resolve(s, root, &plats[i], &img, err);
+		for (size_t j = 0; r >= 0 && j < img->n_layers; j++) {
+			const char *digest = img->layers[j].digest;
+			if (strv_has(*checked, digest))
+				continue;
+			_cleanup_close_ int fd = -1;
+			LayerApplyOptions o = *ao;
+			o.expected_diff_id = img->diff_ids[j];
+			r = store_open_blob(s, digest, &fd, err);
+			if (r >= 0)
+				r = layer_apply(fd, -1, &o, NULL, err);
+			if (r == -EFBIG)
+				kiln_error_wrap(
+				    err, r,
+				    "exceeds a per-layer cap (raise it with --max-layer-size or "
+				    "--max-layer-entries)");
+			if (r < 0)
+				return kiln_error_wrap(err, r, "layer %s", digest);
+			strv_push(checked, digest);
+		}
+	}
+	return r < 0 ? r : 0;
+}
+
 static int cmd_load(int argc, char **argv, KilnError **err)
 {
+	static const struct option opts[] = {
+	    {"root", required_argument, NULL, OPT_ROOT},
+	    {"max-layer-size", required_argument, NULL, OPT_MAX_LAYER_SIZE},
+	    {"max-layer-entries", required_argument, NULL, OPT_MAX_LAYER_ENTRIES},
+	    {0},
+	};
 	const char *root = NULL;
 	_cleanup_(store_freep) Store *store = NULL;
+	_cleanup_strv_free_ char **checked = NULL;
 	ImportedImage *imgs = NULL;
 	size_t n = 0;
 	IdMapInfo idmap;
-	int r;
+	LayerApplyOptions ao = {
+	    .mode = LAYER_APPLY_OVERLAY,
+	    .whiteouts = true,
+	    .force_uid = (uid_t)-1,
+	    .force_gid = (gid_t)-1,
+	    .max_bytes = LAYER_MAX_BYTES_DEFAULT,
+	    .max_entries = LAYER_MAX_ENTRIES_DEFAULT,
+	};
+	int c, r;
 
-	r = parse_root_only(argc, argv, &root, NULL, err);
-	if (r < 0)
-		return r;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		if (c == OPT_ROOT)
+			root = optarg;
+		else if (c == OPT_MAX_LAYER_SIZE || c == OPT_MAX_LAYER_ENTRIES) {
+			r = parse_layer_cap(c, optarg, &ao.max_bytes, &ao.max_entries, err);
+			if (r < 0)
+				return r;
+		} else
+			return usage_error(err, "unknown option for 'kiln load'");
+	}
 	if (optind >= argc)
 		return usage_error(err, "kiln load takes ARCHIVE [NAME...]");
 	const char *src = argv[optind];
@@ -524,6 +625,12 @@ static int cmd_load(int argc, char **argv, KilnError **err)
 	if (n == 0) {
 		imported_images_free(imgs, n);
 		return kiln_error(err, ENOENT, "load '%s': no image in it", src);
+	}
+	for (size_t i = 0; i < n && r >= 0; i++)
+		r = load_check_layers(store, &imgs[i].root, &ao, &checked, err);
+	if (r < 0) {
+		imported_images_free(imgs, n);
+		return kiln_error_wrap(err, r, "load '%s'", src);
 	}
 	char **names = argv + optind + 1;
 	size_t n_names = (size_t)(argc - optind - 1);

@@ -499,6 +499,8 @@ static int copy_one_source(int src_root, const char *src, const char *dest, bool
 			    .keep_owner = true,
 			    .force_uid = o->set_owner ? o->uid : (uid_t)-1,
 			    .force_gid = o->set_owner ? o->gid : (gid_t)-1,
+			    .max_bytes = o->max_bytes,
+			    .max_entries = o->max_entries,
 			};
 			r = layer_apply(in, dfd, &lo, NULL, err);
 			if (r < 0)

@@ -36,6 +36,8 @@ typedef struct CopyOptions {
 	int64_t mtime;	       /* >= 0: mtime of every copied entry; < 0: keep the source's */
 	bool extract_archives; /* ADD: a local tar (plain or compressed) is extracted into dest */
 	const char *what;      /* "COPY" or "ADD", for messages */
+	uint64_t max_bytes;    /* ADD extraction: caps per archive (0 = none), see layer_apply */
+	uint64_t max_entries;
 } CopyOptions;
 
 /* Copies srcs (paths or globs relative to the source root) to dest (an absolute path in the

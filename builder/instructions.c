@@ -326,7 +326,9 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	if (had_etc)
 		prune_copied_up_dir(&m, "etc", &etc_before);
 	k = step_commit(r, &m, created, err);
-	return k < 0 ? k : step_cache_record(r, NULL, NULL, err);
+	if (k < 0)
+		return inst_wrap(b, in, k, err);
+	return step_cache_record(r, NULL, NULL, err);
 }
 
 /* A source for COPY --from: a stage, a named build context (image or dir), or a store image. */
@@ -510,6 +512,8 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	    .mtime = from ? -1 : b->o->epoch,
 	    .extract_archives = add,
 	    .what = in->keyword,
+	    .max_bytes = build_max_layer_bytes(b->o),
+	    .max_entries = build_max_layer_entries(b->o),
 	};
 	if (chmod_s && parse_chmod(chmod_s, &co.mode) < 0)
 		return inst_error(b, in, EINVAL, err, "invalid --chmod '%s': expected octal mode",
@@ -614,7 +618,9 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	}
 	copy_source_done(&src);
 	k = step_commit(r, &m, created, err);
-	if (k >= 0)
+	if (k < 0)
+		k = inst_wrap(b, in, k, err);
+	else
 		k = step_cache_record(r, slot, sources, err);
 	json_decref(sources);
 	return k;

@@ -248,6 +248,11 @@ int decompressor_new(int src_fd, Decompressor **ret, KilnError **err)
 		d->zd = ZSTD_createDCtx();
 		if (!d->zd)
 			return kiln_error(err, ENOMEM, "cannot initialise zstd decompressor");
+		/* A frame may ask for a window up to 2 GiB (--long=31) that the decoder would
+		 * allocate: cap it so a hostile blob cannot take that much memory. */
+		size_t zr = ZSTD_DCtx_setParameter(d->zd, ZSTD_d_windowLogMax, ZSTD_WINDOW_LOG_MAX);
+		if (ZSTD_isError(zr))
+			return kiln_error(err, EINVAL, "zstd: %s", ZSTD_getErrorName(zr));
 	}
 	*ret = TAKE_PTR(d);
 	return 0;

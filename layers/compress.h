@@ -40,6 +40,11 @@ static inline void compressor_freep(Compressor **c)
 
 typedef struct Decompressor Decompressor;
 
+/* The largest zstd window the decompressor accepts: 2^27 = 128 MiB (zstd's own default limit,
+ * set explicitly so it is a decision, not a library default). A frame asking for more is
+ * refused as corrupt data ("Frame requires too much memory for decoding"). */
+#define ZSTD_WINDOW_LOG_MAX 27
+
 /* Reads the first bytes of src_fd (not owned) to detect the compression. Gzip (including
  * concatenated members) and zstd are decompressed; plain and foreign (bzip2/xz) streams are
  * passed through unchanged. */

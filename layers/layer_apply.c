@@ -38,7 +38,8 @@ typedef struct Applier {
 	uint64_t bytes;
 	char *buf;
 	KilnError *cb_err;
-	void *created; /* MERGE: tsearch() tree of the paths this layer made */
+	void *created; /* tsearch() tree of the paths this layer made (MERGE opaque dirs, hard
+			* link targets) */
 	DirFixup *fixups;
 	size_t n_fixups;
 } Applier;
@@ -99,8 +100,6 @@ static int archive_fail(Applier *ap, const char *what, KilnError **err)
 
 static void created_add(Applier *ap, const char *path)
 {
-	if (ap->o->mode != LAYER_APPLY_MERGE)
-		return;
 	/* Parents too: a dir this layer made implicitly holds nothing from earlier layers. */
 	_cleanup_free_ char *copy = xstrdup(path);
 	for (char *s = copy; s;) {
@@ -173,6 +172,16 @@ static int apply_opaque(Applier *ap, const char *dir, KilnError **err)
 	return clear_earlier(ap, fd, dir, err);
 }
 
+/* A bare ".wh." would name the dir itself (image-spec: implementations must refuse it). */
+static int whiteout_check(const char *base, const char *raw, KilnError **err)
+{
+	const char *name = base + strlen(WHITEOUT_PREFIX);
+
+	if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+		return kiln_error(err, EINVAL, "layer entry '%s' is an invalid whiteout", raw);
+	return 0;
+}
+
 static int apply_whiteout(Applier *ap, const char *dir, const char *base, const char *raw,
 			  KilnError **err)
 {
@@ -185,8 +194,8 @@ static int apply_whiteout(Applier *ap, const char *dir, const char *base, const 
 	/* Other ".wh..wh." names are aufs bookkeeping (hard link dirs), not content. */
 	if (strncmp(base, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0)
 		return 0;
-	if (!*name || strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
-		return kiln_error(err, EINVAL, "layer entry '%s' is an invalid whiteout", raw);
+	if ((r = whiteout_check(base, raw, err)) < 0)
+		return r;
 	if (ap->o->mode == LAYER_APPLY_OVERLAY) {
 		r = rootfs_mkdir_p(ap->dest, dir, 0755, (uid_t)-1, (gid_t)-1, &fd, err);
 		if (r < 0 || (r = rm_rf_at(fd, name, err)) < 0)
@@ -311,6 +320,14 @@ static int apply_hardlink(Applier *ap, const char *target_raw, int pfd, const ch
 		return kiln_error(err, EINVAL,
 				  "layer entry '%s' links outside the image root ('%s')", path,
 				  target_raw);
+	/* A link to a lower layer's file would make this layer depend on what it is stacked on
+	 * (and in MERGE mode reach files the layer never shipped): only earlier entries count. */
+	if (!created_has(ap, target))
+		return kiln_error(
+		    err, ENOENT,
+		    "layer entry '%s' is a hard link to '%s', which is not an earlier "
+		    "entry of the layer",
+		    path, target_raw);
 	r = rootfs_open_parent(ap->dest, target, &tdfd, &tname, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "hard link '%s' to '%s'", path, target_raw);
@@ -400,6 +417,55 @@ static int set_metadata(Applier *ap, struct archive_entry *e, int pfd, const cha
 	return 0;
 }
 
+static bool entry_type_supported(mode_t type)
+{
+	switch (type) {
+	case AE_IFREG:
+	case AE_IFDIR:
+	case AE_IFLNK:
+	case AE_IFIFO:
+	case AE_IFCHR:
+	case AE_IFBLK:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* dest < 0: the checks apply_entry makes that do not need a tree (names, whiteouts, hard link
+ * targets, types); the data is skipped, which still streams it through the hash. */
+static int scan_entry(Applier *ap, struct archive_entry *e, const char *path, const char *raw,
+		      KilnError **err)
+{
+	const char *slash = strrchr(path, '/');
+	const char *base = slash ? slash + 1 : path;
+	const char *link = archive_entry_hardlink(e);
+
+	if (ap->o->whiteouts && strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0) {
+		if (strncmp(base, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0)
+			return 0;
+		return whiteout_check(base, raw, err);
+	}
+	if (link) {
+		_cleanup_free_ char *target = NULL;
+		if (path_clean_relative(link, &target) < 0 || strcmp(target, ".") == 0)
+			return kiln_error(err, EINVAL,
+					  "layer entry '%s' links outside the image root ('%s')",
+					  path, link);
+		if (!created_has(ap, target))
+			return kiln_error(
+			    err, ENOENT,
+			    "layer entry '%s' is a hard link to '%s', which is not an "
+			    "earlier entry of the layer",
+			    path, link);
+	} else if (!entry_type_supported(archive_entry_filetype(e))) {
+		return kiln_error(err, EINVAL, "layer entry '%s' has an unsupported type 0%o", path,
+				  (unsigned)archive_entry_filetype(e));
+	}
+	created_add(ap, path);
+	return 0;
+}
+
 static int apply_entry(Applier *ap, struct archive_entry *e, KilnError **err)
 {
 	_cleanup_free_ char *path = NULL;
@@ -414,8 +480,14 @@ static int apply_entry(Applier *ap, struct archive_entry *e, KilnError **err)
 		return kiln_error(err, EINVAL, "layer entry without a name");
 	if (path_clean_relative(raw, &path) < 0)
 		return kiln_error(err, EINVAL, "layer entry '%s' escapes the image root", raw);
-	if (strcmp(path, ".") == 0)
-		return 0;
+	if (strcmp(path, ".") == 0) {
+		if (archive_entry_filetype(e) == AE_IFDIR && !archive_entry_hardlink(e))
+			return 0;
+		return kiln_error(err, EINVAL, "layer entry '%s' would replace the image root",
+				  raw);
+	}
+	if (ap->dest < 0)
+		return scan_entry(ap, e, path, raw, err);
 	char *slash = strrchr(path, '/');
 	const char *base = slash ? slash + 1 : path;
 	if (slash)
@@ -434,9 +506,12 @@ static int apply_entry(Applier *ap, struct archive_entry *e, KilnError **err)
 	if (fstatat(pfd, base, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
 	    !(is_dir && S_ISDIR(st.st_mode) && !link) && (r = rm_rf_at(pfd, base, err)) < 0)
 		return r;
+	if (link) {
+		r = apply_hardlink(ap, link, pfd, base, path, err);
+		created_add(ap, path);
+		return r;
+	}
 	created_add(ap, path);
-	if (link)
-		return apply_hardlink(ap, link, pfd, base, path, err);
 	r = create_node(ap, e, pfd, base, path, &fd, err);
 	if (r < 0)
 		return r;
@@ -519,7 +594,7 @@ int layer_apply(int src_fd, int dest_dirfd, const LayerApplyOptions *opts,
 		if (r < 0)
 			return r;
 	}
-	if ((r = drain(&ap, err)) < 0 || (r = apply_dir_fixups(&ap, err)) < 0)
+	if ((r = drain(&ap, err)) < 0 || (dest_dirfd >= 0 && (r = apply_dir_fixups(&ap, err)) < 0))
 		return r;
 	if (!decompressor_is_foreign(ap.dec))
 		sha256_final(ap.hash, diff_id);

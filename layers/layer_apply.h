@@ -9,6 +9,13 @@
 #include "common/digest.h"
 #include "common/error.h"
 
+/* Default caps per layer (`kiln build/load --max-layer-size/--max-layer-entries` raise them):
+ * a layer past either is refused, so a small gzip or zstd bomb cannot fill the disk or keep an
+ * unpack busy for hours. 32 GiB and 4 million entries are far above any image seen in practice
+ * (a full Debian or CUDA layer has < 300,000 entries and < 10 GiB). */
+#define LAYER_MAX_BYTES_DEFAULT (UINT64_C(32) << 30)
+#define LAYER_MAX_ENTRIES_DEFAULT UINT64_C(4000000)
+
 typedef enum { LAYER_APPLY_OVERLAY, LAYER_APPLY_MERGE } LayerApplyMode;
 
 typedef struct LayerApplyOptions {
@@ -28,13 +35,19 @@ typedef struct LayerApplyOptions {
 
 /* Reads a layer tar (gzip, zstd or plain: detected; bzip2 and xz through libarchive, for ADD)
  * from src_fd and applies it below dest_dirfd, reading the stream to its very end. Entry paths
- * are cleaned and a leading "/" dropped; an entry that climbs out ("../x") or a hard link to
- * outside dest is an error; symlinks in the tree are followed only inside dest. Regular files,
+ * are cleaned and a leading "/" dropped; an entry that climbs out ("../x", "/../x") or a hard
+ * link to outside dest is an error; symlinks in the tree are followed only inside dest. A hard
+ * link may only name an earlier entry of the same layer (not a lower layer's file, not a later
+ * entry). A non-directory entry named "." (or cleaning to it) is an error; a bare ".wh." is an
+ * invalid whiteout. Regular files,
  * dirs, symlinks, hard links, fifos and device nodes (error when mknod is not allowed) are
  * created with their modes (setuid/setgid/sticky included, set after chown), mtimes (dirs at
  * the end) and xattrs (on files and dirs; not trusted.* or user.overlay.*; security.* other
  * than security.capability is dropped where the kernel refuses it). The root entry "./" is
- * skipped. Returns the diff_id (sha256 of the uncompressed tar; "" for bzip2/xz input) in
- * ret_diff_id (may be NULL). On error dest is left half-written: the caller deletes it. */
+ * skipped. Past opts->max_bytes uncompressed bytes or opts->max_entries entries: EFBIG, the
+ * message naming the cap. Returns the diff_id (sha256 of the uncompressed tar; "" for bzip2/xz
+ * input) in ret_diff_id (may be NULL). On error dest is left half-written: the caller deletes it.
+ * dest_dirfd < 0 only checks: the stream is read to its end, hashed, counted and every entry
+ * checked as above where no tree is needed (names, whiteouts, hard link targets, types). */
 int layer_apply(int src_fd, int dest_dirfd, const LayerApplyOptions *opts,
 		char ret_diff_id[DIGEST_STRING_MAX], KilnError **err);

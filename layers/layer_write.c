@@ -301,6 +301,13 @@ static int write_entry(Writer *w, int dfd, const char *name, const char *prefix,
 	time_t mtime = clamp_mtime(w, dfd, name, st);
 	int r;
 
+	/* A tar has no way to escape the name: ".wh.x" would read back as a whiteout deleting x
+	 * (podman #3582, image-spec layer.md), so such a file cannot be stored at all. */
+	if (strncmp(name, ".wh.", 4) == 0)
+		return kiln_error(err, EINVAL,
+				  "'%s': a name starting with '.wh.' cannot be stored in a layer "
+				  "(it would read as a whiteout)",
+				  path);
 	if (w->opts->source == LAYER_SOURCE_OVERLAY_UPPER && S_ISCHR(st->st_mode) &&
 	    st->st_rdev == 0) {
 		_cleanup_free_ char *wh = xasprintf("%s.wh.%s", prefix, name);

@@ -347,9 +347,10 @@ static void child_set_ids(const ChildCtx *c)
 {
 	const ContainerSpec *s = c->spec;
 
-	/* Under a single-id map setgroups is denied; with no groups asked for (only the primary
-	 * gid, added by kiln) that is fine. */
-	if (setgroups(c->n_groups, c->groups) < 0 && !(errno == EPERM && s->n_groups == 0))
+	/* Under a single-id map setgroups is denied; with no groups asked for but the primary
+	 * gid (which setresgid sets anyway) that is fine. */
+	bool only_primary = c->n_groups == 0 || (c->n_groups == 1 && c->groups[0] == s->gid);
+	if (setgroups(c->n_groups, c->groups) < 0 && !(errno == EPERM && only_primary))
 		child_fail(c, errno, "setgroups", NULL);
 	if (setresgid(s->gid, s->gid, s->gid) < 0)
 		child_fail(c, errno, "setresgid", NULL);

@@ -212,6 +212,7 @@ if [ "$only" != unit ]; then
 		cp "$kbin" "$it/kiln"
 		cp -r tests/integration "$it/integration"
 		cp -r tests/fixtures "$it/fixtures"
+		cp -r tests/hostile "$it/hostile"
 		mkdir "$it/fix"
 		cp "$fix"/busybox-* "$it/fix/"
 		chmod -R a+rX "$it"

@@ -9,6 +9,7 @@
 #include <sys/xattr.h>
 #include <time.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "common/cleanup.h"
 #include "common/error.h"
@@ -486,7 +487,72 @@ TEST(hostile_hardlink_outside)
 TEST(hostile_hardlink_via_symlink)
 {
 	static const TarEnt ents[] = {{"up", AE_IFLNK, ".."}, {"hl", 0, "up/canary"}};
-	expect_apply_error(ents, ELEMENTSOF(ents), "hard link 'hl'");
+	expect_apply_error(ents, ELEMENTSOF(ents), "'hl'");
+}
+
+TEST(hardlink_to_lower_layer)
+{
+	static const TarEnt ents[] = {{"hl", 0, "lower"}};
+	struct stat st;
+
+	mkdir("dst", 0755);
+	put("dst/lower", "from an earlier layer");
+	expect_apply_error(ents, ELEMENTSOF(ents),
+			   "layer entry 'hl' is a hard link to 'lower', which is not an earlier "
+			   "entry of the layer");
+	CHECK(lstat("dst/hl", &st) < 0);
+}
+
+TEST(hardlink_to_later_entry)
+{
+	static const TarEnt ents[] = {{"hl", 0, "later"}, {"later", AE_IFREG, "x"}};
+	expect_apply_error(ents, ELEMENTSOF(ents), "'hl' is a hard link to 'later'");
+}
+
+TEST(hardlink_to_earlier_entry)
+{
+	static const TarEnt ents[] = {
+	    {"d", AE_IFDIR, NULL}, {"d/f", AE_IFREG, "x"}, {"hl", 0, "./d/f"}};
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_OVERLAY);
+	struct stat a, b;
+
+	make_tar("t", ents, ELEMENTSOF(ents), false);
+	CHECK_EQ_INT(apply_file("t", "dst", &o, NULL, NULL), 0);
+	CHECK(stat("dst/d/f", &a) == 0 && stat("dst/hl", &b) == 0 && a.st_ino == b.st_ino);
+}
+
+TEST(symlink_named_dot)
+{
+	static const TarEnt ents[] = {{".", AE_IFLNK, "/etc"}, {"passwd-kiln-test", AE_IFREG, "x"}};
+	static const TarEnt ents2[] = {{"a/..", AE_IFREG, "x"}};
+	expect_apply_error(ents, ELEMENTSOF(ents), "layer entry '.' would replace the image root");
+	expect_apply_error(ents2, ELEMENTSOF(ents2), "'a/..' would replace the image root");
+}
+
+TEST(bare_whiteout)
+{
+	static const TarEnt ents[] = {{"etc", AE_IFDIR, NULL}, {"etc/.wh.", AE_IFREG, ""}};
+	expect_apply_error(ents, ELEMENTSOF(ents), "'etc/.wh.' is an invalid whiteout");
+}
+
+TEST(dir_replaced_by_symlink)
+{
+	/* the dir's mode (0644 here) is fixed up at the end: it must not reach the symlink's
+	 * target, inside or outside the root */
+	static const TarEnt ents[] = {{"sub", AE_IFDIR, NULL},		{"d", AE_IFDIR, NULL},
+				      {"d", AE_IFLNK, "../../outside"}, {"e", AE_IFDIR, NULL},
+				      {"e", AE_IFLNK, "/sub"},		{"e/f", AE_IFREG, "in"}};
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_MERGE);
+	struct stat st;
+
+	mkdir("outside", 0700);
+	make_tar("t", ents, ELEMENTSOF(ents), false);
+	CHECK_EQ_INT(apply_file("t", "dst", &o, NULL, NULL), 0);
+	CHECK(stat("outside", &st) == 0 && (st.st_mode & 07777) == 0700);
+	CHECK(lstat("dst/d", &st) == 0 && S_ISLNK(st.st_mode));
+	CHECK(lstat("dst/e", &st) == 0 && S_ISLNK(st.st_mode));
+	_cleanup_free_ char *in = slurp("dst/sub/f");
+	CHECK_EQ_STR(in, "in");
 }
 
 TEST(hostile_symlink_root)
@@ -584,6 +650,90 @@ TEST(diff_id_mismatch)
 	o.expected_diff_id = bogus;
 	CHECK(apply_file("l", "dst", &o, NULL, &msg) < 0);
 	CHECK(msg && strstr(msg, bogus) && strstr(msg, d.diff_id));
+}
+
+/* dest < 0: checks without writing; the same errors, the diff_id, the caps. */
+TEST(scan_only)
+{
+	static const TarEnt bad[] = {{"ok", AE_IFREG, "x"}, {"/../x", AE_IFREG, "pwned"}};
+	static const TarEnt link[] = {{"hl", 0, "nothere"}};
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_OVERLAY);
+	_cleanup_error_ KilnError *e1 = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
+	char diff_id[DIGEST_STRING_MAX];
+	LayerDigests d;
+
+	make_good_layer(COMPRESSION_GZIP, "l", &d);
+	_cleanup_close_ int good = open("l", O_RDONLY | O_CLOEXEC);
+	o.expected_diff_id = d.diff_id;
+	CHECK_EQ_INT(layer_apply(good, -1, &o, diff_id, &e1), 0);
+	CHECK_EQ_STR(diff_id, d.diff_id);
+	o.expected_diff_id = NULL;
+	o.max_entries = 2;
+	CHECK(lseek(good, 0, SEEK_SET) == 0);
+	CHECK(layer_apply(good, -1, &o, NULL, &e2) == -EFBIG);
+	CHECK(e2 && strstr(e2->message, "more than 2 entries"));
+	o.max_entries = 0;
+	make_tar("t", bad, ELEMENTSOF(bad), true);
+	_cleanup_close_ int b = open("t", O_RDONLY | O_CLOEXEC);
+	CHECK(layer_apply(b, -1, &o, NULL, &e3) < 0);
+	CHECK(e3 && strstr(e3->message, "'/../x' escapes"));
+	make_tar("t2", link, ELEMENTSOF(link), false);
+	_cleanup_close_ int l = open("t2", O_RDONLY | O_CLOEXEC);
+	CHECK(layer_apply(l, -1, &o, NULL, &e4) < 0);
+	CHECK(e4 && strstr(e4->message, "not an earlier entry"));
+}
+
+TEST(write_refuses_whiteout_name)
+{
+	LayerDigests d;
+
+	mkdir("tree", 0755);
+	mkdir("tree/etc", 0755);
+	put("tree/etc/.wh.passwd", "not a whiteout");
+	CHECK(write_layer("tree", LAYER_SOURCE_OVERLAY_UPPER, COMPRESSION_GZIP, 0, "l", &d) < 0);
+	CHECK(write_layer("tree", LAYER_SOURCE_PLAIN, COMPRESSION_NONE, 0, "l2", &d) < 0);
+}
+
+/* A zstd frame that declares a 256 MiB window (as `zstd --long=28` writes) is refused before
+ * the decoder allocates it; 128 MiB (the cap) still decodes. */
+static int zstd_with_window(int wlog, const char *out)
+{
+	static const TarEnt ents[] = {{"f", AE_IFREG, "data"}};
+	_cleanup_free_ char *plain = NULL, *packed = NULL;
+	size_t len = 0;
+
+	make_tar("plain.tar", ents, 1, false);
+	if (read_file_at(AT_FDCWD, "plain.tar", 1 << 20, &plain, &len, NULL) < 0)
+		return -1;
+	ZSTD_CCtx *cc = ZSTD_createCCtx();
+	ZSTD_CCtx_setParameter(cc, ZSTD_c_windowLog, wlog);
+	packed = xcalloc(1, ZSTD_compressBound(len));
+	ZSTD_inBuffer in = {plain, len, 0};
+	ZSTD_outBuffer o = {packed, ZSTD_compressBound(len), 0};
+	/* streamed without a pledged size: the header carries the window, not the content size */
+	size_t zr = ZSTD_compressStream2(cc, &o, &in, ZSTD_e_continue);
+	ZSTD_inBuffer none = {NULL, 0, 0};
+	if (!ZSTD_isError(zr))
+		zr = ZSTD_compressStream2(cc, &o, &none, ZSTD_e_end);
+	ZSTD_freeCCtx(cc);
+	if (ZSTD_isError(zr) || zr != 0)
+		return -1;
+	_cleanup_close_ int fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	return write_all(fd, packed, o.pos);
+}
+
+TEST(zstd_window_cap)
+{
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_MERGE);
+	_cleanup_free_ char *msg = NULL;
+
+	CHECK_EQ_INT(zstd_with_window(ZSTD_WINDOW_LOG_MAX + 1, "big.zst"), 0);
+	CHECK(apply_file("big.zst", "dst", &o, NULL, &msg) < 0);
+	CHECK(msg && strstr(msg, "zstd"));
+	CHECK_EQ_INT(zstd_with_window(ZSTD_WINDOW_LOG_MAX, "ok.zst"), 0);
+	CHECK_EQ_INT(apply_file("ok.zst", "dst2", &o, NULL, NULL), 0);
+	_cleanup_free_ char *f = slurp("dst2/f");
+	CHECK_EQ_STR(f, "data");
 }
 
 TEST(limits)
@@ -689,6 +839,15 @@ int main(void)
 	RUN(hostile_hardlink_outside);
 	RUN(hostile_hardlink_via_symlink);
 	RUN(hostile_symlink_root);
+	RUN(hardlink_to_lower_layer);
+	RUN(hardlink_to_later_entry);
+	RUN(hardlink_to_earlier_entry);
+	RUN(symlink_named_dot);
+	RUN(bare_whiteout);
+	RUN(dir_replaced_by_symlink);
+	RUN(scan_only);
+	RUN(write_refuses_whiteout_name);
+	RUN(zstd_window_cap);
 	RUN(truncated_gzip);
 	RUN(corrupt_data);
 	RUN(diff_id_mismatch);
