@@ -8,9 +8,10 @@ load_busybox
 ctx=$(newdir ctx)
 printf 'FROM busybox\nRUN echo visible-output; sleep 0.5\nRUN echo second\n' >"$ctx/Dockerfile"
 
-# A pseudo-terminal for stderr: util-linux script(1).
+# A pseudo-terminal for stderr: util-linux script(1); a terminal type, as a login shell has (the
+# suite runs the unprivileged pass under env -i).
 tty_build() {
-	script -qec "$(printf '%q ' "$KILN" build "$@")" /dev/null </dev/null >"$T/tty.out" 2>&1
+	TERM=xterm script -qec "$(printf '%q ' "$KILN" build "$@")" /dev/null </dev/null >"$T/tty.out" 2>&1
 }
 if check "auto on a terminal: cold build" tty_build --no-cache "$ctx"; then
 	check_grep "auto on a terminal: live header" '\[\+\] Building [0-9.]+s \([0-9]+/[0-9]+\)' "$T/tty.out"
