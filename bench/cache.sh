@@ -18,20 +18,8 @@
 # bench/multiplatform.sh does (undone right after them and on exit).
 set -euo pipefail
 
-runs=3
-keep=0
-while [ $# -gt 0 ]; do
-	case $1 in
-	-n) runs=$2; shift 2 ;;
-	--keep) keep=1; shift ;;
-	-h | --help) sed -n '2,19p' "$0"; exit 0 ;;
-	*) echo "usage: $0 [-n RUNS] [--keep]" >&2; exit 2 ;;
-	esac
-done
-[ "$runs" -ge 1 ] 2>/dev/null || { echo "bench: -n wants a positive number" >&2; exit 2; }
-
 . "$(dirname "$0")/lib.sh"
-tools=${BENCH_TOOLS:-kiln buildah}
+bench_parse_args "$@"
 bench_init time
 bench_make_context
 scenarios=(cold warm incremental)
@@ -46,8 +34,6 @@ prepare() { # SCENARIO: the context as the scenario wants it
 }
 
 declare -A times rss hits
-kiln_status=ok
-buildah_status=ok
 
 # --- kiln: a fresh --root per run, the base loaded before the clock starts ---------------------
 run_kiln() { # N
@@ -101,36 +87,7 @@ run_buildah() { # N
 }
 
 log "kiln: $KILN; $runs run(s) of cold, warm, incremental each; work dir $work"
-case " $tools " in *" kiln "*)
-	for i in $(seq 1 "$runs"); do
-		if ! run_kiln "$i"; then
-			kiln_status="failed (log: $work/kiln-$i.log)"
-			log "kiln run $i failed:"
-			tail -n 15 "$work/kiln-$i.log" | sed 's/^/    /' >&2
-			keep=1
-			break
-		fi
-	done ;;
-*) kiln_status="not run" ;;
-esac
-
-case " $tools " in *" buildah "*)
-	if binfmt_setup; then
-		for i in $(seq 1 "$runs"); do
-			if ! run_buildah "$i"; then
-				buildah_status="failed (log: $work/buildah-$i.log)"
-				log "buildah run $i failed:"
-				tail -n 15 "$work/buildah-$i.log" | sed 's/^/    /' >&2
-				keep=1
-				break
-			fi
-		done
-	else
-		buildah_status="failed: no host binfmt_misc registration for arm64"
-	fi
-	binfmt_undo ;;
-*) buildah_status="not run" ;;
-esac
+bench_run_tools
 src_restore
 
 # max_of V...: the largest number, or - when none

@@ -1,16 +1,34 @@
 # shellcheck shell=bash
-# Shared parts of the benchmarks (multiplatform.sh, cache.sh): root check, packages, fixtures, the
-# work dir and its cleanup, the host binfmt_misc registration buildah needs, the workload, buildah
-# storage with the base loaded, timing helpers. Source it after `set -euo pipefail`, then call
-# bench_init "PACKAGE..." (extra packages), bench_make_context, and use the rest.
+# Shared parts of the benchmarks (multiplatform.sh, cache.sh): options, root check, packages,
+# fixtures, the work dir and its cleanup, the host binfmt_misc registration buildah needs, the
+# workload, buildah storage with the base loaded, running each tool's runs, timing helpers. Source
+# it after `set -euo pipefail`, then call bench_parse_args "$@", bench_init "PACKAGE..." (extra
+# packages), bench_make_context, define run_kiln and run_buildah, call bench_run_tools, and use
+# the rest.
 #
-# Sets: repo, KILN, FIX, base (busybox-multi.oci.tar), work, ctx, keep (0, or 1 with --keep)
-# Environment: KILN, FIX, BENCH_DIR (see bench/README.md).
+# Sets: repo, KILN, tools, runs, keep (0, or 1 with --keep), FIX, base (busybox-multi.oci.tar),
+# work, ctx, kiln_status and buildah_status
+# Environment: KILN, FIX, BENCH_DIR, BENCH_TOOLS (see bench/README.md).
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 KILN=${KILN:-$repo/build/builder/kiln}
-keep=${keep:-0}
+tools=${BENCH_TOOLS:-kiln buildah}
+runs=3
+keep=0
 log() { echo "bench: $*" >&2; }
+
+# bench_parse_args ARG...: [-n RUNS] [--keep]; -h prints the script's header comment
+bench_parse_args() {
+	while [ $# -gt 0 ]; do
+		case $1 in
+		-n) runs=$2; shift 2 ;;
+		--keep) keep=1; shift ;;
+		-h | --help) sed -n '2,/^[^#]/{/^#/p}' "$0"; exit 0 ;;
+		*) echo "usage: $0 [-n RUNS] [--keep]" >&2; exit 2 ;;
+		esac
+	done
+	[ "$runs" -ge 1 ] 2>/dev/null || { echo "bench: -n wants a positive number" >&2; exit 2; }
+}
 
 # bench_init [PACKAGE...]: root, packages (buildah runc qemu-user-static skopeo jq python3 + the
 # given ones, installed with apt-get when missing), fixtures, work dir, cleanup on exit
@@ -164,6 +182,44 @@ buildah_storage() {
 buildah_rm_storage() {
 	umount_under "$1"
 	rm -rf "$1"
+}
+
+# --- running the tools ---------------------------------------------------------------------------
+# bench_runs TOOL: run_TOOL 1..runs; on the first failure sets TOOL_status, shows its log's tail
+# and keeps the work dir
+bench_runs() {
+	local i
+	for i in $(seq 1 "$runs"); do
+		if ! "run_$1" "$i"; then
+			printf -v "$1_status" 'failed (log: %s)' "$work/$1-$i.log"
+			log "$1 run $i failed:"
+			tail -n 15 "$work/$1-$i.log" | sed 's/^/    /' >&2
+			keep=1
+			break
+		fi
+	done
+}
+# bench_run_tools: the runs of each tool in $tools (buildah's with the host binfmt_misc set up just
+# around them); sets kiln_status and buildah_status (ok, "not run" or why it failed)
+# shellcheck disable=SC2034 # the statuses are read by the scripts
+bench_run_tools() {
+	kiln_status=ok
+	buildah_status=ok
+	case " $tools " in
+	*" kiln "*) bench_runs kiln ;;
+	*) kiln_status="not run" ;;
+	esac
+	case " $tools " in
+	*" buildah "*)
+		if binfmt_setup; then
+			bench_runs buildah
+		else
+			buildah_status="failed: no host binfmt_misc registration for arm64"
+		fi
+		binfmt_undo
+		;;
+	*) buildah_status="not run" ;;
+	esac
 }
 
 # --- timing and output helpers ----------------------------------------------------------------

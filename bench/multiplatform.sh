@@ -18,26 +18,13 @@
 # kiln gets no host registration: it emulates arm64 in its own user namespace.
 set -euo pipefail
 
-runs=3
-keep=0
-while [ $# -gt 0 ]; do
-	case $1 in
-	-n) runs=$2; shift 2 ;;
-	--keep) keep=1; shift ;;
-	-h | --help) sed -n '2,17p' "$0"; exit 0 ;;
-	*) echo "usage: $0 [-n RUNS] [--keep]" >&2; exit 2 ;;
-	esac
-done
-[ "$runs" -ge 1 ] 2>/dev/null || { echo "bench: -n wants a positive number" >&2; exit 2; }
-
 . "$(dirname "$0")/lib.sh"
-tools=${BENCH_TOOLS:-kiln buildah}
+bench_parse_args "$@"
 bench_init
 bench_make_context
 
 # --- kiln: fresh --root each run; the base is loaded before the clock starts --------------------
 kiln_times=()
-kiln_status=ok
 run_kiln() { # N
 	local r=$work/kiln-root-$1 out=$work/kiln-$1.tar t0 t1
 	rm -rf "$r" "$out"
@@ -53,7 +40,6 @@ run_kiln() { # N
 
 # --- buildah: fresh storage each run; the base is loaded before the clock starts ----------------
 buildah_times=()
-buildah_status=ok
 run_buildah() { # N
 	local s=$work/buildah-$1 out=$work/buildah-$1.tar t0 t1
 	rm -f "$out"
@@ -71,36 +57,7 @@ run_buildah() { # N
 }
 
 log "kiln: $KILN; $runs cold run(s) each; work dir $work"
-case " $tools " in *" kiln "*)
-	for i in $(seq 1 "$runs"); do
-		if ! run_kiln "$i"; then
-			kiln_status="failed (log: $work/kiln-$i.log)"
-			log "kiln run $i failed:"
-			tail -n 15 "$work/kiln-$i.log" | sed 's/^/    /' >&2
-			keep=1
-			break
-		fi
-	done ;;
-*) kiln_status="not run" ;;
-esac
-
-case " $tools " in *" buildah "*)
-	if binfmt_setup; then
-		for i in $(seq 1 "$runs"); do
-			if ! run_buildah "$i"; then
-				buildah_status="failed (log: $work/buildah-$i.log)"
-				log "buildah run $i failed:"
-				tail -n 15 "$work/buildah-$i.log" | sed 's/^/    /' >&2
-				keep=1
-				break
-			fi
-		done
-	else
-		buildah_status="failed: no host binfmt_misc registration for arm64"
-	fi
-	binfmt_undo ;;
-*) buildah_status="not run" ;;
-esac
+bench_run_tools
 
 km=$(median "${kiln_times[@]}")
 bm_=$(median "${buildah_times[@]}")

@@ -289,7 +289,9 @@ static void tty_finish(Progress *p, unsigned step, bool ok, bool cached, const c
 		 : ok	? "=> "
 			: "=> ERROR ",
 		 step);
-	snprintf(suf, sizeof(suf), cached ? "" : "  %.1fs", t);
+	suf[0] = 0;
+	if (!cached)
+		snprintf(suf, sizeof(suf), "  %.1fs", t);
 	put_line(pre, s->name, strlen(s->name), suf);
 	if (!ok) {
 		unsigned first = s->n_tail > TAIL_LINES ? s->n_tail - TAIL_LINES : 0;

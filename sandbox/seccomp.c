@@ -63,6 +63,13 @@ typedef struct SyscallRule {
 #define ARCH(n, fam) {n, RULE_ALLOW, fam}
 
 /* The whole profile. What is not here fails with EPERM: see seccomp.h for the notable ones. */
+
+/* libseccomp's SCMP_A0() leaves datum_b to the compiler (clang warns); every field, spelled out. */
+static struct scmp_arg_cmp arg_cmp(unsigned arg, enum scmp_compare op, scmp_datum_t a)
+{
+	return (struct scmp_arg_cmp){.arg = arg, .op = op, .datum_a = a, .datum_b = 0};
+}
+
 static const SyscallRule rules[] = {
 	/* processes: creation, exec, exit, waiting, signalling, identity of the process */
 	{"clone", RULE_CLONE, 0},
@@ -262,12 +269,12 @@ static int rule_add(scmp_filter_ctx ctx, const ArchSet *arch, const SyscallRule 
 		break;
 	case RULE_SOCKET:
 		k = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-				     SCMP_A0(SCMP_CMP_NE, (scmp_datum_t)AF_VSOCK));
+				     arg_cmp(0, SCMP_CMP_NE, (scmp_datum_t)AF_VSOCK));
 		break;
 	case RULE_PERSONALITY:
 		for (size_t i = 0; i < ELEMENTSOF(personality_values) && k == 0; i++)
 			k = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
-					     SCMP_A0(SCMP_CMP_EQ, personality_values[i]));
+					     arg_cmp(0, SCMP_CMP_EQ, personality_values[i]));
 		break;
 	}
 	if (k < 0)

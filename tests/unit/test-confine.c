@@ -8,10 +8,8 @@
  * binfmt_misc instance ($KILN_TEST_BUSYBOX_ARM64 overrides; needs qemu-user-static). */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <linux/sched.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdbool.h>
@@ -36,98 +34,14 @@
 #include "sandbox/overlay.h"
 #include "sandbox/seccomp.h"
 #include "sandbox/userns.h"
+#include "nstest.h"
 #include "tap.h"
 
-#define TEST_USER "kilntest"
-#define CACHE_DIR "/tmp/kiln-test-cache"
-#define QEMU_AARCH64 "/usr/bin/qemu-aarch64-static"
 #define DOCKER_CAPS "00000000a80425fb"
 
 static const char *native_root, *arm64_root; /* lower dirs: bin/busybox + every applet link */
 
 /* ---- helpers ---- */
-
-typedef struct RunAs {
-	const char *user; /* NULL: stay root */
-} RunAs;
-
-static const RunAs AS_ROOT = {0};
-static const RunAs AS_USER = {.user = TEST_USER};
-
-static void drop_privileges(const RunAs *as)
-{
-	struct passwd *pw;
-
-	if (!as->user)
-		return;
-	pw = getpwnam(as->user);
-	/* The test's temp dir is root's 0700: let the user in and give it a subdir. */
-	if (!pw || chmod(".", 0711) < 0 || (mkdir("u", 0755) < 0 && errno != EEXIST) ||
-	    chown("u", pw->pw_uid, pw->pw_gid) < 0 || chdir("u") < 0 || setgroups(0, NULL) < 0 ||
-	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
-	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
-		printf("#   cannot become '%s': %s\n", as->user, strerror(errno));
-		fflush(stdout);
-		_exit(1);
-	}
-	prctl(PR_SET_DUMPABLE, 1);
-}
-
-/* Runs fn in a forked child as `as`; returns the child's exit status (0: all checks passed). */
-static int run_as(const RunAs *as, void (*fn)(void))
-{
-	int status;
-	pid_t pid;
-
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		drop_privileges(as);
-		unsetenv("KILN_USERNS");
-		tap_cur_failed = 0;
-		fn();
-		fflush(stdout);
-		_exit(tap_cur_failed ? 1 : 0);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static void enter(IdMapInfo *info)
-{
-	_cleanup_error_ KilnError *e = NULL;
-
-	if (userns_enter(info, NULL, &e) < 0) {
-		printf("#   userns_enter: %s\n", e->message);
-		fflush(stdout);
-		_exit(1);
-	}
-}
-
-typedef struct Output {
-	char out[16384], err[8192];
-	size_t n_out, n_err;
-} Output;
-
-static void collect(void *userdata, int stream, const char *buf, size_t len)
-{
-	Output *o = userdata;
-	char *dst = stream == 1 ? o->out : o->err;
-	size_t max = stream == 1 ? sizeof(o->out) : sizeof(o->err);
-	size_t *n = stream == 1 ? &o->n_out : &o->n_err;
-
-	if (*n + len >= max)
-		len = max - 1 - *n;
-	memcpy(dst + *n, buf, len);
-	*n += len;
-	dst[*n] = 0;
-}
-
-static char *const test_env[] = {"PATH=/bin", "HOME=/root", NULL};
 
 /* Runs `sh -c script` in merged/ as spec says; returns the exit status, or -1 (and fails the
  * test) when the sandbox could not be set up. */
@@ -286,7 +200,7 @@ static bool ia32_available(void)
 static void body_filter_direct(void)
 {
 	_cleanup_(seccomp_filter_freep) SeccompFilter *f = NULL;
-	int v = 0, pfd[2], status;
+	int v = 0, pfd[2], status = 0;
 	pthread_t th;
 	pid_t pid;
 
@@ -475,7 +389,7 @@ static void body_confined(void)
 	IdMapInfo info;
 
 	make_dirs();
-	enter(&info);
+	enter_userns(&info, NULL);
 	if (!mount_overlay(native_root))
 		return;
 	CHECK(mkdir("merged/tmp", 0755) == 0 && chmod("merged/tmp", 01777) == 0);
@@ -501,7 +415,7 @@ static void body_groups(void)
 	IdMapInfo info;
 
 	make_dirs();
-	enter(&info);
+	enter_userns(&info, NULL);
 	if (!mount_overlay(native_root))
 		return;
 	/* No groups asked for: the primary gid alone */
@@ -531,7 +445,7 @@ static void body_emulated(void)
 	IdMapInfo info;
 
 	make_dirs();
-	enter(&info);
+	enter_userns(&info, NULL);
 	CHECK(platform_parse("linux/arm64", &arm64, NULL) == 0);
 	if (binfmt_ensure(&arm64, NULL, &kind, &e) < 0) {
 		printf("#   binfmt_ensure: %s\n", e->message);
@@ -567,37 +481,6 @@ TEST(emulated_arm64_runs_under_the_filter_rootless)
 
 /* ---- setup ---- */
 
-static bool userns_possible(void)
-{
-	pid_t pid = fork();
-	int status;
-
-	if (pid == 0)
-		_exit(unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0 ? 1 : 0);
-	return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-	       WEXITSTATUS(status) == 0;
-}
-
-/* Fetches a Debian busybox-static binary (deb_arch "" for the host's) into dst once. */
-static bool fetch_busybox(const char *deb_arch, const char *dst)
-{
-	char cmd[1024];
-
-	if (access(dst, X_OK) == 0)
-		return true;
-	if (mkdir_p(CACHE_DIR, 0755, NULL) < 0 || chmod(CACHE_DIR, 0755) < 0)
-		return false;
-	snprintf(cmd, sizeof(cmd),
-		 "set -e; d=$(mktemp -d); cd $d; "
-		 "if ! apt-get download busybox-static%s >/dev/null 2>&1; then "
-		 "dpkg --add-architecture %s; apt-get update -qq >/dev/null 2>&1; "
-		 "apt-get download busybox-static%s >/dev/null 2>&1; fi; "
-		 "dpkg-deb -x busybox-static_*.deb x; cp x/bin/busybox %s.new; chmod 755 %s.new; "
-		 "mv %s.new %s; cd /; rm -rf $d",
-		 deb_arch, *deb_arch ? deb_arch + 1 : "amd64", deb_arch, dst, dst, dst, dst);
-	return system(cmd) == 0 && access(dst, X_OK) == 0;
-}
-
 /* CACHE_DIR/<name>: bin/busybox (a copy of bin) and a link for every applet the host's busybox
  * lists, made once and renamed into place. */
 static const char *prepare_root(const char *name, const char *bin, const char *host_busybox)
@@ -626,8 +509,7 @@ int main(void)
 		tap_skip_all("needs root (it switches to the user '" TEST_USER "' itself)");
 	if (!userns_possible())
 		tap_skip_all("user namespaces are not available");
-	if (!getpwnam(TEST_USER) && system("useradd -m " TEST_USER " >/dev/null 2>&1") != 0)
-		tap_skip_all("cannot create the user '" TEST_USER "'");
+	ensure_test_user();
 	if (!bb && fetch_busybox("", CACHE_DIR "/busybox"))
 		bb = CACHE_DIR "/busybox";
 	if (!bb || !(native_root = prepare_root("confine-root", bb, bb)))

@@ -8,16 +8,13 @@
  * ($KILN_TEST_BUSYBOX_ARM64 overrides). */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <pthread.h>
-#include <pwd.h>
 #include <sched.h>
 #include <seccomp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -29,11 +26,8 @@
 #include "platforms/elf.h"
 #include "platforms/platform.h"
 #include "sandbox/userns.h"
+#include "nstest.h"
 #include "tap.h"
-
-#define TEST_USER "kilntest"
-#define CACHE_DIR "/tmp/kiln-test-cache"
-#define QEMU_AARCH64 "/usr/bin/qemu-aarch64-static"
 
 static const char *busybox_arm64;
 static Platform host;
@@ -52,15 +46,6 @@ static void write_bytes(const char *path, const void *data, size_t len)
 static void write_text(const char *path, const char *text)
 {
 	write_bytes(path, text, strlen(text));
-}
-
-static char *read_text(const char *path)
-{
-	char *data = NULL;
-
-	if (read_file_at(AT_FDCWD, path, 1 << 20, &data, NULL, NULL) < 0)
-		return NULL;
-	return data;
 }
 
 static void put16(unsigned char *p, unsigned v, bool le)
@@ -475,10 +460,7 @@ static void body_missing_interpreter(void)
 
 	CHECK(mkdir("empty", 0755) == 0 && mkdir("fakepath", 0755) == 0);
 	CHECK(system("cp /bin/ls fakepath/qemu-mips64el-static") == 0);
-	if (userns_enter(&info, NULL, &e) < 0) {
-		printf("#   userns_enter: %s\n", e->message);
-		_exit(1);
-	}
+	enter_userns(&info, NULL);
 	CHECK(mount("tmpfs", "/usr/libexec/qemu-binfmt", "tmpfs", 0, NULL) == 0);
 	CHECK(mount("tmpfs", "/usr/bin", "tmpfs", 0, NULL) == 0);
 	cwd = getcwd(NULL, 0);
@@ -510,65 +492,6 @@ static void body_missing_interpreter(void)
 }
 
 /* ---- running arm64 binaries ---- */
-
-typedef struct RunAs {
-	const char *user;
-} RunAs;
-
-static void drop_privileges(const RunAs *as)
-{
-	struct passwd *pw;
-
-	if (!as->user)
-		return;
-	pw = getpwnam(as->user);
-	if (!pw || chmod(".", 0711) < 0 || (mkdir("u", 0755) < 0 && errno != EEXIST) ||
-	    chown("u", pw->pw_uid, pw->pw_gid) < 0 || chdir("u") < 0 || setgroups(0, NULL) < 0 ||
-	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) < 0 ||
-	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) < 0) {
-		printf("#   cannot become '%s': %s\n", as->user, strerror(errno));
-		fflush(stdout);
-		_exit(1);
-	}
-	prctl(PR_SET_DUMPABLE, 1);
-}
-
-static int run_as(const RunAs *as, void (*fn)(void))
-{
-	int status;
-
-	fflush(stdout);
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		drop_privileges(as);
-		unsetenv("KILN_USERNS");
-		tap_cur_failed = 0;
-		fn();
-		fflush(stdout);
-		_exit(tap_cur_failed ? 1 : 0);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static const RunAs AS_ROOT = {0};
-static const RunAs AS_USER = {.user = TEST_USER};
-
-static void enter(void)
-{
-	_cleanup_error_ KilnError *e = NULL;
-	IdMapInfo info;
-
-	if (userns_enter(&info, NULL, &e) < 0) {
-		printf("#   userns_enter: %s\n", e->message);
-		fflush(stdout);
-		_exit(1);
-	}
-}
 
 /* Runs `busybox uname -m` (optionally chrooted into root, which holds only bin/busybox) and
  * returns its stdout, or NULL. */
@@ -627,11 +550,12 @@ static void body_private(void)
 	_cleanup_error_ KilnError *e = NULL;
 	EmulationKind kind = EMULATION_NATIVE;
 	Platform arm64 = parse("linux/arm64"), armv7 = parse("linux/arm/v7");
+	IdMapInfo info;
 
 	CHECK(mkdir("root", 0755) == 0 && mkdir("root/bin", 0755) == 0);
 	_cleanup_free_ char *cp = xasprintf("cp '%s' root/bin/busybox", busybox_arm64);
 	CHECK(system(cp) == 0);
-	enter();
+	enter_userns(&info, NULL);
 	/* Until kiln mounts its own instance, the host's entries apply in this user namespace. */
 	bool host_entry = host_has_aarch64_entry();
 	_cleanup_free_ char *before = run_uname(NULL, true);
@@ -728,8 +652,9 @@ static void body_host(void)
 	EmulationKind kind = EMULATION_NATIVE;
 	Platform arm64 = parse("linux/arm64");
 	const char *bm = "/proc/sys/fs/binfmt_misc";
+	IdMapInfo info;
 
-	enter();
+	enter_userns(&info, NULL);
 	CHECK(mount("binfmt_misc", bm, "binfmt_misc", 0, NULL) == 0);
 	write_text("/proc/sys/fs/binfmt_misc/register", host_entry_f);
 	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_ALLOW);
@@ -888,25 +813,10 @@ static const char *prepare_busybox_arm64(void)
 {
 	const char *env = getenv("KILN_TEST_BUSYBOX_ARM64");
 	const char *dst = CACHE_DIR "/busybox-arm64";
-	char cmd[1024];
 
 	if (env)
 		return access(env, R_OK) == 0 ? env : NULL;
-	if (access(dst, R_OK) == 0)
-		return dst;
-	if (mkdir_p(CACHE_DIR, 0755, NULL) < 0 || chmod(CACHE_DIR, 0755) < 0)
-		return NULL;
-	snprintf(cmd, sizeof(cmd),
-		 "set -e; d=$(mktemp -d); cd $d; "
-		 "if ! apt-get download busybox-static:arm64 >/dev/null 2>&1; then "
-		 "dpkg --add-architecture arm64; apt-get update -qq >/dev/null 2>&1; "
-		 "apt-get download busybox-static:arm64 >/dev/null 2>&1; fi; "
-		 "dpkg-deb -x busybox-static_*.deb x; cp x/bin/busybox %s.new; chmod 755 %s.new; "
-		 "mv %s.new %s; cd /; rm -rf $d",
-		 dst, dst, dst, dst);
-	if (system(cmd) != 0)
-		return NULL;
-	return access(dst, R_OK) == 0 ? dst : NULL;
+	return fetch_busybox(":arm64", dst) ? dst : NULL;
 }
 
 int main(void)
@@ -920,8 +830,7 @@ int main(void)
 		tap_skip_all(why);
 	if (access(QEMU_AARCH64, X_OK) < 0)
 		tap_skip_all("no " QEMU_AARCH64 " (install qemu-user-static)");
-	if (!getpwnam(TEST_USER) && system("useradd -m " TEST_USER " >/dev/null 2>&1") != 0)
-		tap_skip_all("cannot create the user '" TEST_USER "'");
+	ensure_test_user();
 	busybox_arm64 = prepare_busybox_arm64();
 	if (!busybox_arm64)
 		tap_skip_all("no arm64 static busybox (apt-get download busybox-static:arm64 "

@@ -6,7 +6,6 @@
  * package busybox-static, cached in /tmp/kiln-test-cache ($KILN_TEST_BUSYBOX overrides). */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
 #include <pwd.h>
 #include <sched.h>
 #include <signal.h>
@@ -14,10 +13,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <sys/mount.h>
-#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
-#include <sys/wait.h>
 #include <time.h>
 
 #include "common/cleanup.h"
@@ -27,10 +24,9 @@
 #include "sandbox/doctor.h"
 #include "sandbox/overlay.h"
 #include "sandbox/userns.h"
+#include "nstest.h"
 #include "tap.h"
 
-#define TEST_USER "kilntest"
-#define CACHE_DIR "/tmp/kiln-test-cache"
 #define NOBODY_UID 54321 /* no passwd entry, so no subordinate range */
 
 static const char *busybox_root; /* lower dir: bin/busybox + applet links, nothing else */
@@ -38,93 +34,8 @@ static bool have_root;
 
 /* ---- helpers ---- */
 
-typedef struct RunAs {
-	const char *user; /* NULL: stay root */
-	uid_t uid;	  /* used when user is NULL and uid != 0 */
-	bool single;	  /* KILN_USERNS=single */
-} RunAs;
-
-static const RunAs AS_ROOT = {0};
-static const RunAs AS_USER = {.user = TEST_USER};
 static const RunAs AS_SINGLE = {.user = TEST_USER, .single = true};
 static const RunAs AS_NOBODY = {.uid = NOBODY_UID};
-
-static void drop_privileges(const RunAs *as)
-{
-	uid_t uid = as->uid;
-	gid_t gid = as->uid;
-
-	if (as->user) {
-		struct passwd *pw = getpwnam(as->user);
-		if (!pw) {
-			printf("#   no user '%s'\n", as->user);
-			fflush(stdout);
-			_exit(1);
-		}
-		uid = pw->pw_uid;
-		gid = pw->pw_gid;
-	}
-	if (uid == 0)
-		return;
-	/* The test's temp dir is root's 0700: let the user in and give it a subdir. */
-	if (chmod(".", 0711) < 0 || (mkdir("u", 0755) < 0 && errno != EEXIST) ||
-	    chown("u", uid, gid) < 0 || chdir("u") < 0 || setgroups(0, NULL) < 0 ||
-	    setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0) {
-		printf("#   cannot become uid %u: %s\n", (unsigned)uid, strerror(errno));
-		fflush(stdout);
-		_exit(1);
-	}
-	/* A credential change without exec leaves the process undumpable, which makes its
-	 * /proc files root's; a user who runs kiln gets a dumpable process from execve(). */
-	prctl(PR_SET_DUMPABLE, 1);
-}
-
-/* Runs fn in a forked child as `as`; returns the child's exit status (0: all checks passed). */
-static int run_as(const RunAs *as, void (*fn)(void))
-{
-	int status;
-	pid_t pid;
-
-	fflush(stdout);
-	pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		drop_privileges(as);
-		if (as->single)
-			setenv("KILN_USERNS", "single", 1);
-		else
-			unsetenv("KILN_USERNS");
-		tap_cur_failed = 0;
-		fn();
-		fflush(stdout);
-		_exit(tap_cur_failed ? 1 : 0);
-	}
-	while (waitpid(pid, &status, 0) < 0)
-		if (errno != EINTR)
-			return -1;
-	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-}
-
-static void enter(IdMapInfo *info, char **reason)
-{
-	_cleanup_error_ KilnError *e = NULL;
-
-	if (userns_enter(info, reason, &e) < 0) {
-		printf("#   userns_enter: %s\n", e->message);
-		fflush(stdout);
-		_exit(1);
-	}
-}
-
-static char *read_text(const char *path)
-{
-	char *data = NULL;
-
-	if (read_file_at(AT_FDCWD, path, 1 << 20, &data, NULL, NULL) < 0)
-		return NULL;
-	return data;
-}
 
 static void write_text(const char *path, const char *text)
 {
@@ -197,7 +108,7 @@ static void body_full(void)
 	char *reason = (char *)"unset";
 	int fds_before = count_fds();
 
-	enter(&info, &reason);
+	enter_userns(&info, &reason);
 	CHECK_EQ_INT(info.kind, IDMAP_FULL);
 	CHECK(reason == NULL);
 	CHECK_EQ_INT(info.n_uids, UINT32_MAX);
@@ -209,7 +120,7 @@ static void body_full(void)
 	write_text("f", "x");
 	CHECK(chown("f", 1000, 1000) == 0);
 	/* A second call is a no-op that reports the same map. */
-	enter(&again, NULL);
+	enter_userns(&again, NULL);
 	CHECK_EQ_INT(again.kind, IDMAP_FULL);
 }
 
@@ -226,7 +137,7 @@ static void body_subid(void)
 	uid_t outer = getuid();
 	int fds_before = count_fds();
 
-	enter(&info, &reason);
+	enter_userns(&info, &reason);
 	if (reason)
 		printf("#   reason: %s\n", reason);
 	CHECK_EQ_INT(info.kind, IDMAP_SUBID);
@@ -255,7 +166,7 @@ static void body_single(void)
 	IdMapInfo info;
 	_cleanup_free_ char *reason = NULL;
 
-	enter(&info, &reason);
+	enter_userns(&info, &reason);
 	CHECK_EQ_INT(info.kind, IDMAP_SINGLE);
 	CHECK(reason && strstr(reason, "KILN_USERNS"));
 	CHECK_EQ_INT(info.n_uids, 1);
@@ -279,7 +190,7 @@ static void body_fallback(void)
 	IdMapInfo info;
 	_cleanup_free_ char *reason = NULL;
 
-	enter(&info, &reason);
+	enter_userns(&info, &reason);
 	CHECK_EQ_INT(info.kind, IDMAP_SINGLE);
 	CHECK(reason && strstr(reason, "no subordinate uid range"));
 	CHECK_EQ_INT(info.outer_uid, NOBODY_UID);
@@ -295,7 +206,7 @@ static void body_exit_42(void)
 {
 	IdMapInfo info;
 
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	fflush(stdout);
 	_exit(42);
 }
@@ -304,7 +215,7 @@ static void body_killed(void)
 {
 	IdMapInfo info;
 
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	fflush(stdout);
 	raise(SIGTERM);
 	_exit(0);
@@ -314,7 +225,7 @@ static void body_signal_forwarded(void)
 {
 	IdMapInfo info;
 
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	/* The outer parent forwards SIGTERM: kill it, expect our own death by SIGTERM. */
 	kill(getppid(), SIGTERM);
 	sleep(10);
@@ -355,7 +266,7 @@ static void body_overlay(void)
 	make_layers();
 	CHECK(mkdir("layers/we:ird,na\\me", 0755) == 0);
 	write_text("layers/we:ird,na\\me/w", "w");
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	if (overlay_mount("layers", lowers, "upper", "work", "merged", &e) < 0) {
 		printf("#   %s\n", e->message);
 		CHECK(0);
@@ -392,7 +303,7 @@ static void body_overlay_no_lowers(void)
 	CHECK(mkdir("upper", 0755) == 0);
 	CHECK(mkdir("work", 0755) == 0);
 	CHECK(mkdir("merged", 0755) == 0);
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	CHECK(overlay_mount(NULL, NULL, "upper", "work", "merged", NULL) == 0);
 	CHECK(dir_is_empty("merged"));
 	write_text("merged/x", "x");
@@ -414,7 +325,7 @@ static void body_overlay_errors(void)
 	IdMapInfo info;
 
 	make_layers();
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	memset(name, 'x', sizeof(name) - 1);
 	name[sizeof(name) - 1] = 0;
 	for (int i = 0; i < 30; i++)
@@ -435,30 +346,6 @@ TEST(overlay_errors)
 }
 
 /* ---- containers ---- */
-
-typedef struct Output {
-	char out[8192], err[8192];
-	size_t n_out, n_err;
-	int order[64]; /* stream of each chunk */
-	size_t n_chunks;
-} Output;
-
-static void collect(void *userdata, int stream, const char *buf, size_t len)
-{
-	Output *o = userdata;
-	char *dst = stream == 1 ? o->out : o->err;
-	size_t *n = stream == 1 ? &o->n_out : &o->n_err;
-
-	if (*n + len >= sizeof(o->out))
-		len = sizeof(o->out) - 1 - *n;
-	memcpy(dst + *n, buf, len);
-	*n += len;
-	dst[*n] = 0;
-	if (o->n_chunks < ELEMENTSOF(o->order))
-		o->order[o->n_chunks++] = stream;
-}
-
-static char *const test_env[] = {"PATH=/bin", "HOME=/root", NULL};
 
 /* Runs `sh -c script` in the merged root; returns container_run's result. */
 static int sh(const char *script, ContainerSpec *base, Output *o, int *status, KilnError **err)
@@ -579,7 +466,7 @@ static void body_container_in_userns(void)
 	CHECK(mkdir("upper", 0755) == 0);
 	CHECK(mkdir("work", 0755) == 0);
 	CHECK(mkdir("merged", 0755) == 0);
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	if (overlay_mount("/", lowers, "upper", "work", "merged", &e) < 0) {
 		printf("#   %s\n", e->message);
 		CHECK(0);
@@ -612,7 +499,7 @@ static void body_container_errors(void)
 	ContainerSpec spec = {.rootfs = "merged", .argv = argv, .envp = test_env};
 	int st;
 
-	enter(&info, NULL);
+	enter_userns(&info, NULL);
 	CHECK(mkdir("merged", 0755) == 0);
 	/* No binary at all in the root. */
 	CHECK_EQ_INT(container_run(&spec, &st, &e1), -ENOENT);
@@ -683,17 +570,6 @@ TEST(doctor_reports)
 
 /* ---- setup ---- */
 
-static bool userns_possible(void)
-{
-	pid_t pid = fork();
-	int status;
-
-	if (pid == 0)
-		_exit(unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0 ? 1 : 0);
-	return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-	       WEXITSTATUS(status) == 0;
-}
-
 /* Builds CACHE_DIR/bbroot once: bin/busybox and links for the applets the tests use. */
 static const char *prepare_busybox(void)
 {
@@ -709,13 +585,7 @@ static const char *prepare_busybox(void)
 	if (mkdir_p(CACHE_DIR, 0755, NULL) < 0 || chmod(CACHE_DIR, 0755) < 0)
 		return NULL;
 	if (!src) {
-		snprintf(cmd, sizeof(cmd),
-			 "set -e; d=$(mktemp -d); cd $d; apt-get download busybox-static "
-			 ">/dev/null 2>&1; dpkg-deb -x busybox-static_*.deb x; "
-			 "cp x/bin/busybox %s/busybox.new; mv %s/busybox.new %s/busybox; "
-			 "cd /; rm -rf $d",
-			 CACHE_DIR, CACHE_DIR, CACHE_DIR);
-		if (access(CACHE_DIR "/busybox", X_OK) < 0 && system(cmd) != 0)
+		if (!fetch_busybox("", CACHE_DIR "/busybox"))
 			return NULL;
 		src = CACHE_DIR "/busybox";
 	}
@@ -740,8 +610,7 @@ int main(void)
 		tap_skip_all("needs root (it switches to the user '" TEST_USER "' itself)");
 	if (!userns_possible())
 		tap_skip_all("user namespaces are not available");
-	if (!getpwnam(TEST_USER) && system("useradd -m " TEST_USER " >/dev/null 2>&1") != 0)
-		tap_skip_all("cannot create the user '" TEST_USER "'");
+	ensure_test_user();
 	busybox_root = prepare_busybox();
 	if (!busybox_root)
 		tap_skip_all("no static busybox (apt-get download busybox-static failed; set "
