@@ -37,6 +37,7 @@ struct SeccompFilter {
 typedef enum {
 	RULE_ALLOW,	  /* always allowed */
 	RULE_CLONE,	  /* allowed without namespace flags */
+	RULE_UNSHARE,	  /* allowed for a new user namespace and nothing else */
 	RULE_SOCKET,	  /* allowed for every address family but AF_VSOCK */
 	RULE_PERSONALITY, /* allowed with the values in personality_values */
 	RULE_ENOSYS,	  /* fails with ENOSYS instead of EPERM */
@@ -58,22 +59,23 @@ typedef struct SyscallRule {
 	unsigned families;
 } SyscallRule;
 
-/* clang-format off */
-#define A(n) {n, RULE_ALLOW, 0}
-#define ARCH(n, fam) {n, RULE_ALLOW, fam}
-
-/* The whole profile. What is not here fails with EPERM: see seccomp.h for the notable ones. */
-
 /* libseccomp's SCMP_A0() leaves datum_b to the compiler (clang warns); every field, spelled out. */
 static struct scmp_arg_cmp arg_cmp(unsigned arg, enum scmp_compare op, scmp_datum_t a)
 {
 	return (struct scmp_arg_cmp){.arg = arg, .op = op, .datum_a = a, .datum_b = 0};
 }
 
+/* clang-format off */
+#define A(n) {n, RULE_ALLOW, 0}
+#define ARCH(n, fam) {n, RULE_ALLOW, fam}
+
+/* The whole profile. What is not here fails with EPERM: see seccomp.h for the notable ones. */
+
 static const SyscallRule rules[] = {
 	/* processes: creation, exec, exit, waiting, signalling, identity of the process */
 	{"clone", RULE_CLONE, 0},
 	{"clone3", RULE_ENOSYS, 0},
+	{"unshare", RULE_UNSHARE, 0},
 	A("fork"), A("vfork"), A("execve"), A("execveat"), A("exit"), A("exit_group"),
 	A("wait4"), A("waitid"), A("waitpid"), A("kill"), A("tkill"), A("tgkill"),
 	A("pidfd_open"), A("pidfd_send_signal"), A("process_mrelease"),
@@ -266,6 +268,14 @@ static int rule_add(scmp_filter_ctx ctx, const ArchSet *arch, const SyscallRule 
 		k = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,
 				     SCMP_CMP(clone_arg, SCMP_CMP_MASKED_EQ,
 					      (scmp_datum_t)CLONE_NAMESPACE_FLAGS, 0));
+		break;
+	case RULE_UNSHARE:
+		/* A user namespace (rootless tools inside a build) but no other namespace: those
+		 * would need capabilities the container must not have over its own mounts. */
+		k = seccomp_rule_add(
+		    ctx, SCMP_ACT_ALLOW, nr, 1,
+		    SCMP_CMP(0, SCMP_CMP_MASKED_EQ,
+			     (scmp_datum_t)(CLONE_NAMESPACE_FLAGS & ~CLONE_NEWUSER), 0));
 		break;
 	case RULE_SOCKET:
 		k = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, nr, 1,

@@ -21,7 +21,8 @@ typedef struct SeccompFilter SeccompFilter;
  *     work, new namespaces do not), socket for every family but AF_VSOCK, personality only with
  *     the query (0xffffffff) and the PER_LINUX, PER_LINUX32, UNAME26 values;
  *   - clone3 fails with ENOSYS so that libc falls back to clone, whose flags can be checked;
- *   - not allowed (EPERM): mount, umount2, pivot_root, setns, unshare, the new mount API,
+ *   - not allowed (EPERM): mount, umount2, pivot_root, setns, unshare (but for a user namespace
+ *     alone), the new mount API,
  *     keyctl, add_key, request_key, clock_settime, settimeofday, adjtimex, clock_adjtime,
  *     init_module, finit_module, delete_module, kexec_load, kexec_file_load, bpf,
  *     perf_event_open, userfaultfd, open_by_handle_at, reboot, swapon, swapoff, acct,
