@@ -9,14 +9,14 @@
 # and ends with the line `N passed, N failed`; the exit status is non-zero when anything failed.
 #
 # Environment: CI=true exports KILN_MUST_WORK=1 (a skip for a missing kernel feature fails);
-# KILN_BUILD_DIR (default build); KILN_TEST_ARCHES (fixture arches, default "amd64 arm64";
+# KILN_BUILD_DIR (default build); KILN_TEST_ARCHES (fixture arches, default "amd64 arm64 armhf ppc64el s390x";
 # with both, the two-platform base busybox-multi.oci.tar is made too);
 # KILN_TEST_ONLY=unit|integration to run one half.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 repo=$PWD
 build=${KILN_BUILD_DIR:-build}
-arches=${KILN_TEST_ARCHES:-amd64 arm64}
+arches=${KILN_TEST_ARCHES:-amd64 arm64 armhf ppc64el s390x}
 only=${KILN_TEST_ONLY:-}
 tester=kiln-tester
 if [ "${CI:-}" = true ]; then
