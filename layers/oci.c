@@ -207,11 +207,12 @@ static int check_schema_version(json_t *doc, KilnError **err)
 	return 0;
 }
 
-int oci_manifest_parse(const char *data, size_t len, OciImage **ret, KilnError **err)
+/* The common start of reading a manifest or an index: a JSON object, schemaVersion 2, and a
+ * mediaType (optional in OCI) that is_type accepts. *ret_mt is the mediaType or NULL. */
+static int doc_parse(const char *data, size_t len, bool (*is_type)(const char *), const char *what,
+		     json_t **ret_doc, const char **ret_mt, KilnError **err)
 {
 	_cleanup_json_ json_t *doc = NULL;
-	_cleanup_(oci_image_freep) OciImage *img = xcalloc(1, sizeof(*img));
-	OciDescriptor config = {0};
 	int r;
 
 	r = json_parse_object(data, len, &doc, err);
@@ -223,12 +224,27 @@ int oci_manifest_parse(const char *data, size_t len, OciImage **ret, KilnError *
 	json_t *mt = json_object_get(doc, "mediaType");
 	if (mt && !json_is_string(mt))
 		return kiln_error(err, EINVAL, "mediaType is not a string");
-	if (mt && !oci_media_type_is_manifest(json_string_value(mt)))
-		return kiln_error(err, EINVAL, "mediaType '%s' is not an image manifest",
-				  json_string_value(mt));
+	if (mt && !is_type(json_string_value(mt)))
+		return kiln_error(err, EINVAL, "mediaType '%s' is not %s", json_string_value(mt),
+				  what);
+	*ret_mt = mt ? json_string_value(mt) : NULL;
+	*ret_doc = TAKE_PTR(doc);
+	return 0;
+}
+
+int oci_manifest_parse(const char *data, size_t len, OciImage **ret, KilnError **err)
+{
+	_cleanup_json_ json_t *doc = NULL;
+	_cleanup_(oci_image_freep) OciImage *img = xcalloc(1, sizeof(*img));
+	OciDescriptor config = {0};
+	int r;
+
+	const char *mt = NULL;
+	r = doc_parse(data, len, oci_media_type_is_manifest, "an image manifest", &doc, &mt, err);
+	if (r < 0)
+		return r;
 	/* Left empty when absent: OCI makes the field optional, the descriptor decides. */
-	snprintf(img->manifest_media_type, sizeof(img->manifest_media_type), "%s",
-		 mt ? json_string_value(mt) : "");
+	snprintf(img->manifest_media_type, sizeof(img->manifest_media_type), "%s", mt ? mt : "");
 	if (json_object_get(doc, "manifests"))
 		return kiln_error(err, EINVAL, "image manifest has a 'manifests' list (an index?)");
 
@@ -269,18 +285,10 @@ int oci_index_parse(const char *data, size_t len, OciDescriptor **ret, size_t *r
 	_cleanup_json_ json_t *doc = NULL;
 	int r;
 
-	r = json_parse_object(data, len, &doc, err);
+	const char *mt = NULL;
+	r = doc_parse(data, len, oci_media_type_is_index, "an index", &doc, &mt, err);
 	if (r < 0)
 		return r;
-	r = check_schema_version(doc, err);
-	if (r < 0)
-		return r;
-	json_t *mt = json_object_get(doc, "mediaType");
-	if (mt && !json_is_string(mt))
-		return kiln_error(err, EINVAL, "mediaType is not a string");
-	if (mt && !oci_media_type_is_index(json_string_value(mt)))
-		return kiln_error(err, EINVAL, "mediaType '%s' is not an index",
-				  json_string_value(mt));
 	json_t *manifests = json_object_get(doc, "manifests");
 	if (!json_is_array(manifests))
 		return kiln_error(err, EINVAL, "index has no manifests array");

@@ -746,7 +746,10 @@ int store_tag_set(Store *s, const char *name, const OciDescriptor *desc, KilnErr
 	return 0;
 }
 
-int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **err)
+/* Normalizes name, loads index.json and finds the name's entry: -ENOENT (error filled) if absent.
+ */
+static int index_lookup(Store *s, const char *name, char **ret_norm, json_t **ret_index,
+			size_t *ret_at, KilnError **err)
 {
 	_cleanup_free_ char *norm = NULL;
 	_cleanup_json_ json_t *index = NULL;
@@ -758,11 +761,27 @@ int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **er
 	r = index_load(s, &index, err);
 	if (r < 0)
 		return r;
-	json_t *manifests = json_object_get(index, "manifests");
-	ssize_t at = index_find(manifests, norm);
+	ssize_t at = index_find(json_object_get(index, "manifests"), norm);
 	if (at < 0)
 		return kiln_error(err, ENOENT, "image '%s' not found in store", norm);
-	r = oci_descriptor_from_json(json_array_get(manifests, (size_t)at), ret, err);
+	*ret_norm = TAKE_PTR(norm);
+	*ret_index = TAKE_PTR(index);
+	*ret_at = (size_t)at;
+	return 0;
+}
+
+int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **err)
+{
+	_cleanup_free_ char *norm = NULL;
+	_cleanup_json_ json_t *index = NULL;
+	size_t at;
+	int r;
+
+	r = index_lookup(s, name, &norm, &index, &at, err);
+	if (r < 0)
+		return r;
+	json_t *manifests = json_object_get(index, "manifests");
+	r = oci_descriptor_from_json(json_array_get(manifests, at), ret, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, norm);
 	return 0;
@@ -773,22 +792,16 @@ int store_tag_remove(Store *s, const char *name, KilnError **err)
 	_cleanup_free_ char *norm = NULL;
 	_cleanup_close_ int lock = -1;
 	_cleanup_json_ json_t *index = NULL;
+	size_t at;
 	int r;
 
-	r = store_name_normalize(name, &norm, err);
-	if (r < 0)
-		return r;
 	r = store_lock(s, &lock, err);
 	if (r < 0)
 		return r;
-	r = index_load(s, &index, err);
+	r = index_lookup(s, name, &norm, &index, &at, err);
 	if (r < 0)
 		return r;
-	json_t *manifests = json_object_get(index, "manifests");
-	ssize_t at = index_find(manifests, norm);
-	if (at < 0)
-		return kiln_error(err, ENOENT, "image '%s' not found in store", norm);
-	json_array_remove(manifests, (size_t)at);
+	json_array_remove(json_object_get(index, "manifests"), at);
 	return index_save(s, index, err);
 }
 
