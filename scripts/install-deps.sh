@@ -9,8 +9,10 @@ pkgs=(
 	libjansson-dev
 	# runtime: subordinate id maps for rootless builds
 	uidmap
-	# tests: fixtures and independent readers of kiln's output
-	skopeo umoci jq python3 dpkg-dev
+	# foreign-architecture RUN steps: kiln registers these interpreters itself
+	qemu-user-static
+	# tests: fixtures, independent readers of kiln's output, process checks
+	skopeo umoci jq python3 dpkg-dev procps
 )
 
 missing=()
