@@ -44,7 +44,7 @@ bench_init() {
 	if [ ${#need[@]} -gt 0 ]; then
 		log "installing ${need[*]}"
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2 ||
-			{ apt-get update -q >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
+			{ { apt-get update -q >&2 || true; } && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >&2; }
 	fi
 	qemu=/usr/bin/qemu-aarch64-static
 	[ -x "$qemu" ] || { log "no $qemu after installing qemu-user-static"; exit 1; }
