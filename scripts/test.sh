@@ -95,6 +95,17 @@ else
 fi
 ninja -C "$build" || fail "ninja -C $build"
 
+# One .clang-format decides layout: a file it would change is a failure.
+section "format (clang-format)"
+mapfile -t csrc < <(git ls-files '*.c' '*.h' 2>/dev/null || find builder common layers platforms sandbox tests -name '*.[ch]')
+if clang-format --dry-run --Werror "${csrc[@]}" >"$build/clang-format.log" 2>&1; then
+	passed=$((passed + 1))
+	echo "format: ${#csrc[@]} files as .clang-format wants"
+else
+	grep -m 5 'error:' "$build/clang-format.log" >&2
+	fail "format: clang-format would change files (see $build/clang-format.log; run clang-format -i)"
+fi
+
 # --- unit tests ----------------------------------------------------------------------------
 # run_unit BUILDDIR: meson test there; every TAP point counts, failures listed by name
 run_unit() {
