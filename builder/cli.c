@@ -404,36 +404,32 @@ out:
 
 int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
 {
-	_cleanup_free_ char *copy = xstrdup(s);
+	_cleanup_free_ char *copy = xstrdup(s), *dest = NULL;
 	char *save = NULL;
 	OutputSpec o = {.tar = true, .compression = COMPRESSION_GZIP};
-	const char *type = NULL;
+	bool has_type = false;
 
 	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(kv, '=');
-		if (!eq) {
-			free(o.dest);
+		if (!eq)
 			return usage_error(err, "--output: '%s' is not KEY=VALUE", kv);
-		}
 		*eq++ = 0;
 		if (strcmp(kv, "type") == 0) {
-			type = s + (eq - copy);
-			if (strncmp(eq, "oci", 3) == 0 && (eq[3] == 0))
+			has_type = true;
+			if (strcmp(eq, "oci") == 0)
 				o.type = OUTPUT_OCI;
 			else if (strcmp(eq, "docker") == 0)
 				o.type = OUTPUT_DOCKER;
 			else if (strcmp(eq, "local") == 0)
 				o.type = OUTPUT_LOCAL;
-			else {
-				free(o.dest);
+			else
 				return usage_error(err,
 						   "--output type '%s' is not supported (oci, "
 						   "docker, local; registry comes with push)",
 						   eq);
-			}
 		} else if (strcmp(kv, "dest") == 0) {
-			free(o.dest);
-			o.dest = xstrdup(eq);
+			free(dest);
+			dest = xstrdup(eq);
 		} else if (strcmp(kv, "tar") == 0) {
 			o.tar = strcmp(eq, "false") != 0;
 		} else if (strcmp(kv, "compression") == 0) {
@@ -443,25 +439,20 @@ int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
 				o.compression = COMPRESSION_ZSTD;
 			else if (strcmp(eq, "uncompressed") == 0)
 				o.compression = COMPRESSION_NONE;
-			else {
-				free(o.dest);
+			else
 				return usage_error(err,
 						   "--output compression '%s': gzip, zstd or "
 						   "uncompressed",
 						   eq);
-			}
 		} else {
-			free(o.dest);
 			return usage_error(err, "--output: unknown key '%s'", kv);
 		}
 	}
-	if (!type) {
-		free(o.dest);
+	if (!has_type)
 		return usage_error(err, "--output needs type=oci|docker|local");
-	}
-	if (!o.dest) {
+	if (!dest)
 		return usage_error(err, "--output needs dest=PATH");
-	}
+	o.dest = TAKE_PTR(dest);
 	*ret = o;
 	return 0;
 }
