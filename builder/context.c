@@ -106,6 +106,12 @@ static int cmp_strp(const void *a, const void *b)
 	return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A context-relative path below rel ("" or "." is the top). */
+static char *rel_join(const char *rel, const char *name)
+{
+	return *rel && strcmp(rel, ".") ? xasprintf("%s/%s", rel, name) : xstrdup(name);
+}
+
 static bool has_glob(const char *s)
 {
 	return strpbrk(s, "*?[") != NULL;
@@ -123,8 +129,7 @@ static int glob_expand(int root_fd, const char *prefix, char **comps, const Copy
 	if (!comps[0])
 		return strv_push(out, prefix);
 	if (!has_glob(comps[0])) {
-		_cleanup_free_ char *p =
-		    *prefix ? xasprintf("%s/%s", prefix, comps[0]) : xstrdup(comps[0]);
+		_cleanup_free_ char *p = rel_join(prefix, comps[0]);
 		struct stat st;
 		_cleanup_close_ int fd = -1;
 		if (!comps[1])
@@ -144,8 +149,7 @@ static int glob_expand(int root_fd, const char *prefix, char **comps, const Copy
 		return kiln_error_wrap(err, k, "'%s'", prefix);
 	size_t n = strv_length(names);
 	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *p =
-		    *prefix ? xasprintf("%s/%s", prefix, names[i]) : xstrdup(names[i]);
+		_cleanup_free_ char *p = rel_join(prefix, names[i]);
 		if (fnmatch(comps[0], names[i], 0) != 0 || ignored(o, p))
 			continue;
 		int r = glob_expand(root_fd, p, comps + 1, o, out, err);
@@ -295,9 +299,7 @@ static int copy_dir_contents(int src_fd, const char *src_rel, int dest_fd, const
 		return kiln_error_wrap(err, k, "'%s'", src_rel);
 	size_t n = strv_length(names);
 	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *rel = *src_rel && strcmp(src_rel, ".")
-					       ? xasprintf("%s/%s", src_rel, names[i])
-					       : xstrdup(names[i]);
+		_cleanup_free_ char *rel = rel_join(src_rel, names[i]);
 		_cleanup_free_ char *dp = strcmp(dest_path, "/") == 0
 					      ? xasprintf("/%s", names[i])
 					      : xasprintf("%s/%s", dest_path, names[i]);
@@ -596,9 +598,7 @@ static int manifest_dir(int dfd, const char *rel, const CopyOptions *o, json_t *
 		return kiln_error_wrap(err, k, "'%s'", rel);
 	size_t n = strv_length(names);
 	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *child = *rel && strcmp(rel, ".")
-						 ? xasprintf("%s/%s", rel, names[i])
-						 : xstrdup(names[i]);
+		_cleanup_free_ char *child = rel_join(rel, names[i]);
 		struct stat st;
 		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
 			return kiln_error_errno(err, errno, "stat '%s'", child);
