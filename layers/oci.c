@@ -498,24 +498,37 @@ static int candidate_platform(Store *s, const OciDescriptor *d, Platform *ret, K
 	return 0;
 }
 
+/* Every manifest reachable from root (c) and its platform (*ret_each, aligned with c->v). */
+static int candidates_load(Store *s, const OciDescriptor *root, Candidates *c, Platform **ret_each,
+			   KilnError **err)
+{
+	_cleanup_free_ Platform *each = NULL;
+	int r = collect(s, root, 0, c, err);
+
+	if (r < 0)
+		return r;
+	each = xcalloc(c->n + 1, sizeof(Platform));
+	for (size_t i = 0; i < c->n; i++) {
+		r = candidate_platform(s, &c->v[i], &each[i], err);
+		if (r < 0)
+			return r;
+	}
+	*ret_each = TAKE_PTR(each);
+	return 0;
+}
+
 int oci_list_platforms(Store *s, const OciDescriptor *root, Platform **ret, size_t *ret_n,
 		       KilnError **err)
 {
 	_cleanup_(candidates_done) Candidates c = {0};
-	_cleanup_free_ Platform *v = NULL;
+	_cleanup_free_ Platform *each = NULL, *v = NULL;
 	size_t n = 0;
-	int r;
+	int r = candidates_load(s, root, &c, &each, err);
 
-	r = collect(s, root, 0, &c, err);
 	if (r < 0)
 		return r;
-	for (size_t i = 0; i < c.n; i++) {
-		Platform p;
-		r = candidate_platform(s, &c.v[i], &p, err);
-		if (r < 0)
-			return r;
-		platform_list_add(&v, &n, &p);
-	}
+	for (size_t i = 0; i < c.n; i++)
+		platform_list_add(&v, &n, &each[i]);
 	*ret = TAKE_PTR(v);
 	*ret_n = n;
 	return 0;
@@ -539,20 +552,16 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 		      KilnError **err)
 {
 	_cleanup_(candidates_done) Candidates c = {0};
-	_cleanup_free_ Platform *seen = NULL;
+	_cleanup_free_ Platform *each = NULL, *seen = NULL;
 	size_t n_seen = 0, best = 0;
 	int best_score = -1, r;
 
-	r = collect(s, root, 0, &c, err);
+	r = candidates_load(s, root, &c, &each, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < c.n; i++) {
-		Platform p;
-		r = candidate_platform(s, &c.v[i], &p, err);
-		if (r < 0)
-			return r;
-		platform_list_add(&seen, &n_seen, &p);
-		int score = platform_match_score(want, &p);
+		platform_list_add(&seen, &n_seen, &each[i]);
+		int score = platform_match_score(want, &each[i]);
 		if (score > best_score) {
 			best_score = score;
 			best = i;
