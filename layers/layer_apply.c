@@ -151,6 +151,20 @@ static int clear_earlier(Applier *ap, int dfd, const char *path, KilnError **err
 	return r;
 }
 
+/* MERGE mode: the directory a whiteout applies to, in the rootfs. 1 with *ret_fd, or 0 when there
+ * is no such directory (nothing to white out). */
+static int merge_dir_open(Applier *ap, const char *dir, int *ret_fd, KilnError **err)
+{
+	int fd = rootfs_open(ap->dest, dir, O_RDONLY | O_DIRECTORY, 0);
+
+	if (fd == -ENOENT || fd == -ENOTDIR)
+		return 0;
+	if (fd < 0)
+		return kiln_error_errno(err, -fd, "open '%s'", dir);
+	*ret_fd = fd;
+	return 1;
+}
+
 static int apply_opaque(Applier *ap, const char *dir, KilnError **err)
 {
 	_cleanup_close_ int fd = -1;
@@ -164,11 +178,9 @@ static int apply_opaque(Applier *ap, const char *dir, KilnError **err)
 			return kiln_error_errno(err, errno, "mark '%s' opaque", dir);
 		return 0;
 	}
-	fd = rootfs_open(ap->dest, dir, O_RDONLY | O_DIRECTORY, 0);
-	if (fd == -ENOENT || fd == -ENOTDIR)
-		return 0;
-	if (fd < 0)
-		return kiln_error_errno(err, -fd, "open '%s'", dir);
+	r = merge_dir_open(ap, dir, &fd, err);
+	if (r <= 0)
+		return r;
 	return clear_earlier(ap, fd, dir, err);
 }
 
@@ -204,11 +216,9 @@ static int apply_whiteout(Applier *ap, const char *dir, const char *base, const 
 			return kiln_error_errno(err, errno, "create whiteout for '%s'", raw);
 		return 0;
 	}
-	fd = rootfs_open(ap->dest, dir, O_RDONLY | O_DIRECTORY, 0);
-	if (fd == -ENOENT || fd == -ENOTDIR)
-		return 0;
-	if (fd < 0)
-		return kiln_error_errno(err, -fd, "open '%s'", dir);
+	r = merge_dir_open(ap, dir, &fd, err);
+	if (r <= 0)
+		return r;
 	return rm_rf_at(fd, name, err);
 }
 
