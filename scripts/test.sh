@@ -11,7 +11,8 @@
 # Environment: CI=true exports KILN_MUST_WORK=1 (a skip for a missing kernel feature fails);
 # KILN_BUILD_DIR (default build); KILN_TEST_ARCHES (fixture arches, default "amd64 arm64 armhf ppc64el s390x";
 # with both, the two-platform base busybox-multi.oci.tar is made too);
-# KILN_TEST_ONLY=unit|integration to run one half.
+# KILN_TEST_ONLY=unit|integration to run one half; KILN_IT_FILES="t-a t-b" runs only those
+# integration files; KILN_SKIP_DEPS=1 skips the package install (a machine already set up).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
 repo=$PWD
@@ -85,7 +86,11 @@ fail() {
 section() { echo; echo "=== $* ($((SECONDS - started))s)"; }
 
 section "dependencies"
-scripts/install-deps.sh || fail "scripts/install-deps.sh"
+if [ "${KILN_SKIP_DEPS:-}" = 1 ]; then
+	echo "KILN_SKIP_DEPS=1: package install skipped"
+else
+	scripts/install-deps.sh || fail "scripts/install-deps.sh"
+fi
 
 section "build ($build)"
 if [ -f "$build/build.ninja" ]; then
@@ -232,7 +237,8 @@ if [ "$only" != unit ]; then
 		disable_host_binfmt
 
 		section "integration tests as $(id -un)"
-		run_integration "$(id -un)" env KILN="$it/kiln" FIX="$it/fix" bash "$it/integration/run.sh"
+		# shellcheck disable=SC2086
+		run_integration "$(id -un)" env KILN="$it/kiln" FIX="$it/fix" bash "$it/integration/run.sh" ${KILN_IT_FILES:-}
 
 		if [ "$(id -u)" -eq 0 ]; then
 			section "integration tests as $tester"
@@ -241,7 +247,7 @@ if [ "$only" != unit ]; then
 					PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$(getent passwd "$tester" | cut -d: -f6)" \
 					USER="$tester" LOGNAME="$tester" LANG=C.UTF-8 TMPDIR=/tmp \
 					KILN="$it/kiln" FIX="$it/fix" KILN_MUST_WORK="${KILN_MUST_WORK:-0}" \
-					bash "$it/integration/run.sh"
+					bash "$it/integration/run.sh" ${KILN_IT_FILES:-}
 			else
 				fail "integration: could not create the user $tester"
 			fi
