@@ -26,6 +26,7 @@
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "caps.h"
+#include "network.h"
 #include "seccomp.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -50,6 +51,7 @@ typedef struct ChildCtx {
 	const SeccompFilter *seccomp;
 	const CapsPlan *caps;
 	int report_fd, out_fd, err_fd;
+	int ready_fd; /* private network: the parent's go-ahead; -1 otherwise */
 } ChildCtx;
 
 /* A mount point the sandbox needs inside the root; parent NULL means the root itself. */
@@ -402,6 +404,27 @@ static void child_prepare_exec(const ChildCtx *c)
 		child_fail(c, errno, "reset signal mask", NULL);
 }
 
+/* Waits for the parent to connect the network, then joins the step's cgroup and sets the
+ * ulimits: last before the fds go, so the command is the first thing the limits hold. */
+static void child_before_exec(const ChildCtx *c)
+{
+	const char *what = NULL;
+	ssize_t n;
+	char go = 0;
+	int r;
+
+	if (c->ready_fd >= 0) {
+		do
+			n = read(c->ready_fd, &go, 1);
+		while (n < 0 && errno == EINTR);
+		if (n != 1)
+			child_fail(c, ENETDOWN, "wait for the network", NULL);
+	}
+	r = limits_child_apply(c->spec->limits, c->spec->cgroup, &what);
+	if (r < 0)
+		child_fail(c, -r, "apply resource limit", what);
+}
+
 /* execvpe() without allocation: argv[0] is looked up in the container's PATH. */
 static _Noreturn void child_exec(const ChildCtx *c)
 {
@@ -460,6 +483,7 @@ static _Noreturn void child_main(const ChildCtx *c)
 		child_fail(c, -r, "set capabilities", NULL);
 	if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
 		child_fail(c, errno, "set no_new_privs", NULL);
+	child_before_exec(c);
 	child_prepare_exec(c);
 	/* Last, so that only the exec itself (and a failure report) runs under the filter. */
 	if ((r = seccomp_filter_load(c->seccomp)) < 0)
@@ -617,9 +641,31 @@ static int wait_child(pid_t pid, int *ret_status, double *ret_cpu_s, KilnError *
 	return 0;
 }
 
+/* Attaches pasta to the child's namespace and lets the child go on. When that fails the child is
+ * killed, and its own setup failure, if it reported one, is the error that explains more. */
+static int connect_network(ChildCtx *ctx, pid_t pid, int rep_r, int ready_w, NetworkStack **ret,
+			   KilnError **err)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	ChildFailure f = {0};
+	char go = 1;
+	int status;
+
+	if (network_stack_start(pid, ret, &e) >= 0 && write(ready_w, &go, 1) == 1)
+		return 0;
+	kill(pid, SIGKILL);
+	wait_child(pid, &status, NULL, NULL);
+	if (read(rep_r, &f, sizeof(f)) == sizeof(f))
+		return failure_to_error(ctx->spec, &f, err);
+	return kiln_error(err, e ? e->code : errno, "run '%s': private network: %s",
+			  ctx->spec->argv[0], e ? e->message : strerror(errno));
+}
+
 static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 {
 	_cleanup_close_ int rep_r = -1, rep_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
+	_cleanup_close_ int ready_r = -1, ready_w = -1;
+	_cleanup_(network_stack_freep) NetworkStack *net = NULL;
 	unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
 	ChildFailure f = {0};
 	ssize_t n;
@@ -629,8 +675,11 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	if ((r = pipe_high(&rep_r, &rep_w, err)) < 0 || (r = pipe_high(&out_r, &out_w, err)) < 0 ||
 	    (r = pipe_high(&err_r, &err_w, err)) < 0)
 		return r;
-	if (ctx->spec->network_none)
+	if (ctx->spec->network_private && (r = pipe_high(&ready_r, &ready_w, err)) < 0)
+		return r;
+	if (ctx->spec->network_none || ctx->spec->network_private)
 		flags |= CLONE_NEWNET;
+	ctx->ready_fd = ready_r;
 	ctx->report_fd = rep_w;
 	ctx->out_fd = out_w;
 	ctx->err_fd = err_w;
@@ -648,6 +697,8 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	out_w = -1;
 	closep(&err_w);
 	err_w = -1;
+	if (ready_w >= 0 && (r = connect_network(ctx, pid, rep_r, ready_w, &net, err)) < 0)
+		return r;
 	do
 		n = read(rep_r, &f, sizeof(f));
 	while (n < 0 && errno == EINTR);

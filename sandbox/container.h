@@ -6,6 +6,7 @@
 #include <sys/types.h>
 
 #include "common/error.h"
+#include "sandbox/limits.h"
 
 /* Receives the container's output as it comes; stream is 1 (stdout) or 2 (stderr). */
 typedef void (*ContainerOutputFn)(void *userdata, int stream, const char *buf, size_t len);
@@ -28,9 +29,16 @@ typedef struct ContainerSpec {
 	void *output_userdata;
 	double *
 	    ret_cpu_seconds; /* when non-NULL: user+system CPU time of the command is stored here */
+
+	/* The network and the limits (network.h, limits.h). */
+	bool network_private;	  /* new net namespace that pasta connects before the command
+				     starts (network_none is the other kind) */
+	const RunLimits *limits;  /* ulimits set just before exec; NULL: kiln's own */
+	const LimitsStep *cgroup; /* the step's cgroup, joined before exec; NULL: kiln's */
 } ContainerSpec;
 
-/* Runs argv in new mount, pid, ipc and uts namespaces (and net when network_none), nested in the
+/* Runs argv in new mount, pid, ipc and uts namespaces (and net when network_none or
+ * network_private; pasta's failure to start is an error naming its reason), nested in the
  * current user namespace (call userns_enter() first, or run as real root), rooted at rootfs, and
  * waits for it.
  *

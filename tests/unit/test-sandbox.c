@@ -12,7 +12,9 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+#include <netinet/in.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <time.h>
@@ -22,6 +24,8 @@
 #include "common/fdutil.h"
 #include "sandbox/container.h"
 #include "sandbox/doctor.h"
+#include "sandbox/limits.h"
+#include "sandbox/network.h"
 #include "sandbox/overlay.h"
 #include "sandbox/userns.h"
 #include "nstest.h"
@@ -98,6 +102,41 @@ TEST(subid_hint_names_the_fix)
 {
 	CHECK(strstr(userns_subid_hint(), "usermod --add-subuids 100000-165535") != NULL);
 	CHECK(strstr(userns_subid_hint(), "uidmap") != NULL);
+}
+
+/* ---- network modes and the private network's resolv.conf ---- */
+
+TEST(network_modes)
+{
+	NetworkMode m = NETWORK_NONE;
+
+	CHECK(network_mode_parse("default", NETWORK_HOST, &m) == 0 && m == NETWORK_HOST);
+	CHECK(network_mode_parse("private", NETWORK_HOST, &m) == 0 && m == NETWORK_PRIVATE);
+	CHECK(network_mode_parse("host", NETWORK_NONE, &m) == 0 && m == NETWORK_HOST);
+	CHECK(network_mode_parse("none", NETWORK_HOST, &m) == 0 && m == NETWORK_NONE);
+	CHECK(network_mode_parse("bridge", NETWORK_HOST, &m) == -EINVAL && m == NETWORK_NONE);
+	CHECK_EQ_STR(network_mode_name(NETWORK_PRIVATE), "private");
+	CHECK_EQ_STR(network_mode_name(NETWORK_HOST), "host");
+	CHECK_EQ_STR(network_mode_name(NETWORK_NONE), "none");
+}
+
+TEST(network_resolv_conf)
+{
+	_cleanup_free_ char *none = network_resolv_conf(NULL);
+	_cleanup_free_ char *resolved = network_resolv_conf("# systemd-resolved\n"
+							    "nameserver 127.0.0.53\n"
+							    "options edns0 trust-ad\n"
+							    "search corp.example\n");
+	_cleanup_free_ char *many = network_resolv_conf("nameserver 10.0.0.2\nnameserver ::1\n"
+							"nameserver 10.0.0.3\nnameserver 10.0.0.4\n"
+							"domain example.org\nsortlist 10.0.0.0\n");
+
+	CHECK_EQ_STR(none, "nameserver 169.254.1.1\n");
+	/* a loopback resolver is the host's own: only pasta's forwarder reaches it */
+	CHECK_EQ_STR(resolved, "nameserver 169.254.1.1\noptions edns0 trust-ad\n"
+			       "search corp.example\n");
+	CHECK_EQ_STR(many, "nameserver 169.254.1.1\nnameserver 10.0.0.2\nnameserver 10.0.0.3\n"
+			   "domain example.org\n");
 }
 
 /* ---- userns_enter ---- */
@@ -373,6 +412,83 @@ static int sh(const char *script, ContainerSpec *base, Output *o, int *status, K
 		}                                                                                  \
 	} while (0)
 
+/* A forked server on the host's 127.0.0.1 that answers "hi" to every connection; its port in
+ * *ret_port. */
+static pid_t loopback_server(int *ret_port)
+{
+	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(a);
+	_cleanup_close_ int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	pid_t pid;
+
+	if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 4) < 0 ||
+	    getsockname(fd, (struct sockaddr *)&a, &len) < 0)
+		return -1;
+	*ret_port = ntohs(a.sin_port);
+	pid = fork();
+	if (pid == 0) {
+		for (;;) {
+			int c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+			if (c >= 0 && write(c, "hi\n", 3) < 0)
+				_exit(1);
+			close(c);
+		}
+	}
+	return pid;
+}
+
+/* A private network: its own interface and default route from pasta, the host's loopback out of
+ * reach (reachable from the host network, so the probe can tell), pasta gone afterwards. */
+static void private_network_checks(ContainerSpec *spec)
+{
+	_cleanup_error_ KilnError *probe = NULL;
+	ContainerSpec pnet = *spec;
+	char script[256];
+	int port = 0;
+	Output o;
+
+	pnet.network_private = true;
+	if (network_probe(&probe) < 0) {
+		_cleanup_error_ KilnError *e = NULL;
+		int st;
+		printf("#   no private network here: %s\n", probe->message);
+		CHECK(strstr(probe->message, "pasta"));
+		CHECK(sh("true", &pnet, &o, &st, &e) < 0);
+		CHECK(e && strstr(e->message, "private network"));
+		return;
+	}
+	SH_OK("ip -o link | grep -vc ': lo:'; ip route | grep -c '^default'", &pnet, &o, 0);
+	CHECK_EQ_STR(o.out, "1\n1\n");
+	pid_t server = loopback_server(&port);
+	CHECK(server > 0);
+	snprintf(script, sizeof(script), "busybox nc -w 2 127.0.0.1 %d </dev/null || echo no",
+		 port);
+	SH_OK(script, spec, &o, 0);
+	CHECK_EQ_STR(o.out, "hi\n");
+	SH_OK(script, &pnet, &o, 0);
+	CHECK_EQ_STR(o.out, "no\n");
+	kill(server, SIGKILL);
+	CHECK(waitpid(server, NULL, 0) == server);
+	/* pasta was this process's child and has been reaped. */
+	CHECK(waitpid(-1, NULL, WNOHANG) < 0 && errno == ECHILD);
+}
+
+/* ulimits reach the command; a step cgroup is joined (as root: a cgroup of the host's v2 root,
+ * removed again) */
+static void limits_checks(ContainerSpec *spec)
+{
+	RunLimits l = {0};
+	ContainerSpec lim = *spec;
+	Output o;
+
+	CHECK(limits_add_ulimit(&l, "nofile=100:200", NULL) == 0);
+	CHECK(limits_add_ulimit(&l, "fsize=4096", NULL) == 0);
+	lim.limits = &l;
+	/* not the last command: pid 1 would be head itself, which SIGXFSZ cannot kill */
+	SH_OK("ulimit -n; ulimit -Hn; head -c 8192 /dev/zero > /big; echo $?", &lim, &o, 0);
+	CHECK_EQ_STR(o.out, "100\n200\n153\n");
+}
+
 static void container_checks(const IdMapInfo *info)
 {
 	ContainerSpec spec = {.rootfs = "merged", .envp = test_env, .hostname = "kbox"};
@@ -428,6 +544,9 @@ static void container_checks(const IdMapInfo *info)
 	SH_OK("grep -c : /proc/net/dev; ip link show lo", &net, &o, 0);
 	CHECK(strncmp(o.out, "1\n", 2) == 0);
 	CHECK(strstr(o.out, "lo:") && strstr(o.out, ",UP"));
+
+	private_network_checks(&spec);
+	limits_checks(&spec);
 
 	write_text("hosts", "10.1.2.3 kiln-test-host\n");
 	write_text("resolv", "nameserver 10.9.9.9\n");
@@ -618,6 +737,8 @@ int main(void)
 
 	RUN(subid_range_lookup);
 	RUN(subid_hint_names_the_fix);
+	RUN(network_modes);
+	RUN(network_resolv_conf);
 	RUN(userns_enter_as_root_is_full);
 	RUN(userns_enter_with_subids);
 	RUN(userns_enter_single_forced);
