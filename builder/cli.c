@@ -1199,11 +1199,12 @@ static int cmd_doctor(int argc, char **argv, KilnError **err)
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < n; i++) {
-		printf("%-4s %s: %s\n", checks[i].ok ? "ok" : "FAIL", checks[i].name,
+		const char *label = checks[i].ok ? "ok" : checks[i].optional ? "off" : "FAIL";
+		printf("%-4s %s: %s\n", label, checks[i].name,
 		       checks[i].detail ? checks[i].detail : "");
 		if (!checks[i].ok && checks[i].hint)
 			printf("     fix: %s\n", checks[i].hint);
-		all_ok &= checks[i].ok;
+		all_ok &= checks[i].ok || checks[i].optional;
 	}
 	doctor_checks_free(checks, n);
 	_cleanup_strv_free_ char **lines = NULL;

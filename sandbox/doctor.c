@@ -17,6 +17,8 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "limits.h"
+#include "network.h"
 #include "overlay.h"
 #include "userns.h"
 
@@ -317,6 +319,56 @@ static void check_binfmt(CheckList *l)
 			  "qemu-user-static and binfmt-support");
 }
 
+static int probe_network(int fd, void *arg)
+{
+	_cleanup_error_ KilnError *e = NULL;
+
+	if (enter_for_probe(fd))
+		return 1;
+	if (network_probe(&e) < 0) {
+		dprintf(fd, "%s", e && e->message ? e->message : "pasta failed");
+		return 1;
+	}
+	return 0;
+}
+
+static void check_network(CheckList *l)
+{
+	_cleanup_free_ char *msg = NULL;
+
+	if (!probe_in_child(probe_network, NULL, &msg)) {
+		checks_add(l, "network", true,
+			   xstrdup("pasta gives RUN steps a private network (no host loopback, "
+				   "DNS through " NETWORK_DNS_ADDRESS ")"),
+			   NULL);
+		return;
+	}
+	checks_add(l, "network", false, TAKE_PTR(msg),
+		   strstr(msg ? msg : "", "/dev/net/tun")
+		       ? "as root: chmod 0666 /dev/net/tun (udev hosts make it 0666; without it "
+			 "RUN steps fall back to the host network)"
+		       : "install the package passt (pasta); without it RUN steps fall back to "
+			 "the host network");
+}
+
+static void check_cgroup(CheckList *l)
+{
+	RunLimits want = {.memory = 1, .pids = 1};
+	_cleanup_error_ KilnError *e = NULL;
+
+	if (limits_cgroup_check(&want, &e) < 0) {
+		checks_add(l, "cgroup limits", false, xstrdup(e->message),
+			   "needed only by --memory and --pids-limit (see above)");
+		l->v[l->n - 1].optional = true;
+		return;
+	}
+	checks_add(l, "cgroup limits", true,
+		   xstrdup("kiln's cgroup v2 is delegated with memory and pids: --memory and "
+			   "--pids-limit work"),
+		   NULL);
+	l->v[l->n - 1].optional = true;
+}
+
 int doctor_run(DoctorCheck **ret, size_t *ret_n, KilnError **err)
 {
 	CheckList l = {0};
@@ -337,6 +389,8 @@ int doctor_run(DoctorCheck **ret, size_t *ret_n, KilnError **err)
 			  "needs Linux >= 5.11 with overlayfs; without it kiln uses its slower "
 			  "copy-based snapshots");
 	check_binfmt(&l);
+	check_network(&l);
+	check_cgroup(&l);
 	*ret = l.v;
 	*ret_n = l.n;
 	return 0;
