@@ -117,7 +117,10 @@ typedef struct Build {
 	StageResult *results;
 	ReportStep *steps;
 	size_t n_steps;
-	bool failed; /* a pass failed: the others stop at their next instruction */
+	bool failed;	      /* a pass failed: the others stop at their next instruction */
+	int net_state;	      /* under lock: 0 not probed yet, 1 private works, -1 host instead */
+	char *resolv_private; /* work/resolv.conf of private networks */
+	LimitsCgroup *cgroup; /* parent of the steps' cgroups (--memory, --pids-limit) */
 } Build;
 
 /* One target platform's run through the stages. */
@@ -191,6 +194,9 @@ int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char
 int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError **err);
 int step_meta_cache(StageRun *r, const char *created, KilnError **err);
 int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err);
+/* The network a RUN step gets for the one it asks: a private network becomes the host's when
+ * pasta cannot start here (checked once per build, with a warning). */
+NetworkMode build_network(Build *b, NetworkMode asked);
 int run_onbuild(StageRun *r, const char *image, KilnError **err);
 char *strv_join(char *const *v, const char *sep);
 void chain_start(StageRun *r, const char *base);

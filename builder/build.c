@@ -762,7 +762,46 @@ static int build_prepare(Build *b, KilnError **err)
 		prune_sweep_dead(b->store);
 	if (k >= 0)
 		k = build_cache_open(store_path(b->store), &b->cache, err);
+	if (k >= 0)
+		k = limits_cgroup_open(&o->limits, &b->cgroup, err);
 	return k;
+}
+
+/* Writes the resolv.conf of private networks into the work dir; 1 when private networks work. */
+static int network_prepare(Build *b, KilnError **err)
+{
+	_cleanup_free_ char *host = NULL, *text = NULL;
+	int k = network_probe(err);
+
+	if (k < 0)
+		return -1;
+	if (read_file_at(AT_FDCWD, "/etc/resolv.conf", 1 << 20, &host, NULL, NULL) < 0)
+		host = NULL;
+	text = network_resolv_conf(host);
+	b->resolv_private = xasprintf("%s/resolv.conf", b->work);
+	k = write_file_atomic_at(AT_FDCWD, b->resolv_private, text, strlen(text), 0644, err);
+	return k < 0 ? -1 : 1;
+}
+
+NetworkMode build_network(Build *b, NetworkMode asked)
+{
+	int state;
+
+	if (asked != NETWORK_PRIVATE)
+		return asked;
+	pthread_mutex_lock(&b->lock);
+	if (b->net_state == 0) {
+		_cleanup_error_ KilnError *e = NULL;
+		b->net_state = network_prepare(b, &e);
+		if (b->net_state < 0)
+			progress_note(b->progress,
+				      "warning: RUN steps use the host network (private network "
+				      "unavailable: %s)",
+				      e && e->message ? e->message : "unknown error");
+	}
+	state = b->net_state;
+	pthread_mutex_unlock(&b->lock);
+	return state > 0 ? NETWORK_PRIVATE : NETWORK_HOST;
 }
 
 static void build_done(Build *b)
@@ -787,6 +826,8 @@ static void build_done(Build *b)
 	if (b->work)
 		store_work_release(b->store);
 	free(b->work);
+	free(b->resolv_private);
+	limits_cgroup_free(b->cgroup);
 	free(b->snapdir);
 	build_context_free(b->ctx);
 	dockerfile_free(b->df);

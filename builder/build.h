@@ -9,6 +9,8 @@
 #include "layers/compress.h"
 #include "layers/store.h"
 #include "platforms/platform.h"
+#include "sandbox/limits.h"
+#include "sandbox/network.h"
 #include "sandbox/userns.h"
 
 typedef enum { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL } OutputType;
@@ -37,7 +39,8 @@ typedef struct BuildOptions {
 	OutputSpec *outputs;
 	size_t n_outputs;
 	bool no_cache;
-	bool network_none;
+	NetworkMode network; /* RUN's default; NETWORK_PRIVATE (0) unless --network */
+	RunLimits limits;    /* --ulimit, --memory, --pids-limit: every RUN step */
 	int64_t epoch;
 	ProgressMode progress;
 	const char *metadata_file;

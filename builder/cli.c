@@ -119,7 +119,30 @@ enum {
 	OPT_REPLACE,
 	OPT_MAX_LAYER_SIZE,
 	OPT_MAX_LAYER_ENTRIES,
+	OPT_ULIMIT,
+	OPT_MEMORY,
+	OPT_PIDS_LIMIT,
 };
+
+/* --network, --ulimit (buildx's names), --memory, --pids-limit (buildx has none: docker run's). */
+static int parse_run_option(int opt, const char *arg, BuildOptions *o, KilnError **err)
+{
+	switch (opt) {
+	case OPT_NETWORK:
+		if (network_mode_parse(arg, NETWORK_PRIVATE, &o->network) < 0)
+			return usage_error(err, "--network takes default, host or none, got '%s'",
+					   arg);
+		return 0;
+	case OPT_ULIMIT:
+		return limits_add_ulimit(&o->limits, arg, err);
+	case OPT_MEMORY:
+		return limits_parse_memory(arg, &o->limits.memory, err);
+	case OPT_PIDS_LIMIT:
+		return limits_parse_pids(arg, &o->limits.pids, err);
+	default:
+		return usage_error(err, "see 'kiln build --help'");
+	}
+}
 
 /* --max-layer-size SIZE / --max-layer-entries N (kiln build and kiln load). */
 static int parse_layer_cap(int opt, const char *arg, uint64_t *bytes, uint64_t *entries,
@@ -220,6 +243,9 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"qemu-dir", required_argument, NULL, OPT_QEMU_DIR},
 	    {"max-layer-size", required_argument, NULL, OPT_MAX_LAYER_SIZE},
 	    {"max-layer-entries", required_argument, NULL, OPT_MAX_LAYER_ENTRIES},
+	    {"ulimit", required_argument, NULL, OPT_ULIMIT},
+	    {"memory", required_argument, NULL, OPT_MEMORY},
+	    {"pids-limit", required_argument, NULL, OPT_PIDS_LIMIT},
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
@@ -293,13 +319,12 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 			o.no_cache = true;
 			break;
 		case OPT_NETWORK:
-			if (strcmp(optarg, "none") && strcmp(optarg, "host") &&
-			    strcmp(optarg, "default")) {
-				r = usage_error(err, "--network takes host or none, got '%s'",
-						optarg);
+		case OPT_ULIMIT:
+		case OPT_MEMORY:
+		case OPT_PIDS_LIMIT:
+			r = parse_run_option(c, optarg, &o, err);
+			if (r < 0)
 				goto out;
-			}
-			o.network_none = strcmp(optarg, "none") == 0;
 			break;
 		case OPT_EPOCH:
 			r = parse_epoch(optarg, &o.epoch, err);
@@ -381,6 +406,9 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 		r = usage_error(err, "build context '%s' is not a directory", o.context_dir);
 		goto out;
 	}
+	r = limits_check(&o.limits, err);
+	if (r < 0)
+		goto out;
 	if (!platforms) {
 		platforms = xcalloc(1, sizeof(Platform));
 		platform_host(platforms);

@@ -222,6 +222,46 @@ static char **run_env(StageRun *r)
 	return env;
 }
 
+static const char *run_resolv_path(const Build *b, NetworkMode net)
+{
+	if (net == NETWORK_PRIVATE)
+		return b->resolv_private;
+	if (net == NETWORK_NONE || access("/etc/resolv.conf", R_OK) < 0)
+		return NULL;
+	return "/etc/resolv.conf";
+}
+
+/* Runs the step's command with its network, limits and cgroup; a non-zero exit is an error
+ * naming the command (and the memory limit when that is what killed it). */
+static int run_sandboxed(StageRun *r, const DfInstruction *in, unsigned step, ContainerSpec *spec,
+			 NetworkMode asked, const char *shown, KilnError **err)
+{
+	Build *b = r->b;
+	_cleanup_(limits_step_freep) LimitsStep *cg = NULL;
+	NetworkMode net = build_network(b, asked);
+	RunOutput out = {.p = b->progress, .step = step};
+	int status = 0, k;
+
+	if (b->cgroup && (k = limits_step_new(b->cgroup, &b->o->limits, &cg, err)) < 0)
+		return inst_wrap(b, in, k, err);
+	spec->network_none = net == NETWORK_NONE;
+	spec->network_private = net == NETWORK_PRIVATE;
+	spec->hosts_path = net == NETWORK_NONE || access("/etc/hosts", R_OK) ? NULL : "/etc/hosts";
+	spec->resolv_path = run_resolv_path(b, net);
+	spec->limits = &b->o->limits;
+	spec->cgroup = cg;
+	spec->output = run_output;
+	spec->output_userdata = &out;
+	k = container_run(spec, &status, err);
+	if (k < 0)
+		return inst_wrap(b, in, k, err);
+	if (status != 0)
+		return inst_error(
+		    b, in, EIO, err, "RUN %s: process exited with exit code %d%s", shown, status,
+		    cg && limits_step_oom_killed(cg) ? " (killed by the --memory limit)" : "");
+	return 0;
+}
+
 static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError **err)
 {
 	static const char *const refused[] = {"mount", "security", NULL};
@@ -233,20 +273,16 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	size_t n_groups = 0;
 	uid_t uid;
 	gid_t gid;
-	int status = 0, k;
+	int k;
 
 	k = refuse_flags(b, in, refused, err);
 	if (k < 0)
 		return k;
-	const char *net = df_instruction_flag(in, "network");
-	bool net_none = b->o->network_none;
-	if (net && strcmp(net, "none") == 0)
-		net_none = true;
-	else if (net && (strcmp(net, "host") == 0 || strcmp(net, "default") == 0))
-		net_none = strcmp(net, "host") == 0 ? false : b->o->network_none;
-	else if (net)
+	const char *net_flag = df_instruction_flag(in, "network");
+	NetworkMode asked = b->o->network;
+	if (net_flag && network_mode_parse(net_flag, b->o->network, &asked) < 0)
 		return inst_error(b, in, EINVAL, err,
-				  "RUN --network=%s: expected none, host or default", net);
+				  "RUN --network=%s: expected default, none or host", net_flag);
 	if (in->json) {
 		argv = strv_copy(in->args);
 		if (!argv || !argv[0])
@@ -259,8 +295,10 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	created = xasprintf("RUN %s", joined);
 	{
 		_cleanup_free_ char *argv0 = strv_join(argv, "\n");
-		const char *parts[] = {"RUN", argv0, net_none ? "network=none" : "network=host"};
-		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
+		_cleanup_free_ char *net_key = xasprintf("network=%s", network_mode_name(asked));
+		_cleanup_free_ char *ulimits = limits_ulimits_string(&b->o->limits);
+		const char *parts[] = {"RUN", argv0, net_key, ulimits};
+		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts) - !ulimits);
 	}
 	k = step_cache_lookup(r, NULL, NULL, created, err);
 	if (k != 0)
@@ -290,7 +328,6 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	struct stat etc_before;
 	bool had_etc = fstatat(m.fd, "etc", &etc_before, AT_SYMLINK_NOFOLLOW) == 0 &&
 		       S_ISDIR(etc_before.st_mode);
-	RunOutput out = {.p = b->progress, .step = step};
 	ContainerSpec spec = {
 	    .rootfs = m.merged,
 	    .argv = argv,
@@ -300,23 +337,14 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	    .gid = gid,
 	    .groups = groups,
 	    .n_groups = n_groups,
-	    .network_none = net_none,
 	    .hostname = "kiln",
-	    .hosts_path = net_none || access("/etc/hosts", R_OK) ? NULL : "/etc/hosts",
-	    .resolv_path = net_none || access("/etc/resolv.conf", R_OK) ? NULL : "/etc/resolv.conf",
-	    .output = run_output,
-	    .output_userdata = &out,
 	    .ret_cpu_seconds = &r->cpu_s,
 	};
-	k = container_run(&spec, &status, err);
+	k = run_sandboxed(r, in, step, &spec, asked,
+			  in->json ? joined : argv[strv_length(argv) - 1], err);
 	if (k < 0) {
 		mounted_release(&m);
-		return inst_wrap(b, in, k, err);
-	}
-	if (status != 0) {
-		mounted_release(&m);
-		return inst_error(b, in, EIO, err, "RUN %s: process exited with exit code %d",
-				  in->json ? joined : argv[strv_length(argv) - 1], status);
+		return k;
 	}
 	k = mounted_unmount(&m, err);
 	if (k < 0) {
