@@ -7,8 +7,9 @@ pkgs=(
 	gcc meson ninja-build pkg-config clang-format
 	libarchive-dev libzstd-dev zlib1g-dev libssl-dev libseccomp-dev libcap-dev
 	libjansson-dev
-	# runtime: subordinate id maps for rootless builds
-	uidmap
+	# runtime: subordinate id maps for rootless builds; pasta (passt) for RUN steps' private
+	# network
+	uidmap passt
 	# foreign-architecture RUN steps: kiln registers these interpreters itself
 	qemu-user-static
 	# tests: fixtures, independent readers of kiln's output, process checks

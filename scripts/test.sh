@@ -92,6 +92,19 @@ else
 	scripts/install-deps.sh || fail "scripts/install-deps.sh"
 fi
 
+# RUN steps' private network needs /dev/net/tun for pasta, as udev hosts ship it (0666: opening it
+# only lets a process create tap devices in network namespaces it owns). Some VMs ship 0600,
+# which leaves the unprivileged tester on the host network.
+fix_tun() {
+	local mode
+	[ "$(id -u)" -eq 0 ] && [ -c /dev/net/tun ] || return 0
+	mode=$(stat -c %a /dev/net/tun)
+	if [ "$mode" != 666 ] && chmod 0666 /dev/net/tun; then
+		echo "/dev/net/tun: mode $mode -> 0666 (the udev default) for pasta"
+	fi
+}
+fix_tun
+
 section "build ($build)"
 if [ -f "$build/build.ninja" ]; then
 	meson setup --reconfigure "$build" >/dev/null || fail "meson setup --reconfigure $build"
