@@ -664,6 +664,8 @@ static int connect_network(ChildCtx *ctx, pid_t pid, int rep_r, int ready_w, Net
 static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 {
 	_cleanup_close_ int rep_r = -1, rep_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
+	/* ready_r stays open here too: the go-ahead to a child that died already cannot raise
+	 * SIGPIPE. */
 	_cleanup_close_ int ready_r = -1, ready_w = -1;
 	_cleanup_(network_stack_freep) NetworkStack *net = NULL;
 	unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;

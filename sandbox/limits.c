@@ -266,7 +266,8 @@ static bool word_in(const char *list, const char *word)
 	return false;
 }
 
-/* The cgroup2 mount and the process's path in it ("0::PATH" in /proc/self/cgroup). */
+/* The cgroup2 mount and the process's path in it ("0::PATH" in /proc/self/cgroup): the cgroup
+ * kiln makes the steps' cgroups in. */
 static int cgroup_self_dir(char **ret_dir, KilnError **err)
 {
 	_cleanup_free_ char *cg = NULL, *mi = NULL;
@@ -292,7 +293,13 @@ static int cgroup_self_dir(char **ret_dir, KilnError **err)
 		if (strncmp(path, root, rl) != 0 || (path[rl] != '/' && path[rl] != 0))
 			continue;
 		const char *rel = path + rl;
-		*ret_dir = xasprintf("%s%s", point, strcmp(rel, "/") == 0 ? "" : rel);
+		char *dir = xasprintf("%s%s", point, strcmp(rel, "/") == 0 ? "" : rel);
+		/* An earlier kiln moved this process (or its shell) into kiln-main: the steps'
+		 * cgroups go beside it, as they did then. */
+		char *slash = strrchr(dir, '/');
+		if (slash && slash != dir && strcmp(slash + 1, MAIN_CHILD) == 0)
+			*slash = 0;
+		*ret_dir = dir;
 		return 0;
 	}
 	return kiln_error(err, ENOTSUP, NEEDS_CGROUP "no cgroup2 file system is mounted");
@@ -349,10 +356,13 @@ static int cgroup_evacuate(const char *dir, KilnError **err)
 			return r;
 		if (!*procs)
 			return 0;
-		for (char *p = strtok_r(procs, "\n", &save); p; p = strtok_r(NULL, "\n", &save))
-			if (cgroup_write(main_dir, "cgroup.procs", p, NULL) < 0 && errno != ESRCH)
-				return kiln_error_errno(err, errno, "move process %s into '%s'", p,
+		for (char *p = strtok_r(procs, "\n", &save); p; p = strtok_r(NULL, "\n", &save)) {
+			/* a process that exited meanwhile is ESRCH: nothing to move */
+			r = cgroup_write(main_dir, "cgroup.procs", p, NULL);
+			if (r < 0 && r != -ESRCH)
+				return kiln_error_errno(err, -r, "move process %s into '%s'", p,
 							main_dir);
+		}
 	}
 	return kiln_error(err, EBUSY, "processes keep appearing in '%s'", dir);
 }
