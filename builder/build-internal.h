@@ -29,6 +29,7 @@
 #include "common/cleanup.h"
 #include "common/digest.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "common/rootfs.h"
 #include "layers/export.h"
 #include "layers/import.h"

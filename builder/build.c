@@ -711,6 +711,8 @@ static int write_metadata(Build *b, const OciDescriptor *root, KilnError **err)
 	char *s = json_dumps(m, JSON_INDENT(2));
 	json_decref(m);
 	int k = write_file_atomic_at(AT_FDCWD, b->o->metadata_file, s, strlen(s), 0644, err);
+	if (k >= 0 && (k = owner_give_at(AT_FDCWD, b->o->metadata_file)) < 0)
+		k = kiln_error_errno(err, -k, "chown '%s'", b->o->metadata_file);
 	free(s);
 	return k;
 }
@@ -760,6 +762,11 @@ static int build_prepare(Build *b, KilnError **err)
 		k = store_work_acquire(b->store, &b->work, err);
 	if (k >= 0)
 		prune_sweep_dead(b->store);
+	if (k >= 0) {
+		_cleanup_free_ char *map = userns_map_text();
+		k = map ? prune_snapshots_remapped(b->store, map, err)
+			: kiln_error(err, EIO, "read this process's id map");
+	}
 	if (k >= 0)
 		k = build_cache_open(store_path(b->store), &b->cache, err);
 	return k;
@@ -938,6 +945,8 @@ static int write_report(Build *b, double wall, KilnError **err)
 	char *s = json_dumps(rep, JSON_INDENT(2));
 	json_decref(rep);
 	int k = write_file_atomic_at(AT_FDCWD, b->o->report_file, s, strlen(s), 0644, err);
+	if (k >= 0 && (k = owner_give_at(AT_FDCWD, b->o->report_file)) < 0)
+		k = kiln_error_errno(err, -k, "chown '%s'", b->o->report_file);
 	free(s);
 	return k;
 }

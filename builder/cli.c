@@ -17,6 +17,7 @@
 #include "builder/prune.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "layers/export.h"
 #include "layers/import.h"
 #include "layers/layer_apply.h"
@@ -90,6 +91,7 @@ static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, Kiln
 	r = userns_enter(idmap, &reason, err);
 	if (r < 0)
 		return r;
+	owner_set(idmap->owner_uid, idmap->owner_gid);
 	if (reason && getenv("KILN_DEBUG"))
 		fprintf(stderr, "kiln: %s\n", reason);
 	return store_open(abs, ret, err);
