@@ -14,7 +14,6 @@
 #include "common/fdutil.h"
 
 #define COPY_BUF (64u << 10)
-#define INDEX_DEPTH_MAX 4
 #define OCI_LAYOUT_JSON "{\"imageLayoutVersion\":\"1.0.0\"}"
 
 /* The files of an artifact: blobs copied from the store, or small generated documents. */
@@ -29,6 +28,7 @@ typedef struct Item {
 typedef struct Items {
 	Item *v;
 	size_t n;
+	json_t *names; /* set of the names in v */
 } Items;
 
 static void items_done(Items *it)
@@ -38,15 +38,19 @@ static void items_done(Items *it)
 		free(it->v[i].data);
 	}
 	free(it->v);
+	if (it->names)
+		json_decref(it->names);
 }
 
 static Item *items_add(Items *it, char *name)
 {
-	for (size_t i = 0; i < it->n; i++)
-		if (!strcmp(it->v[i].name, name)) {
-			free(name);
-			return NULL;
-		}
+	if (!it->names)
+		it->names = json_object();
+	if (json_object_get(it->names, name)) {
+		free(name);
+		return NULL;
+	}
+	json_object_set_new(it->names, name, json_true());
 	it->v = xrealloc(it->v, (it->n + 1) * sizeof(*it->v));
 	Item *e = &it->v[it->n++];
 	*e = (Item){.name = name};
@@ -84,63 +88,18 @@ static int cmp_items(const void *a, const void *b)
 	return strcmp(((const Item *)a)->name, ((const Item *)b)->name);
 }
 
-static int read_described(Store *s, const OciDescriptor *d, char **ret, size_t *ret_len,
-			  KilnError **err)
+typedef struct CollectCtx {
+	Store *s;
+	Items *it;
+} CollectCtx;
+
+/* oci_walk visitor: every blob reachable from the root is exported. */
+static int collect_fn(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
 {
-	int r = store_read_blob(s, d->digest, OCI_MANIFEST_MAX, ret, ret_len, err);
+	CollectCtx *c = userdata;
 
-	if (r < 0)
-		return r;
-	if ((int64_t)*ret_len != d->size) {
-		free(*ret);
-		*ret = NULL;
-		return kiln_error(err, EIO, "blob %s has %zu bytes, its descriptor says %lld",
-				  d->digest, *ret_len, (long long)d->size);
-	}
-	return 0;
-}
-
-/* Adds d and everything reachable from it. */
-static int collect_blobs(Store *s, const OciDescriptor *d, unsigned depth, Items *it,
-			 KilnError **err)
-{
-	_cleanup_free_ char *data = NULL;
-	size_t len = 0;
-	int r;
-
-	if (depth > INDEX_DEPTH_MAX)
-		return kiln_error(err, ELOOP, "index %s: indexes nested too deeply", d->digest);
-	r = items_add_blob(s, it, d->digest, d->size, err);
-	if (r < 0)
-		return r;
-	if (oci_media_type_is_index(d->media_type)) {
-		OciDescriptor *v = NULL;
-		size_t n = 0;
-		r = read_described(s, d, &data, &len, err);
-		if (r < 0)
-			return r;
-		r = oci_index_parse(data, len, &v, &n, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "index %s", d->digest);
-		for (size_t i = 0; i < n && r >= 0; i++)
-			r = collect_blobs(s, &v[i], depth + 1, it, err);
-		oci_descriptors_free(v, n);
-		return r;
-	}
-	if (oci_media_type_is_manifest(d->media_type)) {
-		_cleanup_(oci_image_freep) OciImage *img = NULL;
-		r = read_described(s, d, &data, &len, err);
-		if (r < 0)
-			return r;
-		r = oci_manifest_parse(data, len, &img, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "manifest %s", d->digest);
-		r = items_add_blob(s, it, img->config_digest, img->config_size, err);
-		for (size_t i = 0; i < img->n_layers && r >= 0; i++)
-			r = items_add_blob(s, it, img->layers[i].digest, img->layers[i].size, err);
-		return r;
-	}
-	return 0;
+	(void)depth;
+	return items_add_blob(c->s, c->it, d->digest, d->size, err);
 }
 
 static void items_add_layout(Items *it)
@@ -202,7 +161,7 @@ static int oci_items(Store *s, const OciDescriptor *root, const char *name, Item
 	items_add_layout(it);
 	items_add_data(it, "index.json", index_json(&entry, 1));
 	oci_descriptor_done(&entry);
-	r = collect_blobs(s, root, 0, it, err);
+	r = oci_walk(s, root, OCI_WALK_MANIFESTS, collect_fn, &(CollectCtx){s, it}, err);
 	if (r < 0)
 		return r;
 	qsort(it->v, it->n, sizeof(*it->v), cmp_items);

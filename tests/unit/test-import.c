@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "common/cleanup.h"
@@ -643,6 +644,162 @@ static void write_docker_legacy(const char *path, const char *link_kind, Buf *la
 	fx_done(&f);
 }
 
+/* An index listing `child` n times (with a platform, so nothing else is read). */
+static Buf fan_out_index(const char *child_mt, const Buf *child, size_t n)
+{
+	json_t *m = json_array();
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *d = desc_json(child_mt, child);
+		json_object_set_new(d, "platform",
+				    json_pack("{s:s,s:s}", "architecture", "amd64", "os", "linux"));
+		json_array_append_new(m, d);
+	}
+	return buf_json(json_pack("{s:i,s:s,s:o}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+				  "manifests", m));
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void put_image(Store *s, const Image *im)
+{
+	store_put_blob(s, im->gz.data, im->gz.len, NULL, NULL, NULL);
+	store_put_blob(s, im->config.data, im->config.len, NULL, NULL, NULL);
+	store_put_blob(s, im->manifest.data, im->manifest.len, NULL, NULL, NULL);
+}
+
+/* Issue 8: an index listing one child index thousands of times was read once per listing. */
+TEST(index_fan_out_reads_each_digest_once)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf child = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 4000);
+	Buf top = fan_out_index(MT_OCI_INDEX, &child, 4000);
+	_cleanup_error_ KilnError *e = NULL;
+	Platform *plats = NULL;
+	size_t n = 0;
+
+	put_image(s, &im);
+	store_put_blob(s, child.data, child.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_INDEX, &top);
+	double t0 = now_s();
+	_cleanup_(oci_image_freep) OciImage *img = resolve(s, &root, "linux/amd64");
+	CHECK(img && !strcmp(img->manifest_digest, im.manifest.digest));
+	CHECK(oci_list_platforms(s, &root, &plats, &n, NULL) == 0 && n == 1);
+	CHECK(export_oci_archive(s, &root, NULL, "out.tar", &e) == 0);
+	double dt = now_s() - t0;
+	printf("# 4000 x 4000 fan-out: resolve, list and export in %.2f s\n", dt);
+	CHECK(dt < 5);
+	free(plats);
+	free(child.data);
+	free(top.data);
+	image_done(&im);
+}
+
+TEST(index_fan_out_past_the_cap_refused)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf child = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 6000);
+	Buf top = fan_out_index(MT_OCI_INDEX, &child, 6000);
+	Buf wide = fan_out_index(MT_OCI_MANIFEST, &im.manifest, OCI_DESCRIPTORS_MAX + 1);
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	put_image(s, &im);
+	store_put_blob(s, child.data, child.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_INDEX, &top);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) == -E2BIG);
+	CHECK(e && strstr(e->message, child.digest) && strstr(e->message, top.digest) &&
+	      strstr(e->message, "more than 10000 descriptors"));
+	CHECK(export_oci_archive(s, &root, NULL, "out.tar", &e2) == -E2BIG);
+	CHECK(access("out.tar", F_OK) < 0);
+	OciDescriptor wroot = put_root(s, MT_OCI_INDEX, &wide);
+	CHECK(oci_image_resolve(s, &wroot, &p, &img, &e3) == -E2BIG);
+	CHECK(e3 && strstr(e3->message, wide.digest) && strstr(e3->message, "lists 10001"));
+	free(child.data);
+	free(top.data);
+	free(wide.data);
+	image_done(&im);
+}
+
+TEST(index_nesting_depth_capped)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf level[OCI_INDEX_DEPTH_MAX + 1];
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	put_image(s, &im);
+	level[0] = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 1);
+	for (int i = 1; i <= OCI_INDEX_DEPTH_MAX; i++)
+		level[i] = fan_out_index(MT_OCI_INDEX, &level[i - 1], 1);
+	for (int i = 0; i <= OCI_INDEX_DEPTH_MAX; i++)
+		store_put_blob(s, level[i].data, level[i].len, NULL, NULL, NULL);
+	OciDescriptor ok = put_root(s, MT_OCI_INDEX, &level[OCI_INDEX_DEPTH_MAX - 1]);
+	_cleanup_(oci_image_freep) OciImage *good = resolve(s, &ok, "linux/amd64");
+	CHECK(good != NULL);
+	OciDescriptor deep = put_root(s, MT_OCI_INDEX, &level[OCI_INDEX_DEPTH_MAX]);
+	CHECK(oci_image_resolve(s, &deep, &p, &img, &e) == -ELOOP);
+	CHECK(e && strstr(e->message, level[0].digest) && strstr(e->message, "nested too deeply"));
+	for (int i = 0; i <= OCI_INDEX_DEPTH_MAX; i++)
+		free(level[i].data);
+	image_done(&im);
+}
+
+/* Issue 8 15c: a layer descriptor's size must be the blob's. */
+TEST(layer_size_checked_against_descriptor)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	Buf lied = im.gz;
+	lied.len++;
+	Buf bad =
+	    manifest_json(MT_OCI_MANIFEST, &im.config, MT_OCI_CONFIG, &lied, 1, MT_OCI_LAYER_GZIP);
+	put_image(s, &im);
+	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &bad);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) == -EIO);
+	_cleanup_free_ char *want = xasprintf("layer %s has %zu bytes, its descriptor says %zu",
+					      im.gz.digest, im.gz.len, im.gz.len + 1);
+	CHECK(e && strstr(e->message, want));
+	if (e && !strstr(e->message, want))
+		printf("# %s\n", e->message);
+	free(bad.data);
+	image_done(&im);
+}
+
+/* Issue 8 5b: a document that is not JSON is reported by position, never by its bytes. */
+TEST(json_errors_quote_no_bytes)
+{
+	static const char passwd[] = "root:x:0:0:root:/root:/bin/bash\nsecret-line\n";
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	OciDescriptor *v = NULL;
+	OciImage *img = NULL;
+	size_t n = 0;
+
+	CHECK(oci_index_parse(passwd, strlen(passwd), &v, &n, &e) < 0);
+	CHECK(e && strstr(e->message, "not valid JSON at line 1 column"));
+	CHECK(e && !strstr(e->message, "root") && !strstr(e->message, "secret"));
+	CHECK(oci_manifest_parse("{\"a\": secret}", 13, &img, &e2) < 0);
+	CHECK(e2 && !strstr(e2->message, "secret"));
+}
+
 TEST(docker_archive_legacy_symlink_and_hardlink)
 {
 	static const char *const kinds[] = {"symlink", "hardlink"};
@@ -1031,6 +1188,11 @@ int main(void)
 	RUN(manifest_whose_media_type_says_index);
 	RUN(diff_ids_count_mismatch);
 	RUN(resolve_checks_sizes_and_corruption);
+	RUN(index_fan_out_reads_each_digest_once);
+	RUN(index_fan_out_past_the_cap_refused);
+	RUN(index_nesting_depth_capped);
+	RUN(layer_size_checked_against_descriptor);
+	RUN(json_errors_quote_no_bytes);
 	RUN(docker_archive_legacy_symlink_and_hardlink);
 	RUN(docker_archive_escaping_symlink_refused);
 	RUN(docker_archive_new_layout);
