@@ -13,6 +13,10 @@ int write_all(int fd, const void *buf, size_t len);
 /* Reads until EOF into a NUL-terminated malloc'd buffer. Fails with EFBIG past max bytes. */
 int read_all_fd(int fd, size_t max, char **ret_data, size_t *ret_len, KilnError **err);
 
+/* For an fd opened with O_NONBLOCK (so that opening a FIFO does not wait for a writer): fails
+ * with EINVAL naming path and its type unless it is a regular file, then clears O_NONBLOCK. */
+int fd_require_regular(int fd, const char *path, KilnError **err);
+
 /* Reads a whole file (relative to dirfd, AT_FDCWD for cwd). */
 int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 KilnError **err);

@@ -557,18 +557,26 @@ static int walk_desc(Walk *w, const OciDescriptor *d, unsigned depth, KilnError 
 	return index ? walk_index(w, d, depth, err) : walk_manifest(w, d, depth, err);
 }
 
+int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flags, OciWalkFn fn,
+		   void *userdata, KilnError **err)
+{
+	_cleanup_json_ json_t *seen = json_object();
+	Walk w = {.s = s, .flags = flags, .fn = fn, .userdata = userdata, .seen = seen};
+	int r = 0;
+
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		w.root = roots[i].digest;
+		r = walk_count(&w, roots[i].digest, 1, err);
+		if (r >= 0)
+			r = walk_desc(&w, &roots[i], 0, err);
+	}
+	return r < 0 ? r : 0;
+}
+
 int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, void *userdata,
 	     KilnError **err)
 {
-	_cleanup_json_ json_t *seen = json_object();
-	Walk w = {.s = s,
-		  .flags = flags,
-		  .fn = fn,
-		  .userdata = userdata,
-		  .root = root->digest,
-		  .seen = seen};
-
-	return walk_desc(&w, root, 0, err);
+	return oci_walk_roots(s, root, 1, flags, fn, userdata, err);
 }
 
 /* oci_walk visitor: collects the image manifests below the root, each (digest, platform) once. */
@@ -624,14 +632,14 @@ static int candidate_platform(Store *s, const OciDescriptor *d, Platform *ret, K
 }
 
 /* Every manifest reachable from root (c) and its platform (*ret_each, aligned with c->v). */
-static int candidates_load(Store *s, const OciDescriptor *root, Candidates *c, Platform **ret_each,
-			   KilnError **err)
+static int candidates_load(Store *s, const OciDescriptor *roots, size_t n_roots, Candidates *c,
+			   Platform **ret_each, KilnError **err)
 {
 	_cleanup_free_ Platform *each = NULL;
 	int r;
 
 	c->seen = json_object();
-	r = oci_walk(s, root, 0, collect_fn, c, err);
+	r = oci_walk_roots(s, roots, n_roots, 0, collect_fn, c, err);
 
 	if (r < 0)
 		return r;
@@ -651,7 +659,7 @@ int oci_list_platforms(Store *s, const OciDescriptor *root, Platform **ret, size
 	_cleanup_(candidates_done) Candidates c = {0};
 	_cleanup_free_ Platform *each = NULL, *v = NULL;
 	size_t n = 0;
-	int r = candidates_load(s, root, &c, &each, err);
+	int r = candidates_load(s, root, 1, &c, &each, err);
 
 	if (r < 0)
 		return r;
@@ -684,7 +692,7 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 	size_t n_seen = 0, best = 0;
 	int best_score = -1, r;
 
-	r = candidates_load(s, root, &c, &each, err);
+	r = candidates_load(s, root, 1, &c, &each, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < c.n; i++) {
@@ -707,6 +715,34 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 	r = image_load(s, &chosen, ret, err);
 	oci_descriptor_done(&chosen);
 	return r;
+}
+
+void oci_images_free(OciImage **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		oci_image_free(v[i]);
+	free(v);
+}
+
+int oci_images_load(Store *s, const OciDescriptor *roots, size_t n_roots, OciImage ***ret,
+		    size_t *ret_n, KilnError **err)
+{
+	_cleanup_(candidates_done) Candidates c = {0};
+	_cleanup_free_ Platform *each = NULL;
+	int r = candidates_load(s, roots, n_roots, &c, &each, err);
+
+	if (r < 0)
+		return r;
+	OciImage **v = xcalloc(c.n + 1, sizeof(*v));
+	for (size_t i = 0; i < c.n && r >= 0; i++)
+		r = image_load(s, &c.v[i], &v[i], err);
+	if (r < 0) {
+		oci_images_free(v, c.n);
+		return r;
+	}
+	*ret = v;
+	*ret_n = c.n;
+	return 0;
 }
 
 static int cmp_descriptor_platform(const void *a, const void *b)

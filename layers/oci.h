@@ -137,6 +137,11 @@ typedef int (*OciWalkFn)(const OciDescriptor *d, unsigned depth, void *userdata,
 int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, void *userdata,
 	     KilnError **err);
 
+/* oci_walk over several roots as one graph: a document reached from two roots is read once, and
+ * the OCI_DESCRIPTORS_MAX cap (roots included) holds for them all. */
+int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flags, OciWalkFn fn,
+		   void *userdata, KilnError **err);
+
 /* From a root descriptor (index, nested index, OCI manifest, Docker schema2 manifest or list) in
  * the store, picks the manifest for `want` (best platform_match_score; a manifest without
  * platform info is checked against its config's os/architecture/variant), reads and validates
@@ -147,6 +152,13 @@ int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, 
  * is there must have its descriptor's size (EIO naming the digest, as containerd checks). */
 int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want, OciImage **ret,
 		      KilnError **err);
+
+/* Every image manifest below the roots (as one graph, see oci_walk_roots; attestations left out),
+ * each read and validated as oci_image_resolve does, once per (digest, platform) listed: what
+ * `kiln load` checks. Free *ret with oci_images_free. */
+int oci_images_load(Store *s, const OciDescriptor *roots, size_t n_roots, OciImage ***ret,
+		    size_t *ret_n, KilnError **err);
+void oci_images_free(OciImage **v, size_t n);
 
 /* Lists the platforms of a root descriptor (for `kiln inspect` / error messages), in index order,
  * without duplicates; attestation manifests (BuildKit's unknown/unknown) are left out. */

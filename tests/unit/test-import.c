@@ -800,6 +800,171 @@ TEST(json_errors_quote_no_bytes)
 	CHECK(e2 && !strstr(e2->message, "secret"));
 }
 
+/* A valid layout dir "layout" for im, plus a secret file beside it (outside the layout). */
+static void write_layout_dir(const Image *im)
+{
+	Fixture f = {0};
+
+	fx_image_blobs(&f, im);
+	fx_layout(&f, one_entry_index(desc_json(MT_OCI_MANIFEST, &im->manifest)));
+	fx_write_dir(&f, "layout");
+	fx_done(&f);
+	CHECK(write_file_atomic_at(AT_FDCWD, "secret", "{\"SECRET-BYTES\"\n", 16, 0600, NULL) == 0);
+}
+
+static void expect_import_error(Store *s, const char *spec, const char *want)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	alarm(30); /* a FIFO that is waited on fails the test instead of hanging it */
+	CHECK(image_import(s, spec, &v, &n, &e) < 0);
+	alarm(0);
+	CHECK(e && strstr(e->message, want) && !strstr(e->message, "SECRET"));
+	if (e && (!strstr(e->message, want) || strstr(e->message, "SECRET")))
+		printf("# %s: %s\n", spec, e->message);
+}
+
+/* Issue 8 5b: index.json, oci-layout or a blob that is a symlink leading out of the dir. */
+TEST(oci_dir_symlinks_resolve_inside)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	ImportedImage *v = NULL;
+	size_t n = 0;
+	_cleanup_free_ char *secret = xasprintf("%s/secret", getcwd(NULL, 0) ?: ".");
+	_cleanup_free_ char *blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
+
+	write_layout_dir(&im);
+	CHECK(rename("layout/index.json", "layout/index2.json") == 0);
+	CHECK(symlink("index2.json", "layout/index.json") == 0);
+	CHECK(import_one(s, "oci:layout", &v, &n) == 0 && n == 1); /* inside: followed */
+	imported_images_free(v, n);
+	CHECK(unlink("layout/index.json") == 0 && symlink(secret, "layout/index.json") == 0);
+	expect_import_error(s, "oci:layout", "'layout/index.json' is a symlink to nothing inside");
+	CHECK(unlink("layout/index.json") == 0 && symlink("../secret", "layout/index.json") == 0);
+	expect_import_error(s, "layout", "'layout/index.json' is a symlink to nothing inside");
+	CHECK(rename("layout/index2.json", "layout/index.json") == 0);
+	CHECK(unlink("layout/oci-layout") == 0 &&
+	      symlink("../../secret", "layout/oci-layout") == 0);
+	expect_import_error(s, "oci:layout", "oci-layout");
+	image_done(&im);
+
+	_cleanup_(store_freep) Store *s2 = open_store("root2");
+	im = make_image("amd64", NULL, "y\n");
+	rm_rf_at(AT_FDCWD, "layout", NULL);
+	write_layout_dir(&im);
+	free(blob);
+	blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
+	CHECK(rename(blob, "gz-outside") == 0 && symlink("../../../gz-outside", blob) == 0);
+	expect_import_error(s2, "oci:layout", "is a symlink to nothing inside");
+	CHECK_EQ_INT(count_entries("root2/blobs/sha256"), 0);
+	image_done(&im);
+}
+
+/* Issue 8 9b: FIFOs in an oci: dir and as the archive path are refused, never waited on. */
+TEST(fifos_refused_without_waiting)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_free_ char *blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
+
+	write_layout_dir(&im);
+	CHECK(unlink(blob) == 0 && mkfifo(blob, 0644) == 0);
+	expect_import_error(s, "oci:layout", "is a FIFO, not a regular file");
+	CHECK(unlink("layout/index.json") == 0 && mkfifo("layout/index.json", 0644) == 0);
+	expect_import_error(s, "oci:layout", "'layout/index.json' is a FIFO");
+	CHECK(mkfifo("pipe.tar", 0644) == 0);
+	expect_import_error(s, "oci-archive:pipe.tar", "'pipe.tar' is a FIFO");
+	expect_import_error(s, "docker-archive:pipe.tar", "'pipe.tar' is a FIFO");
+	expect_import_error(s, "pipe.tar", "'pipe.tar' is a FIFO");
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	image_done(&im);
+}
+
+/* Issue 8 10: index.json and manifest.json are capped; a load of many roots sharing one big
+ * child index reads it once. */
+TEST(import_lists_capped_and_roots_walked_as_one_graph)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf child = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 2000);
+	Fixture f = {0};
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	fx_image_blobs(&f, &im);
+	fx_blob(&f, &child);
+	fx_write_dir(&f, "many");
+	fx_done(&f);
+	f = (Fixture){0};
+	json_t *roots = json_array();
+	for (int i = 0; i < 2000; i++) {
+		/* distinct tiny roots, each an index naming the big child */
+		json_t *d = desc_json(MT_OCI_INDEX, &child);
+		_cleanup_free_ char *num = xasprintf("%d", i);
+		json_object_set_new(d, "annotations", json_pack("{s:s}", "n", num));
+		Buf r = buf_json(one_entry_index(d));
+		_cleanup_free_ char *p = xasprintf("many/blobs/sha256/%s", digest_hex(r.digest));
+		CHECK(write_file_atomic_at(AT_FDCWD, p, r.data, r.len, 0644, NULL) == 0);
+		json_array_append_new(roots, desc_json(MT_OCI_INDEX, &r));
+		free(r.data);
+	}
+	fx_layout(&f, json_pack("{s:i,s:s,s:o}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+				"manifests", roots));
+	fx_write_dir(&f, "many");
+	fx_done(&f);
+	f = (Fixture){0};
+	CHECK(import_one(s, "oci:many", &v, &n) == 0 && n == 2000);
+	OciDescriptor *rv = xcalloc(n + 1, sizeof(*rv));
+	for (size_t i = 0; i < n; i++)
+		rv[i] = v[i].root;
+	OciImage **imgs = NULL;
+	size_t ni = 0;
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	double t0 = now_s();
+	CHECK(oci_images_load(s, rv, n, &imgs, &ni, &e) == 0 && ni == 1);
+	if (e)
+		printf("# %s\n", e->message);
+	CHECK(now_s() - t0 < 5);
+	oci_images_free(imgs, ni);
+	/* each root five times: 10000 roots + 2000 listings of the child + its 2000 entries */
+	rv = xrealloc(rv, 5 * n * sizeof(*rv));
+	for (int k = 1; k < 5; k++)
+		memcpy(rv + k * n, rv, n * sizeof(*rv));
+	CHECK(oci_images_load(s, rv, 5 * n, &imgs, &ni, &e2) == -E2BIG);
+	CHECK(e2 && strstr(e2->message, "more than 10000 descriptors"));
+	free(rv);
+	imported_images_free(v, n);
+
+	fx_image_blobs(&f, &im);
+	fx_add(&f, "oci-layout", buf_take(xstrdup(LAYOUT), strlen(LAYOUT)));
+	fx_add(&f, "index.json",
+	       fan_out_index(MT_OCI_MANIFEST, &im.manifest, OCI_DESCRIPTORS_MAX + 1));
+	fx_write_tar(&f, "wide.tar");
+	fx_done(&f);
+	f = (Fixture){0};
+	expect_import_error(s, "wide.tar", "index.json: index lists 10001 descriptors");
+
+	json_t *layers = json_array();
+	for (int i = 0; i <= OCI_DESCRIPTORS_MAX; i++)
+		json_array_append_new(layers, json_string("l.tar"));
+	fx_add(&f, "manifest.json",
+	       buf_json(json_pack("[{s:s,s:o}]", "Config", "c.json", "Layers", layers)));
+	fx_write_tar(&f, "docker-wide.tar");
+	fx_done(&f);
+	f = (Fixture){0};
+	expect_import_error(s, "docker-archive:docker-wide.tar", "more than 10000");
+	fx_add(&f, "manifest.json", buf_take(xstrdup("[{\"SECRET\"]"), 12));
+	fx_write_tar(&f, "docker-bad.tar");
+	fx_done(&f);
+	expect_import_error(s, "docker-archive:docker-bad.tar",
+			    "manifest.json: not valid JSON at line 1 column");
+	free(child.data);
+	image_done(&im);
+}
+
 TEST(docker_archive_legacy_symlink_and_hardlink)
 {
 	static const char *const kinds[] = {"symlink", "hardlink"};
@@ -1193,6 +1358,9 @@ int main(void)
 	RUN(index_nesting_depth_capped);
 	RUN(layer_size_checked_against_descriptor);
 	RUN(json_errors_quote_no_bytes);
+	RUN(oci_dir_symlinks_resolve_inside);
+	RUN(fifos_refused_without_waiting);
+	RUN(import_lists_capped_and_roots_walked_as_one_graph);
 	RUN(docker_archive_legacy_symlink_and_hardlink);
 	RUN(docker_archive_escaping_symlink_refused);
 	RUN(docker_archive_new_layout);
