@@ -311,19 +311,55 @@ static int fd_write_fn(void *ctx, const void *buf, size_t len, KilnError **err)
 	return 0;
 }
 
+/* Creates (when missing) and opens dir/name without following a symlink: a planted
+ * DEST/blobs -> /elsewhere must not redirect the export. */
+static int subdir_open(int dfd, const char *dir, const char *name, int *ret_fd, KilnError **err)
+{
+	struct stat st;
+	int fd;
+
+	if (mkdirat(dfd, name, 0755) < 0 && errno != EEXIST)
+		return kiln_error_errno(err, errno, "mkdir '%s/%s'", dir, name);
+	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+		return kiln_error(
+		    err, ELOOP, "'%s/%s' is a symlink: kiln does not write through it", dir, name);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/%s'", dir, name);
+	*ret_fd = fd;
+	return 0;
+}
+
+/* A temp file of ours, new (O_EXCL: never an existing file or a link planted under its name). */
+static int create_temp_at(int dfd, const char *name, int *ret_fd)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fd =
+		    openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd >= 0) {
+			*ret_fd = fd;
+			return 0;
+		}
+		if (errno != EEXIST || unlinkat(dfd, name, 0) < 0)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
 static int dir_write_blob(Store *s, int blobs_fd, const Item *e, KilnError **err)
 {
 	const char *hex = digest_hex(e->digest);
 	_cleanup_free_ char *tmp = xasprintf(".tmp-%s-%d", hex, (int)getpid());
-	_cleanup_close_ int fd =
-	    openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	_cleanup_close_ int fd = -1;
 	int r;
 
-	if (fd < 0)
-		return kiln_error_errno(err, errno, "create blobs/sha256/%s", tmp);
+	r = create_temp_at(blobs_fd, tmp, &fd);
+	if (r < 0)
+		return kiln_error_errno(err, -r, "create blobs/sha256/%s", tmp);
 	r = copy_blob(s, e, fd_write_fn, &fd, err);
 	if (r >= 0 && fsync(fd) < 0)
 		r = kiln_error_errno(err, errno, "fsync blob %s", e->digest);
+	/* rename replaces whatever has the blob's name (a symlink too), never writes through it */
 	if (r >= 0 && renameat(blobs_fd, tmp, blobs_fd, hex) < 0)
 		r = kiln_error_errno(err, errno, "rename blob %s", e->digest);
 	if (r < 0)
@@ -331,47 +367,73 @@ static int dir_write_blob(Store *s, int blobs_fd, const Item *e, KilnError **err
 	return r;
 }
 
+/* Writes a document through a new temp file renamed over name (which is replaced, never
+ * followed). */
+static int dir_write_document(int dfd, const Item *e, KilnError **err)
+{
+	_cleanup_free_ char *tmp = xasprintf(".%s.tmp-%d", e->name, (int)getpid());
+	_cleanup_close_ int fd = -1;
+	int r = create_temp_at(dfd, tmp, &fd);
+
+	if (r == 0)
+		r = write_all(fd, e->data, (size_t)e->size);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dfd, tmp, dfd, e->name) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dfd, tmp, 0);
+		return kiln_error_errno(err, -r, "write '%s'", e->name);
+	}
+	return 0;
+}
+
+/* oci-layout and index.json, index.json last: a reader never sees an index naming a missing
+ * blob. */
+static int dir_write_documents(int dfd, const Items *it, KilnError **err)
+{
+	for (size_t pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < it->n; i++) {
+			const Item *e = &it->v[i];
+			bool is_index = !strcmp(e->name, "index.json");
+			if (!e->data || is_index != (pass == 1))
+				continue;
+			int r = dir_write_document(dfd, e, err);
+			if (r < 0)
+				return r;
+		}
+	return 0;
+}
+
 int export_oci_dir(Store *s, const OciDescriptor *root, const char *name, const char *dest_dir,
 		   KilnError **err)
 {
 	_cleanup_(items_done) Items it = {0};
-	_cleanup_close_ int dfd = -1, blobs_fd = -1;
+	_cleanup_close_ int dfd = -1, bfd = -1, blobs_fd = -1;
+	_cleanup_free_ char *blobs = xasprintf("%s/blobs", dest_dir);
 	int r;
 
 	r = oci_items(s, root, name, &it, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "export %s", root->digest);
-	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dest_dir);
-	r = mkdir_p(blobs, 0755, err);
+	r = mkdir_p(dest_dir, 0755, err);
 	if (r < 0)
 		return r;
 	dfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return kiln_error_errno(err, errno, "open '%s'", dest_dir);
-	blobs_fd = openat(dfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (blobs_fd < 0)
-		return kiln_error_errno(err, errno, "open '%s'", blobs);
-	/* Blobs first, index.json last: a reader never sees an index naming a missing blob. */
-	for (size_t i = 0; i < it.n; i++) {
-		const Item *e = &it.v[i];
-		if (e->dir || e->data)
-			continue;
-		r = dir_write_blob(s, blobs_fd, e, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
-	}
-	if (fsync(blobs_fd) < 0)
-		return kiln_error_errno(err, errno, "fsync '%s'", blobs);
-	for (size_t pass = 0; pass < 2; pass++)
-		for (size_t i = 0; i < it.n; i++) {
-			const Item *e = &it.v[i];
-			bool is_index = !strcmp(e->name, "index.json");
-			if (!e->data || is_index != (pass == 1))
-				continue;
-			r = write_file_atomic_at(dfd, e->name, e->data, (size_t)e->size, 0644, err);
-			if (r < 0)
-				return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
-		}
+	r = subdir_open(dfd, dest_dir, "blobs", &bfd, err);
+	if (r >= 0)
+		r = subdir_open(bfd, blobs, "sha256", &blobs_fd, err);
+	for (size_t i = 0; i < it.n && r >= 0; i++)
+		if (!it.v[i].dir && !it.v[i].data)
+			r = dir_write_blob(s, blobs_fd, &it.v[i], err);
+	if (r >= 0 && fsync(blobs_fd) < 0)
+		r = kiln_error_errno(err, errno, "fsync '%s/sha256'", blobs);
+	if (r >= 0)
+		r = dir_write_documents(dfd, &it, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
 	return 0;
 }
 

@@ -1274,6 +1274,57 @@ TEST(export_docker_archive_round_trip)
 	image_done(&im);
 }
 
+static bool is_symlink(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+/* Issue 8 4: an OCI layout dir export never writes through a symlink in DEST; archives replace
+ * a symlink at their path instead of following it. */
+TEST(export_never_writes_through_symlinks)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = write_simple_archive("simple.tar");
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	CHECK(import_one(s, "simple.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	CHECK(mkdir("outside", 0755) == 0 && mkdir("d1", 0755) == 0 && mkdir("d2", 0755) == 0);
+	CHECK(write_file_atomic_at(AT_FDCWD, "outside/keep", "keep\n", 5, 0644, NULL) == 0);
+	CHECK(symlink("../outside", "d1/blobs") == 0);
+	CHECK(export_oci_dir(s, &v[0].root, NULL, "d1", &e) == -ELOOP);
+	CHECK(e && strstr(e->message, "'d1/blobs' is a symlink"));
+	CHECK(mkdir("d2/blobs", 0755) == 0 && symlink("../../outside", "d2/blobs/sha256") == 0);
+	CHECK(export_oci_dir(s, &v[0].root, NULL, "d2", &e2) == -ELOOP);
+	CHECK(e2 && strstr(e2->message, "'d2/blobs/sha256' is a symlink"));
+	CHECK_EQ_INT(count_entries("outside"), 1);
+
+	/* a symlink at a name kiln writes is replaced, its target untouched */
+	_cleanup_free_ char *blob = xasprintf("d3/blobs/sha256/%s", digest_hex(im.gz.digest));
+	CHECK(mkdir("d3", 0755) == 0 && mkdir("d3/blobs", 0755) == 0);
+	CHECK(mkdir("d3/blobs/sha256", 0755) == 0 && symlink("../../../outside/keep", blob) == 0);
+	CHECK(symlink("../outside/keep", "d3/index.json") == 0);
+	CHECK(export_oci_dir(s, &v[0].root, NULL, "d3", NULL) == 0);
+	CHECK(!is_symlink(blob) && !is_symlink("d3/index.json"));
+	CHECK(symlink("outside/keep", "out.tar") == 0 &&
+	      symlink("outside/keep", "docker.tar") == 0);
+	CHECK(export_oci_archive(s, &v[0].root, NULL, "out.tar", NULL) == 0);
+	_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/amd64");
+	CHECK(img && export_docker_archive(s, img, NULL, "docker.tar", NULL) == 0);
+	CHECK(!is_symlink("out.tar") && !is_symlink("docker.tar"));
+	_cleanup_free_ char *keep = NULL;
+	CHECK(read_file_at(AT_FDCWD, "outside/keep", 100, &keep, NULL, NULL) == 0);
+	CHECK(keep && !strcmp(keep, "keep\n"));
+	CHECK_EQ_INT(count_entries("outside"), 1);
+	imported_images_free(v, n);
+	image_done(&im);
+}
+
 static int run(const char *cmd)
 {
 	int st = system(cmd);
@@ -1370,6 +1421,7 @@ int main(void)
 	RUN(export_refuses_missing_blob_and_bad_name);
 	RUN(export_oci_dir_round_trip);
 	RUN(export_docker_archive_round_trip);
+	RUN(export_never_writes_through_symlinks);
 	RUN(skopeo_reads_export);
 	return tap_done();
 }
