@@ -1,4 +1,5 @@
 #include "builder/build-internal.h"
+#include "layers/export_local.h"
 
 double now_seconds(void)
 {
@@ -599,53 +600,6 @@ static int stage_write_manifest(Build *b, StageResult *st, OciDescriptor *ret, K
 	return k;
 }
 
-int build_export_local(Store *s, const char *manifest_digest, const char *dest, uint64_t max_bytes,
-		       uint64_t max_entries, KilnError **err)
-{
-	_cleanup_free_ char *data = NULL;
-	_cleanup_close_ int dfd = -1;
-	json_t *m;
-	size_t i;
-	json_t *l;
-	int k;
-
-	k = store_read_blob(s, manifest_digest, 4 << 20, &data, NULL, err);
-	if (k < 0)
-		return k;
-	m = json_loads(data, 0, NULL);
-	if (!m)
-		return kiln_error(err, EINVAL, "manifest %s is not JSON", manifest_digest);
-	k = mkdir_p(dest, 0755, err);
-	if (k >= 0) {
-		dfd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0)
-			k = kiln_error_errno(err, errno, "open '%s'", dest);
-	}
-	json_array_foreach (json_object_get(m, "layers"), i, l) {
-		if (k < 0)
-			break;
-		const char *digest = json_string_value(json_object_get(l, "digest"));
-		_cleanup_close_ int fd = -1;
-		k = store_open_blob(s, digest ? digest : "", &fd, err);
-		if (k < 0)
-			break;
-		LayerApplyOptions ao = {
-		    .mode = LAYER_APPLY_MERGE,
-		    .whiteouts = true,
-		    .keep_owner = false,
-		    .force_uid = (uid_t)-1,
-		    .force_gid = (gid_t)-1,
-		    .max_bytes = max_bytes,
-		    .max_entries = max_entries,
-		};
-		k = layer_apply(fd, dfd, &ao, NULL, err);
-		if (k < 0)
-			kiln_error_wrap(err, k, "apply layer %s to '%s'", digest, dest);
-	}
-	json_decref(m);
-	return k < 0 ? k : 0;
-}
-
 static int write_outputs(Build *b, const OciDescriptor *root, const OciDescriptor *manifests,
 			 KilnError **err)
 {
@@ -676,20 +630,15 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 		}
 		case OUTPUT_LOCAL:
 			for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
-				_cleanup_free_ char *dest = NULL;
-				if (o->n_platforms == 1) {
-					dest = xstrdup(out->dest);
-				} else {
-					char pl[96];
-					platform_format(&o->platforms[p], pl, sizeof(pl));
-					for (char *c = pl; *c; c++)
-						if (*c == '/')
-							*c = '_';
-					dest = xasprintf("%s/%s", out->dest, pl);
-				}
-				k = build_export_local(b->store, manifests[p].digest, dest,
-						       build_max_layer_bytes(o),
-						       build_max_layer_entries(o), err);
+				char pl[96];
+				platform_format(&o->platforms[p], pl, sizeof(pl));
+				for (char *c = pl; *c; c++)
+					if (*c == '/')
+						*c = '_';
+				k = export_local(b->store, &manifests[p], out->dest,
+						 o->n_platforms == 1 ? NULL : pl,
+						 build_max_layer_bytes(o),
+						 build_max_layer_entries(o), err);
 			}
 			break;
 		}
