@@ -256,8 +256,10 @@ static int make_temp(Exporter *x, int sfd, int dfd, const char *name, const stru
 		first = json_object_get(x->links, key);
 	for (int i = 0; i < TEMP_TRIES && r == -EEXIST; i++) {
 		temp_name(x, tmp);
-		r = first ? make_link(x, dfd, json_string_value(first), tmp, made)
-			  : make_node(x, sfd, dfd, name, tmp, st, made);
+		r = first ? make_link(x, dfd, json_string_value(first), tmp, made) : -EXDEV;
+		/* no hard link across a mount in dest, or where the filesystem has none: a copy */
+		if (r == -EXDEV || r == -EPERM || r == -EMLINK)
+			r = make_node(x, sfd, dfd, name, tmp, st, made);
 	}
 	if (r == 0 && S_ISREG(st->st_mode) && st->st_nlink > 1 && !first)
 		json_object_set_new(x->links, key, json_string(x->path.s));
@@ -291,16 +293,17 @@ static int entry_export(Exporter *x, int sfd, int dfd, const char *name, const s
 	return 0;
 }
 
-/* Opens dest's directory name in dfd, making it (mode 0700 until its contents are written)
- * where missing or where a non-directory stands: a symlink there is replaced, not followed. */
-static int dir_enter(int dfd, const char *name, const char *shown, int *ret_fd, KilnError **err)
+/* Opens dest's directory name in dfd, making it with mode where missing or where a
+ * non-directory stands: a symlink there is replaced, not followed. */
+static int dir_enter(int dfd, const char *name, mode_t mode, const char *shown, int *ret_fd,
+		     KilnError **err)
 {
 	struct stat old;
 
 	if (fstatat(dfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(old.st_mode) &&
 	    unlinkat(dfd, name, 0) < 0)
 		return kiln_error_errno(err, errno, "replace '%s'", shown);
-	if (mkdirat(dfd, name, 0700) < 0 && errno != EEXIST)
+	if (mkdirat(dfd, name, mode) < 0 && errno != EEXIST)
 		return kiln_error_errno(err, errno, "mkdir '%s'", shown);
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
@@ -321,7 +324,8 @@ static int dir_push(Exporter *x, Frame *f, const char *name, const struct stat *
 
 	if (src < 0)
 		return kiln_error_errno(err, errno, "open image directory '%s'", x->path.s);
-	r = dir_enter(f->dst, name, shown, &dst, err);
+	/* 0700 until its contents are written, then the image's mode */
+	r = dir_enter(f->dst, name, 0700, shown, &dst, err);
 	if (r >= 0)
 		r = dir_list_sorted(src, &names, err);
 	if (r < 0)
@@ -420,7 +424,7 @@ static int dest_open(const char *dest_dir, const char *sub, int *ret_fd, KilnErr
 		return 0;
 	}
 	_cleanup_free_ char *shown = xasprintf("%s/%s", dest_dir, sub);
-	return dir_enter(fd, sub, shown, ret_fd, err);
+	return dir_enter(fd, sub, 0755, shown, ret_fd, err);
 }
 
 static int scratch_make(Store *s, char **ret_path, int *ret_fd, KilnError **err)

@@ -833,7 +833,8 @@ TEST(oci_dir_symlinks_resolve_inside)
 	Image im = make_image("amd64", NULL, "x\n");
 	ImportedImage *v = NULL;
 	size_t n = 0;
-	_cleanup_free_ char *secret = xasprintf("%s/secret", getcwd(NULL, 0) ?: ".");
+	_cleanup_free_ char *cwd = getcwd(NULL, 0);
+	_cleanup_free_ char *secret = xasprintf("%s/secret", cwd ? cwd : ".");
 	_cleanup_free_ char *blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
 
 	write_layout_dir(&im);
