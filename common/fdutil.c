@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "owner.h"
 
 int write_all(int fd, const void *buf, size_t len)
 {
@@ -147,21 +148,48 @@ int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t l
 	return 0;
 }
 
-int mkdir_p(const char *path, mode_t mode, KilnError **err)
+int mkdirat_owned(int dfd, const char *name, mode_t mode)
+{
+	if (mkdirat(dfd, name, mode) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	return owner_give_at(dfd, name);
+}
+
+/* One mkdir of mkdir -p; a directory it makes is given to the user when give is set. */
+static int mkdir_one(const char *p, mode_t mode, bool give, KilnError **err)
+{
+	int r = give ? mkdirat_owned(AT_FDCWD, p, mode) : mkdir(p, mode) < 0 ? -errno : 0;
+
+	if (r < 0 && r != -EEXIST)
+		return kiln_error_errno(err, -r, "mkdir '%s'", p);
+	return 0;
+}
+
+static int mkdir_p_impl(const char *path, mode_t mode, bool give, KilnError **err)
 {
 	_cleanup_free_ char *p = xstrdup(path);
+	int r;
 
 	for (char *s = p + 1; *s; s++) {
 		if (*s != '/')
 			continue;
 		*s = 0;
-		if (mkdir(p, mode) < 0 && errno != EEXIST)
-			return kiln_error_errno(err, errno, "mkdir '%s'", p);
+		r = mkdir_one(p, mode, give, err);
+		if (r < 0)
+			return r;
 		*s = '/';
 	}
-	if (mkdir(p, mode) < 0 && errno != EEXIST)
-		return kiln_error_errno(err, errno, "mkdir '%s'", p);
-	return 0;
+	return mkdir_one(p, mode, give, err);
+}
+
+int mkdir_p(const char *path, mode_t mode, KilnError **err)
+{
+	return mkdir_p_impl(path, mode, false, err);
+}
+
+int mkdir_p_owned(const char *path, mode_t mode, KilnError **err)
+{
+	return mkdir_p_impl(path, mode, true, err);
 }
 
 static int rm_rf_children(int dfd, KilnError **err)

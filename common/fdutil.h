@@ -27,6 +27,12 @@ int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t l
 
 /* mkdir -p for a host path (not inside an image root: see rootfs.h for that). */
 int mkdir_p(const char *path, mode_t mode, KilnError **err);
+/* The same for an output the user named: each directory it makes is given to the user
+ * (owner_give_at, see owner.h). */
+int mkdir_p_owned(const char *path, mode_t mode, KilnError **err);
+/* mkdirat for an output: a directory it makes is given to the user; one that exists is left as
+ * it is (0). Returns 0 or -errno. */
+int mkdirat_owned(int dfd, const char *name, mode_t mode);
 
 /* The names in directory dfd (not "." or ".."), sorted bytewise, as a strv. dfd stays open and
  * its position is untouched (a duplicate is read). */

@@ -12,6 +12,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 
 #define COPY_BUF (64u << 10)
 #define OCI_LAYOUT_JSON "{\"imageLayoutVersion\":\"1.0.0\"}"
@@ -276,7 +277,12 @@ static int write_tar_atomic(Store *s, const Items *it, const char *dest, KilnErr
 
 	if (fd < 0)
 		return kiln_error_errno(err, errno, "create '%s'", tmp);
-	r = write_tar(s, it, fd, err);
+	/* the user's file, not kiln's namespace's (see owner.h) */
+	r = owner_give_fd(fd);
+	if (r < 0)
+		r = kiln_error_errno(err, -r, "chown '%s'", tmp);
+	if (r >= 0)
+		r = write_tar(s, it, fd, err);
 	if (r >= 0 && fchmod(fd, 0644) < 0)
 		r = kiln_error_errno(err, errno, "chmod '%s'", tmp);
 	if (r >= 0 && fsync(fd) < 0)
@@ -316,11 +322,11 @@ static int fd_write_fn(void *ctx, const void *buf, size_t len, KilnError **err)
 static int subdir_open(int dfd, const char *dir, const char *name, int *ret_fd, KilnError **err)
 {
 	struct stat st;
-	int fd;
+	int r = mkdirat_owned(dfd, name, 0755);
 
-	if (mkdirat(dfd, name, 0755) < 0 && errno != EEXIST)
-		return kiln_error_errno(err, errno, "mkdir '%s/%s'", dir, name);
-	fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (r < 0)
+		return kiln_error_errno(err, -r, "mkdir '%s/%s'", dir, name);
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
 		return kiln_error(
 		    err, ELOOP, "'%s/%s' is a symlink: kiln does not write through it", dir, name);
@@ -330,13 +336,20 @@ static int subdir_open(int dfd, const char *dir, const char *name, int *ret_fd, 
 	return 0;
 }
 
-/* A temp file of ours, new (O_EXCL: never an existing file or a link planted under its name). */
+/* A temp file of ours, new (O_EXCL: never an existing file or a link planted under its name),
+ * given to the user. */
 static int create_temp_at(int dfd, const char *name, int *ret_fd)
 {
 	for (int attempt = 0; attempt < 2; attempt++) {
 		int fd =
 		    openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
 		if (fd >= 0) {
+			int r = owner_give_fd(fd);
+			if (r < 0) {
+				close(fd);
+				unlinkat(dfd, name, 0);
+				return r;
+			}
 			*ret_fd = fd;
 			return 0;
 		}
@@ -416,7 +429,7 @@ int export_oci_dir(Store *s, const OciDescriptor *root, const char *name, const 
 	r = oci_items(s, root, name, &it, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "export %s", root->digest);
-	r = mkdir_p(dest_dir, 0755, err);
+	r = mkdir_p_owned(dest_dir, 0755, err);
 	if (r < 0)
 		return r;
 	dfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -9,6 +9,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "common/strbuf.h"
 #include "layers/layer_apply.h"
 
@@ -185,6 +186,9 @@ static int make_file(Exporter *x, int sfd, int dfd, const char *name, const char
 		return -errno;
 	*made = true;
 	r = copy_data(x, in, out, st->st_size);
+	/* given to the user before the mode is set: a chown clears setuid */
+	if (r == 0)
+		r = owner_give_fd(out);
 	if (r == 0 && fchmod(out, st->st_mode & 07777) < 0)
 		r = -errno;
 	return r < 0 ? r : set_times(dfd, tmp, out, st);
@@ -215,6 +219,7 @@ static int make_node(Exporter *x, int sfd, int dfd, const char *name, const char
 {
 	char target[4096];
 	ssize_t n;
+	int r;
 
 	switch (st->st_mode & S_IFMT) {
 	case S_IFLNK:
@@ -232,13 +237,16 @@ static int make_node(Exporter *x, int sfd, int dfd, const char *name, const char
 		if (mknodat(dfd, tmp, (st->st_mode & S_IFMT) | 0600, st->st_rdev) < 0)
 			return -errno;
 		*made = true;
+		if ((r = owner_give_at(dfd, tmp)) < 0)
+			return r;
 		if (fchmodat(dfd, tmp, st->st_mode & 07777, 0) < 0)
 			return -errno;
-		break;
+		return set_times(dfd, tmp, -1, st);
 	default:
 		return make_file(x, sfd, dfd, name, tmp, st, made);
 	}
-	return set_times(dfd, tmp, -1, st);
+	r = owner_give_at(dfd, tmp);
+	return r < 0 ? r : set_times(dfd, tmp, -1, st);
 }
 
 /* Makes the entry under a temp name: a link to an earlier export of the same inode, or new.
@@ -303,8 +311,9 @@ static int dir_enter(int dfd, const char *name, mode_t mode, const char *shown, 
 	if (fstatat(dfd, name, &old, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(old.st_mode) &&
 	    unlinkat(dfd, name, 0) < 0)
 		return kiln_error_errno(err, errno, "replace '%s'", shown);
-	if (mkdirat(dfd, name, mode) < 0 && errno != EEXIST)
-		return kiln_error_errno(err, errno, "mkdir '%s'", shown);
+	int r = mkdirat_owned(dfd, name, mode);
+	if (r < 0)
+		return kiln_error_errno(err, -r, "mkdir '%s'", shown);
 	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
 		return kiln_error_errno(err, errno, "open '%s'", shown);
@@ -412,7 +421,7 @@ static int layers_merge(Store *s, const OciDescriptor *manifest, int scratch, ui
 static int dest_open(const char *dest_dir, const char *sub, int *ret_fd, KilnError **err)
 {
 	_cleanup_close_ int fd = -1;
-	int r = mkdir_p(dest_dir, 0755, err);
+	int r = mkdir_p_owned(dest_dir, 0755, err);
 
 	if (r < 0)
 		return r;

@@ -119,8 +119,8 @@ fi
 if check "local: the same into an empty dir" build -o "type=local,dest=$O/fresh" "$C"; then
 	check "local: the whiteouted /root and /etc/group are absent" \
 		test ! -e "$O/fresh/root" -a ! -e "$O/fresh/etc/group" -a -f "$O/fresh/etc/passwd"
-	check_eq "local: the exported files belong to the caller" \
-		"$(stat -c %U "$O/fresh/bin/busybox" "$O/fresh/link/x" | sort -u)" "$(id -un)"
+	check_eq "local: every exported file and dir belongs to the caller" \
+		"$(find "$O/fresh" -printf '%u:%g\n' | sort -u)" "$(id -un):$(id -gn)"
 fi
 
 for img in opq whgit; do
@@ -167,6 +167,10 @@ check_fail "oci dir: DEST/blobs -> OUTSIDE is refused, naming it" 1 "'$O/lay1/bl
 	build -o "type=oci,dest=$O/lay1,tar=false" "$C"
 check_fail "oci dir: DEST/blobs/sha256 -> OUTSIDE is refused" 1 "'$O/lay2/blobs/sha256' is a symlink" \
 	build -o "type=oci,dest=$O/lay2,tar=false" "$C"
+if check "oci dir: into a new DEST" build -o "type=oci,dest=$O/lay3/sub,tar=false" "$C"; then
+	check_eq "oci dir: every file and dir it made belongs to the caller" \
+		"$(find "$O/lay3" -printf '%u:%g\n' | sort -u)" "$(id -un):$(id -gn)"
+fi
 ln -s "$OUTSIDE/canary" "$O/img.tar"
 ln -s "$OUTSIDE/canary" "$O/docker.tar"
 check "oci archive: dest is a symlink to OUTSIDE/canary" build -o "type=oci,dest=$O/img.tar" "$C" &&
@@ -175,6 +179,8 @@ check "oci archive: dest is a symlink to OUTSIDE/canary" build -o "type=oci,dest
 check "docker archive: dest is a symlink to OUTSIDE/canary" build -o "type=docker,dest=$O/docker.tar" "$C" &&
 	check "docker archive: the symlink was replaced by the archive" \
 		bash -c '[ ! -L "$1" ] && tar -tf "$1" | grep -qx manifest.json' _ "$O/docker.tar"
+check_eq "oci/docker: the archives belong to the caller" \
+	"$(stat -c '%U:%G' "$O/img.tar" "$O/docker.tar" | sort -u)" "$(id -un):$(id -gn)"
 check_eq "oci/docker: OUTSIDE is unchanged" "$(outside_state)" "$outside_before"
 
 # --- 5b: an oci: dir with symlinks leading out --------------------------------------------------
