@@ -125,8 +125,9 @@ typedef struct Pass {
 	Build *b;
 	Platform platform;
 	VarList global_args;
-	StageResult **res; /* per stage index, once resolved in this pass */
-	bool *visiting;	   /* per stage index: cycle detection */
+	StageResult **res;    /* per stage index, once resolved in this pass */
+	bool *visiting;	      /* per stage index: cycle detection */
+	size_t expand_budget; /* bytes its variable expansions may still produce */
 	OciDescriptor manifest;
 	KilnError *err;
 	int status;

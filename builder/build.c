@@ -129,7 +129,7 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	int k;
 
 	k = expand_words(in->args && in->args[0] ? in->args[0] : "", b->df->escape, lookup_global,
-			 p, &words, err);
+			 p, &p->expand_budget, &words, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	if (!words || !words[0] || !*words[0])
@@ -137,7 +137,7 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	*ret_platform = p->platform;
 	const char *pf = df_instruction_flag(in, "platform");
 	if (pf) {
-		k = expand_word(pf, b->df->escape, lookup_global, p, &plat, err);
+		k = expand_word(pf, b->df->escape, lookup_global, p, &p->expand_budget, &plat, err);
 		if (k >= 0)
 			k = platform_parse(plat, ret_platform, err);
 		if (k < 0)
@@ -260,7 +260,7 @@ static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynam
 		_cleanup_free_ char *name = NULL;
 		if (!from)
 			continue;
-		if (expand_word(from, b->df->escape, lookup_global, p, &name, NULL) < 0 ||
+		if (expand_word(from, b->df->escape, lookup_global, p, NULL, &name, NULL) < 0 ||
 		    strchr(from, '$')) {
 			*ret_dynamic = true;
 			continue;
@@ -494,8 +494,8 @@ static int global_args_eval(Pass *p, KilnError **err)
 				v = xstrdup(given->value);
 				mark_consumed(b, kv->key);
 			} else if (kv->raw_value) {
-				int k = expand_word(kv->raw_value, df->escape, lookup_global, p, &v,
-						    err);
+				int k = expand_word(kv->raw_value, df->escape, lookup_global, p,
+						    &p->expand_budget, &v, err);
 				if (k < 0)
 					return inst_wrap(b, in, k, err);
 			}
@@ -818,8 +818,10 @@ typedef struct PassQueue {
 static int pass_run(Pass *p, Stage *target, KilnError **err)
 {
 	StageResult *res = NULL;
-	int k = global_args_eval(p, err);
+	int k;
 
+	p->expand_budget = EXPAND_MAX_TOTAL;
+	k = global_args_eval(p, err);
 	if (k >= 0)
 		k = stage_build(p, target, &res, err);
 	if (k >= 0)

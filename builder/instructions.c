@@ -21,7 +21,8 @@ static char *step_name(StageRun *r, const DfInstruction *in)
 static int expand1(StageRun *r, const DfInstruction *in, const char *word, char **ret,
 		   KilnError **err)
 {
-	int k = expand_word(word, r->b->df->escape, lookup_stage, r, ret, err);
+	int k =
+	    expand_word(word, r->b->df->escape, lookup_stage, r, &r->p->expand_budget, ret, err);
 
 	return k < 0 ? inst_wrap(r->b, in, k, err) : 0;
 }
@@ -46,7 +47,8 @@ static int inst_words(StageRun *r, const DfInstruction *in, bool expand, char **
 			strv_consume(&out, w);
 		}
 	} else if (in->args && in->args[0]) {
-		k = expand_words(in->args[0], r->b->df->escape, lookup_stage, r, &out, err);
+		k = expand_words(in->args[0], r->b->df->escape, lookup_stage, r,
+				 &r->p->expand_budget, &out, err);
 		if (k < 0)
 			return inst_wrap(r->b, in, k, err);
 	}
