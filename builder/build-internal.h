@@ -190,8 +190,11 @@ int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, K
 int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char *created,
 		      KilnError **err);
 int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError **err);
-int step_meta_cache(StageRun *r, const char *created, KilnError **err);
+int step_meta_cache(StageRun *r, const char *keyword, char *const *fields, KilnError **err);
 int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err);
+/* RUN's argv (shell form: wrapped in SHELL) and network; sets r->step_key. */
+int run_prepare(StageRun *r, const DfInstruction *in, char ***ret_argv, bool *ret_net_none,
+		KilnError **err);
 int run_onbuild(StageRun *r, const char *image, KilnError **err);
 char *strv_join(char *const *v, const char *sep);
 void chain_start(StageRun *r, const char *base);

@@ -276,24 +276,23 @@ static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynam
 }
 
 /* The identity of a stage's result within this build: equal keys give equal results, so passes
- * share them. */
+ * share them. Fields are length-prefixed (cache_key_add) so arg values cannot run together. */
 static void stage_key(Pass *p, Stage *st, const char *image, const Platform *plat, Stage **deps,
 		      bool dynamic, char out[DIGEST_STRING_MAX])
 {
 	Build *b = p->b;
-	_cleanup_(sha256_freep) Sha256 *h = NULL;
 	_cleanup_strv_free_ char **names = NULL;
-	char pl[PLATFORM_STRING_MAX];
+	char pl[PLATFORM_STRING_MAX], index[32];
+	CacheKey k;
 
-	if (sha256_new(&h, NULL) < 0)
-		abort();
+	cache_key_begin(&k, NULL);
+	snprintf(index, sizeof(index), "stage %zu", st->index);
 	platform_format(plat, pl, sizeof(pl));
-	_cleanup_free_ char *head = xasprintf("stage %zu\n%s\n%s\n", st->index, image, pl);
-	sha256_update(h, head, strlen(head));
-	if (dynamic) {
-		platform_format(&p->platform, pl, sizeof(pl));
-		sha256_update(h, pl, strlen(pl) + 1);
-	}
+	cache_key_add(&k, index);
+	cache_key_add(&k, image);
+	cache_key_add(&k, pl);
+	platform_format(&p->platform, pl, sizeof(pl));
+	cache_key_add(&k, dynamic ? pl : "");
 	for (size_t i = st->first; i < st->end; i++)
 		collect_inst_names(&b->df->insts[i], &names);
 	size_t n = strv_length(names);
@@ -304,17 +303,17 @@ static void stage_key(Pass *p, Stage *st, const char *image, const Platform *pla
 			continue;
 		Var *g = vars_find(&p->global_args, names[i]);
 		Var *a = vars_find(&b->build_args, names[i]);
-		_cleanup_free_ char *line =
-		    xasprintf("%s=%c%s|%c%s\n", names[i], g && g->value ? '+' : '-',
-			      g && g->value ? g->value : "", a ? '+' : '-', a ? a->value : "");
-		sha256_update(h, line, strlen(line));
+		cache_key_add(&k, names[i]);
+		cache_key_add(&k, g && g->value ? "set" : "unset");
+		cache_key_add(&k, g && g->value ? g->value : "");
+		cache_key_add(&k, a ? "set" : "unset");
+		cache_key_add(&k, a ? a->value : "");
 	}
 	for (size_t i = 0; deps[i]; i++) {
 		StageResult *d = p->res[deps[i]->index];
-		if (d)
-			sha256_update(h, d->key, strlen(d->key) + 1);
+		cache_key_add(&k, d ? d->key : "");
 	}
-	sha256_final(h, out);
+	cache_key_end(&k, out);
 }
 
 /* Builds the stages st depends on first: their keys are part of st's key. */
