@@ -728,19 +728,17 @@ static Stage *target_stage(Build *b, KilnError **err)
 static int build_prepare(Build *b, KilnError **err)
 {
 	const BuildOptions *o = b->o;
-	_cleanup_free_ char *dfpath =
-	    o->dockerfile ? xstrdup(o->dockerfile) : xasprintf("%s/Dockerfile", o->context_dir);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	int k;
 
-	k = read_file_at(AT_FDCWD, dfpath, 16 << 20, &data, &len, err);
+	k = build_dockerfile_read(o->context_dir, o->dockerfile, &data, &len, err);
 	if (k < 0)
 		return k;
-	k = dockerfile_parse(o->dockerfile ? dfpath : "Dockerfile", data, len, &b->df, err);
+	k = dockerfile_parse(o->dockerfile ? o->dockerfile : "Dockerfile", data, len, &b->df, err);
 	if (k < 0)
 		return k;
-	k = build_context_open(o->context_dir, o->dockerfile ? dfpath : NULL, &b->ctx, err);
+	k = build_context_open(o->context_dir, o->dockerfile, &b->ctx, err);
 	if (k < 0)
 		return k;
 	for (size_t i = 0; o->build_args && o->build_args[i]; i++) {

@@ -317,17 +317,22 @@ char *image_conf_serialize(const ImageConf *c, int64_t epoch)
 	return s;
 }
 
-/* /etc/passwd and /etc/group of the image, read inside its root (they may be symlinks). */
-static char *read_image_file(int root_fd, const char *path)
-{
-	_cleanup_close_ int fd = rootfs_open(root_fd, path, O_RDONLY | O_CLOEXEC, 0);
-	char *data = NULL;
+/* /etc/passwd and /etc/group of the image, read inside its root (they may be symlinks). A RUN
+ * step or a base layer may have made them a FIFO (an open would block forever) or huge: those
+ * are errors naming the file; a missing file is *ret_data == NULL. */
+#define IMAGE_DB_MAX_SIZE ((size_t)16 << 20)
 
+static int read_image_file(int root_fd, const char *path, char **ret_data, KilnError **err)
+{
+	_cleanup_close_ int fd = rootfs_open(root_fd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+	_cleanup_free_ char *what = xasprintf("the image's %s", path);
+
+	*ret_data = NULL;
+	if (fd == -ENOENT || fd == -ENOTDIR)
+		return 0;
 	if (fd < 0)
-		return NULL;
-	if (read_all_fd(fd, 16 << 20, &data, NULL, NULL) < 0)
-		return NULL;
-	return data;
+		return kiln_error_errno(err, -fd, "open %s", what);
+	return read_regular_fd(fd, what, IMAGE_DB_MAX_SIZE, ret_data, NULL, err);
 }
 
 static bool parse_id(const char *s, unsigned long *ret)
@@ -377,10 +382,13 @@ static bool db_find(char *data, const char *key, size_t idfield, char **fields, 
 static int lookup_group(int root_fd, const char *group, gid_t *ret, KilnError **err)
 {
 	unsigned long id;
-	_cleanup_free_ char *data = read_image_file(root_fd, "/etc/group");
+	_cleanup_free_ char *data = NULL;
 	char *f[8];
 	size_t n;
+	int r = read_image_file(root_fd, "/etc/group", &data, err);
 
+	if (r < 0)
+		return r;
 	if (data && db_find(data, group, 2, f, &n) && parse_id(f[2], &id)) {
 		*ret = (gid_t)id;
 		return 0;
@@ -393,17 +401,20 @@ static int lookup_group(int root_fd, const char *group, gid_t *ret, KilnError **
 			  group);
 }
 
-static void add_supplementary(int root_fd, const char *name, gid_t primary, gid_t **groups,
-			      size_t *n)
+static int add_supplementary(int root_fd, const char *name, gid_t primary, gid_t **groups,
+			     size_t *n, KilnError **err)
 {
-	_cleanup_free_ char *data = read_image_file(root_fd, "/etc/group");
+	_cleanup_free_ char *data = NULL;
 	char *save = NULL;
+	int r = read_image_file(root_fd, "/etc/group", &data, err);
 
+	if (r < 0)
+		return r;
 	*groups = xcalloc(1, sizeof(gid_t));
 	(*groups)[0] = primary;
 	*n = 1;
 	if (!data || !name)
-		return;
+		return 0;
 	for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *f[4] = {0};
 		size_t k = 0;
@@ -426,16 +437,20 @@ static void add_supplementary(int root_fd, const char *name, gid_t primary, gid_
 				break;
 			}
 	}
+	return 0;
 }
 
 static int lookup_user(int root_fd, const char *user, uid_t *ret_uid, gid_t *ret_gid,
 		       char **ret_name, KilnError **err)
 {
 	unsigned long id;
-	_cleanup_free_ char *data = read_image_file(root_fd, "/etc/passwd");
+	_cleanup_free_ char *data = NULL;
 	char *f[8];
 	size_t n;
+	int r = read_image_file(root_fd, "/etc/passwd", &data, err);
 
+	if (r < 0)
+		return r;
 	if (data && db_find(data, user, 2, f, &n) && n >= 4 && parse_id(f[2], &id)) {
 		unsigned long gid;
 		*ret_uid = (uid_t)id;
@@ -486,9 +501,12 @@ int image_user_resolve(int root_fd, const char *user, uid_t *ret_uid, gid_t *ret
 	r = resolve_pair(root_fd, user, &uid, &gid, &name, err);
 	if (r < 0)
 		return r;
-	if (ret_groups)
-		add_supplementary(root_fd, strchr(user, ':') ? NULL : name, gid, ret_groups,
-				  ret_n_groups);
+	if (ret_groups) {
+		r = add_supplementary(root_fd, strchr(user, ':') ? NULL : name, gid, ret_groups,
+				      ret_n_groups, err);
+		if (r < 0)
+			return r;
+	}
 	*ret_uid = uid;
 	*ret_gid = gid;
 	return 0;
@@ -511,9 +529,12 @@ int image_chown_resolve(int root_fd, const char *spec, uid_t *ret_uid, gid_t *re
 	if (g)
 		*g = 0;
 	if (!g && parse_id(u, &id)) {
-		_cleanup_free_ char *data = read_image_file(root_fd, "/etc/passwd");
+		_cleanup_free_ char *data = NULL;
 		char *f[8];
 		size_t n;
+		r = read_image_file(root_fd, "/etc/passwd", &data, err);
+		if (r < 0)
+			return r;
 		if (!data || !db_find(data, u, 2, f, &n))
 			gid = (gid_t)id;
 	}

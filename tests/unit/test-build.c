@@ -387,6 +387,7 @@ TEST(step_keys_near_collisions)
 	};
 	static const char *const meta[] = {"ENV", "ARG", "LABEL"};
 	char **texts = NULL, **effects = NULL;
+	const char **kept = NULL;
 	char(*keys)[DIGEST_STRING_MAX] = NULL;
 	size_t n = 0, nk = ELEMENTSOF(kv), pairs = 0, same = 0, bad = 0;
 	KeyRig k;
@@ -411,8 +412,9 @@ TEST(step_keys_near_collisions)
 		if (step_of(&k, texts[i], keys[n], &e) < 0)
 			continue;
 		effects = xrealloc(effects, (n + 1) * sizeof(char *));
+		kept = xrealloc(kept, (n + 1) * sizeof(char *));
 		effects[n] = e;
-		texts[n++] = texts[i];
+		kept[n++] = texts[i];
 	}
 	for (size_t i = 0; i < n; i++)
 		for (size_t j = i + 1; j < n; j++) {
@@ -421,8 +423,8 @@ TEST(step_keys_near_collisions)
 				continue;
 			same++;
 			if (strcmp(effects[i], effects[j]) != 0 && bad++ < 5)
-				printf("# same key, different effect: '%s' / '%s'\n", texts[i],
-				       texts[j]);
+				printf("# same key, different effect: '%s' / '%s'\n", kept[i],
+				       kept[j]);
 		}
 	printf("# %zu instructions, %zu pairs, %zu with equal keys\n", n, pairs, same);
 	CHECK(n > 1000);
@@ -432,10 +434,115 @@ TEST(step_keys_near_collisions)
 		free(effects[i]);
 	free(effects);
 	free(keys);
-	for (size_t i = n; texts[i]; i++)
-		free(texts[i]);
-	texts[n] = NULL;
+	free(kept);
 	strv_free(texts);
+}
+
+/* ---------- host reads (issue 8: Dockerfile symlinks, FIFOs) ---------- */
+
+TEST(dockerfile_resolves_inside_the_context)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_free_ char *d = NULL;
+	size_t n = 0;
+
+	put("outside/secret", "TOKEN-abc123 do not print\n");
+	put("ctx/real/Dockerfile.in", "FROM scratch\n");
+	put("ctx/Dockerfile.real", "FROM busybox\n");
+	/* a symlink leading out is refused without reading the target */
+	CHECK(symlink("../outside/secret", "ctx/Dockerfile") == 0);
+	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, &e) == -EXDEV);
+	CHECK(e && strstr(e->message, "'ctx/Dockerfile' is a symlink that does not resolve inside "
+				      "'ctx'"));
+	CHECK(e && !strstr(e->message, "TOKEN"));
+	kiln_error_free(TAKE_PTR(e));
+	/* an absolute symlink resolves against the context, as BuildKit does */
+	unlink("ctx/Dockerfile");
+	CHECK(symlink("/Dockerfile.real", "ctx/Dockerfile") == 0);
+	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, NULL) == 0);
+	CHECK_EQ_STR(d, "FROM busybox\n");
+	free(TAKE_PTR(d));
+	/* -f inside the context resolves inside it too; outside it is the user's choice */
+	CHECK(symlink("../../outside/secret", "ctx/real/Dockerfile") == 0);
+	CHECK(build_dockerfile_read("ctx", "ctx/real/Dockerfile", &d, &n, &e) == -EXDEV);
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(build_dockerfile_read("ctx", "ctx/real/Dockerfile.in", &d, &n, NULL) == 0);
+	free(TAKE_PTR(d));
+	CHECK(build_dockerfile_read("ctx", "outside/secret", &d, &n, NULL) == 0);
+	CHECK(d && strstr(d, "TOKEN"));
+	free(TAKE_PTR(d));
+	CHECK(build_dockerfile_read("ctx", "ctx/missing", &d, &n, &e) == -ENOENT);
+}
+
+TEST(dockerfile_fifo_and_size_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_free_ char *d = NULL, *big = xcalloc(DOCKERFILE_MAX_SIZE + 2, 1);
+	BuildContext *c = NULL;
+	size_t n = 0;
+
+	mkdir_p("ctx", 0755, NULL);
+	CHECK(mkfifo("ctx/Dockerfile", 0644) == 0);
+	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "'ctx/Dockerfile' is a fifo, not a regular file"));
+	kiln_error_free(TAKE_PTR(e));
+	memset(big, 'x', DOCKERFILE_MAX_SIZE + 1);
+	put("ctx2/Dockerfile", big);
+	CHECK(build_dockerfile_read("ctx2", NULL, &d, &n, &e) == -EFBIG);
+	kiln_error_free(TAKE_PTR(e));
+	/* .dockerignore: a FIFO and a symlink leading out are errors, a missing one is none */
+	CHECK(mkfifo("ctx/.dockerignore", 0644) == 0);
+	CHECK(build_context_open("ctx", NULL, &c, &e) < 0);
+	CHECK(e && strstr(e->message, "'ctx/.dockerignore' is a fifo"));
+	kiln_error_free(TAKE_PTR(e));
+	put("outside/ignore", "TOKEN-xyz\n");
+	CHECK(symlink("../outside/ignore", "ctx2/.dockerignore") == 0);
+	CHECK(build_context_open("ctx2", NULL, &c, &e) == -EXDEV);
+	CHECK(e && !strstr(e->message, "TOKEN"));
+	kiln_error_free(TAKE_PTR(e));
+	put("ctx3/x", "x");
+	CHECK(build_context_open("ctx3", NULL, &c, NULL) == 0);
+	build_context_free(c);
+	/* Dockerfile.dockerignore next to an explicit Dockerfile */
+	put("ctx3/d/Dockerfile", "FROM scratch\n");
+	CHECK(mkfifo("ctx3/d/Dockerfile.dockerignore", 0644) == 0);
+	CHECK(build_context_open("ctx3", "ctx3/d/Dockerfile", &c, &e) == -EINVAL);
+}
+
+TEST(image_user_db_fifo_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	uid_t uid;
+	gid_t gid;
+	_cleanup_free_ gid_t *groups = NULL;
+	size_t n = 0;
+
+	mkdir_p("root/etc", 0755, NULL);
+	CHECK(mkfifo("root/etc/passwd", 0644) == 0);
+	put("root/etc/group", "root:x:0:\n");
+	_cleanup_close_ int r = open("root", O_RDONLY | O_DIRECTORY);
+	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "the image's /etc/passwd' is a fifo"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(image_chown_resolve(r, "someone", &uid, &gid, &e) == -EINVAL);
+	kiln_error_free(TAKE_PTR(e));
+	unlink("root/etc/passwd");
+	unlink("root/etc/group");
+	put("root/etc/passwd", "someone:x:7:8::/:/bin/sh\n");
+	CHECK(mkfifo("root/etc/group", 0644) == 0);
+	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "/etc/group' is a fifo"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(image_chown_resolve(r, "someone:grp", &uid, &gid, &e) == -EINVAL);
+	kiln_error_free(TAKE_PTR(e));
+	/* a passwd symlink leading out of the root resolves inside it */
+	unlink("root/etc/group");
+	unlink("root/etc/passwd");
+	put("outside/passwd", "someone:x:4242:4242::/:/bin/sh\n");
+	CHECK(symlink("../../../outside/passwd", "root/etc/passwd") == 0);
+	CHECK(image_user_resolve(r, "someone", &uid, &gid, NULL, NULL, &e) == -ENOENT);
+	CHECK(image_chown_resolve(r, "7", &uid, &gid, NULL) == 0);
+	CHECK(uid == 7 && gid == 7);
 }
 
 int main(void)
@@ -451,5 +558,8 @@ int main(void)
 	RUN(build_errors_name_line_and_thing);
 	RUN(step_keys_known_collisions);
 	RUN(step_keys_near_collisions);
+	RUN(dockerfile_resolves_inside_the_context);
+	RUN(dockerfile_fifo_and_size_refused);
+	RUN(image_user_db_fifo_refused);
 	return tap_done();
 }
