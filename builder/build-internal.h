@@ -30,6 +30,7 @@
 #include "common/digest.h"
 #include "common/fdutil.h"
 #include "common/rootfs.h"
+#include "common/strbuf.h"
 #include "layers/export.h"
 #include "layers/import.h"
 #include "layers/layer_apply.h"

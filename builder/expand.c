@@ -10,29 +10,21 @@
 #include "common/strbuf.h"
 
 /* Word splitting as BuildKit does it: characters that came from quotes or escapes never split,
- * unquoted text (including unquoted variable values) splits on whitespace. A value may hold
- * millions of words, so the list keeps its capacity (strv_consume would be quadratic). */
+ * unquoted text (including unquoted variable values) splits on whitespace. */
 typedef struct Words {
-	char **v;
-	size_t n, cap;
+	StrvBuf list;
 	StrBuf cur;
 } Words;
 
 static void words_end(Words *w)
 {
-	if (w->cur.len == 0)
-		return;
-	if (w->n + 2 > w->cap) {
-		w->cap = w->cap ? w->cap * 2 : 8;
-		w->v = xrealloc(w->v, w->cap * sizeof(char *));
-	}
-	w->v[w->n++] = strbuf_steal(&w->cur);
-	w->v[w->n] = NULL;
+	if (w->cur.len > 0)
+		strvbuf_consume(&w->list, strbuf_steal(&w->cur));
 }
 
 static void words_done(Words *w)
 {
-	strv_free(w->v);
+	strvbuf_done(&w->list);
 	strbuf_done(&w->cur);
 }
 
@@ -695,7 +687,7 @@ int expand_words(const char *text, char escape, ExpandLookupFn lookup, void *use
 	if (r < 0)
 		return r;
 	words_end(&w);
-	*ret = w.v ? TAKE_PTR(w.v) : xcalloc(1, sizeof(char *));
+	*ret = strvbuf_steal(&w.list);
 	return 0;
 }
 

@@ -18,7 +18,33 @@ struct ImageConf {
 	json_t *diff_ids; /* array of strings */
 	json_t *history; /* array of objects; entries kiln adds have no "created" until serialize */
 	size_t n_base_history;
+	/* "KEY" -> position in config.Env: a Dockerfile may set tens of thousands of variables,
+	 * and each ENV and each $KEY looks one up */
+	json_t *env_index;
 };
+
+static json_t *env_array(const ImageConf *c)
+{
+	return json_object_get(c->config, "Env");
+}
+
+static void env_index_build(ImageConf *c)
+{
+	size_t i;
+	json_t *e;
+
+	json_decref(c->env_index);
+	c->env_index = json_object();
+	json_array_foreach (env_array(c), i, e) {
+		const char *s = json_string_value(e), *eq = s ? strchr(s, '=') : NULL;
+		if (!eq)
+			continue;
+		_cleanup_free_ char *key = strndup(s, (size_t)(eq - s));
+		/* the first entry wins, as a scan from the start would find it */
+		if (key && !json_object_get(c->env_index, key))
+			json_object_set_new_nocheck(c->env_index, key, json_integer((json_int_t)i));
+	}
+}
 
 static json_t *json_obj_or_new(json_t *parent, const char *key)
 {
@@ -37,6 +63,7 @@ ImageConf *image_conf_new_empty(const Platform *p)
 	c->config = json_object();
 	c->diff_ids = json_array();
 	c->history = json_array();
+	c->env_index = json_object();
 	return c;
 }
 
@@ -63,6 +90,7 @@ int image_conf_new_from_json(json_t *config, const Platform *p, ImageConf **ret,
 		c->history = json_deep_copy(v);
 	}
 	c->n_base_history = json_array_size(c->history);
+	env_index_build(c);
 	*ret = c;
 	return 0;
 }
@@ -77,6 +105,7 @@ ImageConf *image_conf_copy(const ImageConf *c)
 	n->diff_ids = json_deep_copy(c->diff_ids);
 	n->history = json_deep_copy(c->history);
 	n->n_base_history = c->n_base_history;
+	env_index_build(n);
 	return n;
 }
 
@@ -88,46 +117,39 @@ void image_conf_free(ImageConf *c)
 	json_decref(c->config);
 	json_decref(c->diff_ids);
 	json_decref(c->history);
+	json_decref(c->env_index);
 	free(c);
-}
-
-static json_t *env_array(const ImageConf *c)
-{
-	return json_object_get(c->config, "Env");
 }
 
 const char *image_conf_env_get(const ImageConf *c, const char *key)
 {
-	size_t i, klen = strlen(key);
-	json_t *e;
+	json_t *i = json_object_get(c->env_index, key);
+	const char *s =
+	    i ? json_string_value(json_array_get(env_array(c), (size_t)json_integer_value(i)))
+	      : NULL;
+	size_t klen = strlen(key);
 
-	json_array_foreach (env_array(c), i, e) {
-		const char *s = json_string_value(e);
-		if (s && strncmp(s, key, klen) == 0 && s[klen] == '=')
-			return s + klen + 1;
-	}
+	if (s && strncmp(s, key, klen) == 0 && s[klen] == '=')
+		return s + klen + 1;
 	return NULL;
 }
 
 void image_conf_env_set(ImageConf *c, const char *key, const char *value)
 {
-	json_t *env = env_array(c);
-	size_t i, klen = strlen(key);
-	json_t *e;
+	json_t *env = env_array(c), *i = json_object_get(c->env_index, key);
 	_cleanup_free_ char *kv = xasprintf("%s=%s", key, value);
 
 	if (!json_is_array(env)) {
 		env = json_array();
 		json_object_set_new(c->config, "Env", env);
 	}
-	json_array_foreach (env, i, e) {
-		const char *s = json_string_value(e);
-		if (s && strncmp(s, key, klen) == 0 && s[klen] == '=') {
-			json_array_set_new(env, i, json_string(kv));
-			return;
-		}
+	if (i) {
+		json_array_set_new(env, (size_t)json_integer_value(i), json_string(kv));
+		return;
 	}
-	json_array_append_new(env, json_string(kv));
+	if (json_array_append_new(env, json_string(kv)) == 0) /* not UTF-8: dropped, as before */
+		json_object_set_new_nocheck(c->env_index, key,
+					    json_integer((json_int_t)json_array_size(env) - 1));
 }
 
 char **image_conf_env_strv(const ImageConf *c)

@@ -806,8 +806,9 @@ static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, char
 		  KilnError **err)
 {
 	Build *b = r->b;
-	char *created = xstrdup("ARG");
+	_cleanup_strbuf_ StrBuf created = {0};
 
+	strbuf_adds(&created, "ARG");
 	for (size_t i = 0; i < in->n_kvs; i++) {
 		const DfKeyValue *kv = &in->kvs[i];
 		Var *given = vars_find(&b->build_args, kv->key);
@@ -817,10 +818,8 @@ static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, char
 			mark_consumed(b, kv->key);
 		} else if (kv->raw_value) {
 			int k = expand1(r, in, kv->raw_value, &value, err);
-			if (k < 0) {
-				free(created);
+			if (k < 0)
 				return k;
-			}
 		} else {
 			Var *g = vars_find(&r->p->global_args, kv->key);
 			if (g && g->value)
@@ -830,12 +829,14 @@ static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, char
 		strv_push(fields, kv->key);
 		strv_push(fields, value ? "set" : "unset");
 		strv_push(fields, value ? value : "");
-		char *t = value ? xasprintf("%s %s=%s", created, kv->key, value)
-				: xasprintf("%s %s", created, kv->key);
-		free(created);
-		created = t;
+		strbuf_adds(&created, " ");
+		strbuf_adds(&created, kv->key);
+		if (value) {
+			strbuf_adds(&created, "=");
+			strbuf_adds(&created, value);
+		}
 	}
-	*ret_created = created;
+	*ret_created = strbuf_steal(&created);
 	return 0;
 }
 
@@ -864,7 +865,8 @@ static int do_env_label(StageRun *r, const DfInstruction *in, bool env, char **r
 		strv_consume(&keys, k);
 		strv_consume(&vals, v);
 	}
-	char *created = xstrdup(in->keyword);
+	_cleanup_strbuf_ StrBuf created = {0};
+	strbuf_adds(&created, in->keyword);
 	for (size_t i = 0; i < n; i++) {
 		if (env)
 			image_conf_env_set(r->out->conf, keys[i], vals[i]);
@@ -872,11 +874,12 @@ static int do_env_label(StageRun *r, const DfInstruction *in, bool env, char **r
 			image_conf_map_add(r->out->conf, "Labels", keys[i], vals[i]);
 		strv_push(fields, keys[i]);
 		strv_push(fields, vals[i]);
-		char *t = xasprintf("%s %s=%s", created, keys[i], vals[i]);
-		free(created);
-		created = t;
+		strbuf_adds(&created, " ");
+		strbuf_adds(&created, keys[i]);
+		strbuf_adds(&created, "=");
+		strbuf_adds(&created, vals[i]);
 	}
-	*ret_created = created;
+	*ret_created = strbuf_steal(&created);
 	return 0;
 }
 
