@@ -478,11 +478,11 @@ static int lex_modifier(Lexer *lx, const char *name, int mod, bool colon, StrBuf
 		return 0;
 	case '?':
 		if (!value)
-			return kiln_error(lx->err, EINVAL, "%s: %.200s", name,
-					  *w ? w : "is not allowed to be unset");
+			return kiln_error(lx->err, EINVAL, "%s: %s", name,
+					  *w ? EXCERPT(w) : "is not allowed to be unset");
 		if (empty)
-			return kiln_error(lx->err, EINVAL, "%s: %.200s", name,
-					  *w ? w : "is not allowed to be empty");
+			return kiln_error(lx->err, EINVAL, "%s: %s", name,
+					  *w ? EXCERPT(w) : "is not allowed to be empty");
 		strbuf_adds(out, value);
 		return 0;
 	default: {
@@ -573,7 +573,8 @@ static int lex_braces(Lexer *lx, StrBuf *out)
 			return kiln_error(lx->err, EINVAL, "syntax error: missing '}'");
 		if (!strchr("-+?#%", mod))
 			return kiln_error(lx->err, EINVAL,
-					  "unsupported modifier (:%c) in substitution", mod);
+					  "unsupported modifier (:%s) in substitution",
+					  EXCERPT(((char[2]){(char)mod, 0})));
 		return lex_modifier(lx, name.s, mod, true, out);
 	}
 	case '-':
@@ -585,7 +586,8 @@ static int lex_braces(Lexer *lx, StrBuf *out)
 	case '/':
 		return lex_replace(lx, name.s, out);
 	default:
-		return kiln_error(lx->err, EINVAL, "unsupported modifier (%c) in substitution", c);
+		return kiln_error(lx->err, EINVAL, "unsupported modifier (%s) in substitution",
+				  EXCERPT(((char[2]){(char)c, 0})));
 	}
 }
 

@@ -153,6 +153,8 @@ TEST(errors)
 	CHECK_EQ_STR(ew("${A:-x"), "<error: syntax error: missing '}'>");
 	CHECK_EQ_STR(ew("${A!}"), "<error: unsupported modifier (!) in substitution>");
 	CHECK_EQ_STR(ew("${A:x}"), "<error: unsupported modifier (:x) in substitution>");
+	CHECK_EQ_STR(ew("${A\x1b}"), "<error: unsupported modifier (\\x1b) in substitution>");
+	CHECK_EQ_STR(ew("${U:?\x1b[2J}"), "<error: U: \\x1b[2J>");
 }
 
 TEST(words_split)
