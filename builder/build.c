@@ -204,8 +204,9 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 	return run_onbuild(r, image, err);
 }
 
-/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. */
-static void collect_names(const char *text, char ***names)
+/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. A Dockerfile line may
+ * hold a million references: the list keeps its capacity. */
+static void collect_names(const char *text, StrvBuf *names)
 {
 	for (const char *c = text; c && *c; c++) {
 		if (*c != '$')
@@ -216,14 +217,12 @@ static void collect_names(const char *text, char ***names)
 		size_t len = 0;
 		while (n[len] == '_' || isalnum((unsigned char)n[len]))
 			len++;
-		if (len) {
-			_cleanup_free_ char *name = strndup(n, len);
-			strv_push(names, name);
-		}
+		if (len)
+			strvbuf_consume(names, xasprintf("%.*s", (int)len, n));
 	}
 }
 
-static void collect_inst_names(const DfInstruction *in, char ***names)
+static void collect_inst_names(const DfInstruction *in, StrvBuf *names)
 {
 	for (size_t i = 0; in->args && in->args[i]; i++)
 		collect_names(in->args[i], names);
@@ -233,7 +232,7 @@ static void collect_inst_names(const DfInstruction *in, char ***names)
 		collect_names(in->kvs[i].key, names);
 		collect_names(in->kvs[i].raw_value, names);
 		if (strcmp(in->keyword, "ARG") == 0)
-			strv_push(names, in->kvs[i].key);
+			strvbuf_consume(names, xstrdup(in->kvs[i].key));
 	}
 	for (size_t i = 0; i < in->n_heredocs; i++)
 		collect_names(in->heredocs[i].content, names);
@@ -281,7 +280,7 @@ static void stage_key(Pass *p, Stage *st, const char *image, const Platform *pla
 		      bool dynamic, char out[DIGEST_STRING_MAX])
 {
 	Build *b = p->b;
-	_cleanup_strv_free_ char **names = NULL;
+	_cleanup_(strvbuf_done) StrvBuf list = {0};
 	char pl[PLATFORM_STRING_MAX], index[32];
 	CacheKey k;
 
@@ -294,8 +293,9 @@ static void stage_key(Pass *p, Stage *st, const char *image, const Platform *pla
 	platform_format(&p->platform, pl, sizeof(pl));
 	cache_key_add(&k, dynamic ? pl : "");
 	for (size_t i = st->first; i < st->end; i++)
-		collect_inst_names(&b->df->insts[i], &names);
-	size_t n = strv_length(names);
+		collect_inst_names(&b->df->insts[i], &list);
+	char **names = list.v;
+	size_t n = list.n;
 	if (n > 1)
 		qsort(names, n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < n; i++) {
