@@ -347,14 +347,15 @@ char *image_conf_serialize(const ImageConf *c, int64_t epoch)
 static int read_image_file(int root_fd, const char *path, char **ret_data, KilnError **err)
 {
 	_cleanup_close_ int fd = rootfs_open(root_fd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
-	_cleanup_free_ char *what = xasprintf("the image's %s", path);
+	int r;
 
 	*ret_data = NULL;
 	if (fd == -ENOENT || fd == -ENOTDIR)
 		return 0;
 	if (fd < 0)
-		return kiln_error_errno(err, -fd, "open %s", what);
-	return read_regular_fd(fd, what, IMAGE_DB_MAX_SIZE, ret_data, NULL, err);
+		return kiln_error_errno(err, -fd, "image: open '%s'", path);
+	r = read_regular_fd(fd, path, IMAGE_DB_MAX_SIZE, ret_data, NULL, err);
+	return r < 0 ? kiln_error_wrap(err, r, "image") : 0;
 }
 
 static bool parse_id(const char *s, unsigned long *ret)

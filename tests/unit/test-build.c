@@ -522,7 +522,7 @@ TEST(image_user_db_fifo_refused)
 	put("root/etc/group", "root:x:0:\n");
 	_cleanup_close_ int r = open("root", O_RDONLY | O_DIRECTORY);
 	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
-	CHECK(e && strstr(e->message, "the image's /etc/passwd' is a fifo"));
+	CHECK(e && strstr(e->message, "image: '/etc/passwd' is a fifo, not a regular file"));
 	kiln_error_free(TAKE_PTR(e));
 	CHECK(image_chown_resolve(r, "someone", &uid, &gid, &e) == -EINVAL);
 	kiln_error_free(TAKE_PTR(e));
@@ -531,7 +531,7 @@ TEST(image_user_db_fifo_refused)
 	put("root/etc/passwd", "someone:x:7:8::/:/bin/sh\n");
 	CHECK(mkfifo("root/etc/group", 0644) == 0);
 	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
-	CHECK(e && strstr(e->message, "/etc/group' is a fifo"));
+	CHECK(e && strstr(e->message, "image: '/etc/group' is a fifo"));
 	kiln_error_free(TAKE_PTR(e));
 	CHECK(image_chown_resolve(r, "someone:grp", &uid, &gid, &e) == -EINVAL);
 	kiln_error_free(TAKE_PTR(e));
