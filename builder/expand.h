@@ -16,7 +16,7 @@
 #define EXPAND_MAX_WORD ((size_t)4 << 20)
 #define EXPAND_MAX_DEPTH 64
 #define EXPAND_MAX_PATTERN ((size_t)64 << 10)
-#define EXPAND_MAX_MATCH_WORK ((size_t)1 << 27)
+#define EXPAND_MAX_MATCH_WORK ((size_t)1 << 25)
 #define EXPAND_MAX_TOTAL ((size_t)64 << 20)
 
 /* Returns the value of a variable, or NULL when unset. */
