@@ -52,12 +52,16 @@ const char *build_cache_dir(const BuildCache *c)
 	return c->dir;
 }
 
+/* Also reads --cache-from directories, which another tool may have written: a FIFO there must
+ * fail the import, not block it (O_NONBLOCK, then only a regular file is read). */
 static json_t *read_json_at(int dirfd, const char *name)
 {
+	_cleanup_close_ int fd =
+	    openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 
-	if (read_file_at(dirfd, name, 64 << 20, &data, &len, NULL) < 0)
+	if (fd < 0 || read_regular_fd(fd, name, 64 << 20, &data, &len, NULL) < 0)
 		return NULL;
 	return json_loadb(data, len, 0, NULL);
 }
@@ -330,9 +334,12 @@ static int import_blob(Store *s, int blobs_fd, const char *digest, KilnError **e
 
 	if (store_has_blob(s, digest))
 		return 0;
-	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	if (in < 0)
 		return kiln_error_errno(err, errno, "cache blob %s", digest);
+	r = fd_require_regular(in, digest, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "cache blob");
 	r = store_blob_writer_new(s, &w, err);
 	while (r >= 0) {
 		ssize_t n = read(in, buf, sizeof(buf));

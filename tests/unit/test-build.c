@@ -545,6 +545,35 @@ TEST(image_user_db_fifo_refused)
 	CHECK(uid == 7 && gid == 7);
 }
 
+TEST(cache_import_fifo_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	BuildCache *c = NULL;
+	Store *s = NULL;
+	size_t n = 0;
+	const char *h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	_cleanup_free_ char *json = xasprintf(
+	    "{\"version\":1,\"entries\":{\"%s\":{\"layer\":{\"mediaType\":\"x\",\"digest\":"
+	    "\"sha256:%s\",\"size\":1,\"diff_id\":\"sha256:%s\"}}}}",
+	    h, h, h);
+	_cleanup_free_ char *blob = xasprintf("cdir/blobs/sha256/%s", h);
+
+	CHECK(store_open("sroot", &s, NULL) == 0);
+	CHECK(build_cache_open("sroot", &c, NULL) == 0);
+	mkdir_p("cdir/blobs/sha256", 0755, NULL);
+	CHECK(mkfifo("cdir/kiln-cache.json", 0644) == 0);
+	CHECK(build_cache_import(c, s, "cdir", &n, &e) < 0);
+	CHECK(e && strstr(e->message, "not a kiln cache"));
+	kiln_error_free(TAKE_PTR(e));
+	unlink("cdir/kiln-cache.json");
+	put("cdir/kiln-cache.json", json);
+	CHECK(mkfifo(blob, 0644) == 0);
+	CHECK(build_cache_import(c, s, "cdir", &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "is a fifo, not a regular file"));
+	build_cache_free(c);
+	store_free(s);
+}
+
 int main(void)
 {
 	RUN(copy_dir_contents_and_file_rules);
@@ -561,5 +590,6 @@ int main(void)
 	RUN(dockerfile_resolves_inside_the_context);
 	RUN(dockerfile_fifo_and_size_refused);
 	RUN(image_user_db_fifo_refused);
+	RUN(cache_import_fifo_refused);
 	return tap_done();
 }
