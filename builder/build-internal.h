@@ -31,6 +31,7 @@
 #include "common/fdutil.h"
 #include "common/owner.h"
 #include "common/rootfs.h"
+#include "common/strbuf.h"
 #include "layers/export.h"
 #include "layers/import.h"
 #include "layers/layer_apply.h"
@@ -126,8 +127,9 @@ typedef struct Pass {
 	Build *b;
 	Platform platform;
 	VarList global_args;
-	StageResult **res; /* per stage index, once resolved in this pass */
-	bool *visiting;	   /* per stage index: cycle detection */
+	StageResult **res;    /* per stage index, once resolved in this pass */
+	bool *visiting;	      /* per stage index: cycle detection */
+	size_t expand_budget; /* bytes its variable expansions may still produce */
 	OciDescriptor manifest;
 	KilnError *err;
 	int status;
@@ -190,8 +192,11 @@ int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, K
 int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char *created,
 		      KilnError **err);
 int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError **err);
-int step_meta_cache(StageRun *r, const char *created, KilnError **err);
+int step_meta_cache(StageRun *r, const char *keyword, char *const *fields, KilnError **err);
 int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err);
+/* RUN's argv (shell form: wrapped in SHELL) and network; sets r->step_key. */
+int run_prepare(StageRun *r, const DfInstruction *in, char ***ret_argv, bool *ret_net_none,
+		KilnError **err);
 int run_onbuild(StageRun *r, const char *image, KilnError **err);
 char *strv_join(char *const *v, const char *sep);
 void chain_start(StageRun *r, const char *base);

@@ -130,7 +130,7 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	int k;
 
 	k = expand_words(in->args && in->args[0] ? in->args[0] : "", b->df->escape, lookup_global,
-			 p, &words, err);
+			 p, &p->expand_budget, &words, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	if (!words || !words[0] || !*words[0])
@@ -138,7 +138,7 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	*ret_platform = p->platform;
 	const char *pf = df_instruction_flag(in, "platform");
 	if (pf) {
-		k = expand_word(pf, b->df->escape, lookup_global, p, &plat, err);
+		k = expand_word(pf, b->df->escape, lookup_global, p, &p->expand_budget, &plat, err);
 		if (k >= 0)
 			k = platform_parse(plat, ret_platform, err);
 		if (k < 0)
@@ -205,8 +205,9 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 	return run_onbuild(r, image, err);
 }
 
-/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. */
-static void collect_names(const char *text, char ***names)
+/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. A Dockerfile line may
+ * hold a million references: the list keeps its capacity. */
+static void collect_names(const char *text, StrvBuf *names)
 {
 	for (const char *c = text; c && *c; c++) {
 		if (*c != '$')
@@ -217,14 +218,12 @@ static void collect_names(const char *text, char ***names)
 		size_t len = 0;
 		while (n[len] == '_' || isalnum((unsigned char)n[len]))
 			len++;
-		if (len) {
-			_cleanup_free_ char *name = strndup(n, len);
-			strv_push(names, name);
-		}
+		if (len)
+			strvbuf_consume(names, xasprintf("%.*s", (int)len, n));
 	}
 }
 
-static void collect_inst_names(const DfInstruction *in, char ***names)
+static void collect_inst_names(const DfInstruction *in, StrvBuf *names)
 {
 	for (size_t i = 0; in->args && in->args[i]; i++)
 		collect_names(in->args[i], names);
@@ -234,7 +233,7 @@ static void collect_inst_names(const DfInstruction *in, char ***names)
 		collect_names(in->kvs[i].key, names);
 		collect_names(in->kvs[i].raw_value, names);
 		if (strcmp(in->keyword, "ARG") == 0)
-			strv_push(names, in->kvs[i].key);
+			strvbuf_consume(names, xstrdup(in->kvs[i].key));
 	}
 	for (size_t i = 0; i < in->n_heredocs; i++)
 		collect_names(in->heredocs[i].content, names);
@@ -261,7 +260,7 @@ static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynam
 		_cleanup_free_ char *name = NULL;
 		if (!from)
 			continue;
-		if (expand_word(from, b->df->escape, lookup_global, p, &name, NULL) < 0 ||
+		if (expand_word(from, b->df->escape, lookup_global, p, NULL, &name, NULL) < 0 ||
 		    strchr(from, '$')) {
 			*ret_dynamic = true;
 			continue;
@@ -277,27 +276,27 @@ static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynam
 }
 
 /* The identity of a stage's result within this build: equal keys give equal results, so passes
- * share them. */
+ * share them. Fields are length-prefixed (cache_key_add) so arg values cannot run together. */
 static void stage_key(Pass *p, Stage *st, const char *image, const Platform *plat, Stage **deps,
 		      bool dynamic, char out[DIGEST_STRING_MAX])
 {
 	Build *b = p->b;
-	_cleanup_(sha256_freep) Sha256 *h = NULL;
-	_cleanup_strv_free_ char **names = NULL;
-	char pl[PLATFORM_STRING_MAX];
+	_cleanup_(strvbuf_done) StrvBuf list = {0};
+	char pl[PLATFORM_STRING_MAX], index[32];
+	CacheKey k;
 
-	if (sha256_new(&h, NULL) < 0)
-		abort();
+	cache_key_begin(&k, NULL);
+	snprintf(index, sizeof(index), "stage %zu", st->index);
 	platform_format(plat, pl, sizeof(pl));
-	_cleanup_free_ char *head = xasprintf("stage %zu\n%s\n%s\n", st->index, image, pl);
-	sha256_update(h, head, strlen(head));
-	if (dynamic) {
-		platform_format(&p->platform, pl, sizeof(pl));
-		sha256_update(h, pl, strlen(pl) + 1);
-	}
+	cache_key_add(&k, index);
+	cache_key_add(&k, image);
+	cache_key_add(&k, pl);
+	platform_format(&p->platform, pl, sizeof(pl));
+	cache_key_add(&k, dynamic ? pl : "");
 	for (size_t i = st->first; i < st->end; i++)
-		collect_inst_names(&b->df->insts[i], &names);
-	size_t n = strv_length(names);
+		collect_inst_names(&b->df->insts[i], &list);
+	char **names = list.v;
+	size_t n = list.n;
 	if (n > 1)
 		qsort(names, n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < n; i++) {
@@ -305,17 +304,17 @@ static void stage_key(Pass *p, Stage *st, const char *image, const Platform *pla
 			continue;
 		Var *g = vars_find(&p->global_args, names[i]);
 		Var *a = vars_find(&b->build_args, names[i]);
-		_cleanup_free_ char *line =
-		    xasprintf("%s=%c%s|%c%s\n", names[i], g && g->value ? '+' : '-',
-			      g && g->value ? g->value : "", a ? '+' : '-', a ? a->value : "");
-		sha256_update(h, line, strlen(line));
+		cache_key_add(&k, names[i]);
+		cache_key_add(&k, g && g->value ? "set" : "unset");
+		cache_key_add(&k, g && g->value ? g->value : "");
+		cache_key_add(&k, a ? "set" : "unset");
+		cache_key_add(&k, a ? a->value : "");
 	}
 	for (size_t i = 0; deps[i]; i++) {
 		StageResult *d = p->res[deps[i]->index];
-		if (d)
-			sha256_update(h, d->key, strlen(d->key) + 1);
+		cache_key_add(&k, d ? d->key : "");
 	}
-	sha256_final(h, out);
+	cache_key_end(&k, out);
 }
 
 /* Builds the stages st depends on first: their keys are part of st's key. */
@@ -495,8 +494,8 @@ static int global_args_eval(Pass *p, KilnError **err)
 				v = xstrdup(given->value);
 				mark_consumed(b, kv->key);
 			} else if (kv->raw_value) {
-				int k = expand_word(kv->raw_value, df->escape, lookup_global, p, &v,
-						    err);
+				int k = expand_word(kv->raw_value, df->escape, lookup_global, p,
+						    &p->expand_budget, &v, err);
 				if (k < 0)
 					return inst_wrap(b, in, k, err);
 			}
@@ -680,19 +679,17 @@ static Stage *target_stage(Build *b, KilnError **err)
 static int build_prepare(Build *b, KilnError **err)
 {
 	const BuildOptions *o = b->o;
-	_cleanup_free_ char *dfpath =
-	    o->dockerfile ? xstrdup(o->dockerfile) : xasprintf("%s/Dockerfile", o->context_dir);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	int k;
 
-	k = read_file_at(AT_FDCWD, dfpath, 16 << 20, &data, &len, err);
+	k = build_dockerfile_read(o->context_dir, o->dockerfile, &data, &len, err);
 	if (k < 0)
 		return k;
-	k = dockerfile_parse(o->dockerfile ? dfpath : "Dockerfile", data, len, &b->df, err);
+	k = dockerfile_parse(o->dockerfile ? o->dockerfile : "Dockerfile", data, len, &b->df, err);
 	if (k < 0)
 		return k;
-	k = build_context_open(o->context_dir, o->dockerfile ? dfpath : NULL, &b->ctx, err);
+	k = build_context_open(o->context_dir, o->dockerfile, &b->ctx, err);
 	if (k < 0)
 		return k;
 	for (size_t i = 0; o->build_args && o->build_args[i]; i++) {
@@ -774,8 +771,10 @@ typedef struct PassQueue {
 static int pass_run(Pass *p, Stage *target, KilnError **err)
 {
 	StageResult *res = NULL;
-	int k = global_args_eval(p, err);
+	int k;
 
+	p->expand_budget = EXPAND_MAX_TOTAL;
+	k = global_args_eval(p, err);
 	if (k >= 0)
 		k = stage_build(p, target, &res, err);
 	if (k >= 0)

@@ -52,12 +52,16 @@ const char *build_cache_dir(const BuildCache *c)
 	return c->dir;
 }
 
+/* Also reads --cache-from directories, which another tool may have written: a FIFO there must
+ * fail the import, not block it (O_NONBLOCK, then only a regular file is read). */
 static json_t *read_json_at(int dirfd, const char *name)
 {
+	_cleanup_close_ int fd =
+	    openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 
-	if (read_file_at(dirfd, name, 64 << 20, &data, &len, NULL) < 0)
+	if (fd < 0 || read_regular_fd(fd, name, 64 << 20, &data, &len, NULL) < 0)
 		return NULL;
 	return json_loadb(data, len, 0, NULL);
 }
@@ -165,23 +169,54 @@ const char *tree_manifest_first_change(json_t *old, json_t *cur)
 	return first;
 }
 
+static void cache_key_tagged(CacheKey *k, char tag, size_t n, const char *data)
+{
+	char head[32];
+	int len = snprintf(head, sizeof(head), "%c%zu:", tag, n);
+
+	sha256_update(k->h, head, (size_t)len);
+	if (data)
+		sha256_update(k->h, data, n);
+}
+
+void cache_key_begin(CacheKey *k, const char *parent)
+{
+	if (sha256_new(&k->h, NULL) < 0)
+		abort();
+	sha256_update(k->h, CACHE_KEY_VERSION, sizeof(CACHE_KEY_VERSION));
+	cache_key_add(k, parent ? parent : "");
+}
+
+void cache_key_add(CacheKey *k, const char *field)
+{
+	cache_key_tagged(k, 's', strlen(field), field);
+}
+
+void cache_key_add_strv(CacheKey *k, char *const *v)
+{
+	size_t n = strv_length(v);
+
+	cache_key_tagged(k, 'l', n, NULL);
+	for (size_t i = 0; i < n; i++)
+		cache_key_add(k, v[i]);
+}
+
+void cache_key_end(CacheKey *k, char out[DIGEST_STRING_MAX])
+{
+	sha256_final(k->h, out);
+	sha256_free(k->h);
+	k->h = NULL;
+}
+
 void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *const *parts,
 	       size_t n_parts)
 {
-	_cleanup_(sha256_freep) Sha256 *h = NULL;
+	CacheKey k;
 
-	if (sha256_new(&h, NULL) < 0)
-		abort();
-	sha256_update(h, "kiln-step-v1", 13);
-	sha256_update(h, parent ? parent : "", parent ? strlen(parent) + 1 : 1);
-	for (size_t i = 0; i < n_parts; i++) {
-		/* length-prefixed, so no two part lists hash alike */
-		char len[32];
-		int n = snprintf(len, sizeof(len), "%zu:", strlen(parts[i]));
-		sha256_update(h, len, (size_t)n);
-		sha256_update(h, parts[i], strlen(parts[i]));
-	}
-	sha256_final(h, out);
+	cache_key_begin(&k, parent);
+	for (size_t i = 0; i < n_parts; i++)
+		cache_key_add(&k, parts[i]);
+	cache_key_end(&k, out);
 }
 
 /* ---------- portable cache (--cache-to / --cache-from type=local) ---------- */
@@ -299,9 +334,12 @@ static int import_blob(Store *s, int blobs_fd, const char *digest, KilnError **e
 
 	if (store_has_blob(s, digest))
 		return 0;
-	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	if (in < 0)
 		return kiln_error_errno(err, errno, "cache blob %s", digest);
+	r = fd_require_regular(in, digest, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "cache blob");
 	r = store_blob_writer_new(s, &w, err);
 	while (r >= 0) {
 		ssize_t n = read(in, buf, sizeof(buf));

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "builder/build.h"
+#include "builder/context.h"
 #include "builder/dockerfile.h"
 #include "builder/imageconf.h"
 #include "builder/parse_json.h"
@@ -1099,7 +1100,7 @@ static int cmd_parse(int argc, char **argv, KilnError **err)
 	if (strcmp(path, "-") == 0)
 		r = read_all_fd(STDIN_FILENO, 16 << 20, &data, &len, err);
 	else
-		r = read_file_at(AT_FDCWD, path, 16 << 20, &data, &len, err);
+		r = build_dockerfile_read(".", path, &data, &len, err);
 	if (r < 0)
 		return r;
 	r = dockerfile_parse(strcmp(path, "-") == 0 ? "Dockerfile" : path, data, len, &df, err);

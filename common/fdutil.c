@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -122,6 +123,60 @@ int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_
 	int r = read_all_fd(fd, max, ret_data, ret_len, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "read '%s'", path);
+	return 0;
+}
+
+static const char *file_type_name(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFIFO:
+		return "a fifo";
+	case S_IFSOCK:
+		return "a socket";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFDIR:
+		return "a directory";
+	case S_IFLNK:
+		return "a symlink";
+	default:
+		return "not a file";
+	}
+}
+
+int fd_require_regular(int fd, const char *what, KilnError **err)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(fd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat '%s'", what);
+	if (!S_ISREG(st.st_mode))
+		return kiln_error(err, EINVAL, "'%s' is %s, not a regular file", what,
+				  file_type_name(st.st_mode));
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || ((fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0))
+		return kiln_error_errno(err, errno, "fcntl '%s'", what);
+	return 0;
+}
+
+int read_regular_fd(int fd, const char *what, size_t max, char **ret_data, size_t *ret_len,
+		    KilnError **err)
+{
+	struct stat st;
+	int r = fd_require_regular(fd, what, err);
+
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat '%s'", what);
+	if ((uint64_t)st.st_size > max)
+		return kiln_error(err, EFBIG, "'%s' is larger than %zu bytes", what, max);
+	r = read_all_fd(fd, max, ret_data, ret_len, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "read '%s'", what);
 	return 0;
 }
 

@@ -21,6 +21,16 @@ int fd_require_regular(int fd, const char *path, KilnError **err);
 int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 KilnError **err);
 
+/* For files read from a build context or an image root (hostile trees): the caller opens fd
+ * with O_NONBLOCK, so that opening a FIFO cannot hang; this refuses anything but a regular file
+ * (EINVAL, "'what' is a fifo, not a regular file") and clears O_NONBLOCK. */
+int fd_require_regular(int fd, const char *what, KilnError **err);
+
+/* fd_require_regular, then refuses a file over max bytes (EFBIG) and reads it like
+ * read_all_fd. what names the file in errors. */
+int read_regular_fd(int fd, const char *what, size_t max, char **ret_data, size_t *ret_len,
+		    KilnError **err);
+
 /* Writes a file atomically: temp file in the same dir, fsync, rename. */
 int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode,
 			 KilnError **err);

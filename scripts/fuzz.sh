@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every libFuzzer target for a while (default 60 s each) on the parsers of untrusted input:
-# Dockerfile, .dockerignore, layer tars, OCI manifests/indexes/configs, image archives
-# (oci-archive and docker-archive, walked as kiln load walks them). Not part of test.sh (it
-# takes minutes); a crash it finds is saved under build-fuzz/crashes/ and becomes a unit test.
+# Dockerfile, .dockerignore, the word expander, layer tars, OCI manifests/indexes/configs, image
+# archives (oci-archive and docker-archive, walked as kiln load walks them). Not part of test.sh
+# (it takes minutes); a crash it finds is saved under build-fuzz/crashes/ and becomes a unit test.
 #
 # Usage: [KILN_SKIP_DEPS=1] scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 set -euo pipefail
@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz-dockerfile fuzz-dockerignore fuzz-layer fuzz-oci fuzz-import)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz-dockerfile fuzz-dockerignore fuzz-expand fuzz-layer fuzz-oci fuzz-import)
 build=build-fuzz
 
 if [ "${KILN_SKIP_DEPS:-}" != 1 ]; then
@@ -25,9 +25,13 @@ ninja -C "$build" "${targets[@]/#/tests/}" >/dev/null
 
 # Seeds: the repo's own Dockerfiles and ignore files, plus small generated layers and manifests.
 seeds=$build/seeds
-mkdir -p "$seeds"/{fuzz-dockerfile,fuzz-dockerignore,fuzz-layer,fuzz-oci,fuzz-import} "$build/crashes"
+mkdir -p "$seeds"/{fuzz-dockerfile,fuzz-dockerignore,fuzz-expand,fuzz-layer,fuzz-oci,fuzz-import} "$build/crashes"
 find examples tests -name 'Dockerfile*' -type f -exec cp {} "$seeds/fuzz-dockerfile/" \; 2>/dev/null || true
 printf '*.log\n!keep.log\n**/tmp\n/abs\n[a-c]?\n' >"$seeds/fuzz-dockerignore/basic"
+# expander seeds: escape-choice byte, the word, NUL, the value of V
+printf '\\${V//*b/c} "${A:-x}" ${P##*/}\0aaab' >"$seeds/fuzz-expand/modifiers"
+printf '\\${V:+${V:-${E:?e}}}${V%%%%[!a-c]?}\0abc' >"$seeds/fuzz-expand/nested"
+printf '`${V/`*/x} "`$A" $V\0a*b c' >"$seeds/fuzz-expand/backtick"
 printf '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.index.v1+json","manifests":[]}' \
 	>"$seeds/fuzz-oci/index"
 tmp=$(mktemp -d)
