@@ -77,42 +77,6 @@ int read_all_fd(int fd, size_t max, char **ret_data, size_t *ret_len, KilnError 
 	return 0;
 }
 
-static const char *file_type_name(mode_t mode)
-{
-	switch (mode & S_IFMT) {
-	case S_IFDIR:
-		return "a directory";
-	case S_IFIFO:
-		return "a FIFO";
-	case S_IFSOCK:
-		return "a socket";
-	case S_IFCHR:
-		return "a character device";
-	case S_IFBLK:
-		return "a block device";
-	case S_IFLNK:
-		return "a symlink";
-	default:
-		return "of an unknown type";
-	}
-}
-
-int fd_require_regular(int fd, const char *path, KilnError **err)
-{
-	struct stat st;
-	int fl;
-
-	if (fstat(fd, &st) < 0)
-		return kiln_error_errno(err, errno, "stat '%s'", path);
-	if (!S_ISREG(st.st_mode))
-		return kiln_error(err, EINVAL, "'%s' is %s, not a regular file", path,
-				  file_type_name(st.st_mode));
-	fl = fcntl(fd, F_GETFL);
-	if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0)
-		return kiln_error_errno(err, errno, "fcntl '%s'", path);
-	return 0;
-}
-
 int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 KilnError **err)
 {
@@ -130,7 +94,7 @@ static const char *file_type_name(mode_t mode)
 {
 	switch (mode & S_IFMT) {
 	case S_IFIFO:
-		return "a fifo";
+		return "a FIFO";
 	case S_IFSOCK:
 		return "a socket";
 	case S_IFCHR:

@@ -13,17 +13,13 @@ int write_all(int fd, const void *buf, size_t len);
 /* Reads until EOF into a NUL-terminated malloc'd buffer. Fails with EFBIG past max bytes. */
 int read_all_fd(int fd, size_t max, char **ret_data, size_t *ret_len, KilnError **err);
 
-/* For an fd opened with O_NONBLOCK (so that opening a FIFO does not wait for a writer): fails
- * with EINVAL naming path and its type unless it is a regular file, then clears O_NONBLOCK. */
-int fd_require_regular(int fd, const char *path, KilnError **err);
-
 /* Reads a whole file (relative to dirfd, AT_FDCWD for cwd). */
 int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 KilnError **err);
 
 /* For files read from a build context or an image root (hostile trees): the caller opens fd
  * with O_NONBLOCK, so that opening a FIFO cannot hang; this refuses anything but a regular file
- * (EINVAL, "'what' is a fifo, not a regular file") and clears O_NONBLOCK. */
+ * (EINVAL, "'what' is a FIFO, not a regular file") and clears O_NONBLOCK. */
 int fd_require_regular(int fd, const char *what, KilnError **err);
 
 /* fd_require_regular, then refuses a file over max bytes (EFBIG) and reads it like

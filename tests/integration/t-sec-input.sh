@@ -65,24 +65,24 @@ check "-f outside the context still works" kt -f "$OUTSIDE/Dockerfile.explicit" 
 # --- FIFOs ----------------------------------------------------------------------------------------
 C=$(ctx dffifo "")
 mkfifo "$C/Dockerfile"
-check_fail "FIFO Dockerfile: refused, no hang" 1 "'$C/Dockerfile' is a fifo, not a regular file" \
+check_fail "FIFO Dockerfile: refused, no hang" 1 "'$C/Dockerfile' is a FIFO, not a regular file" \
 	kt "$C"
 C=$(ctx ignfifo 'FROM busybox')
 mkfifo "$C/.dockerignore"
-check_fail "FIFO .dockerignore: refused, no hang" 1 "'$C/.dockerignore' is a fifo" kt "$C"
+check_fail "FIFO .dockerignore: refused, no hang" 1 "'$C/.dockerignore' is a FIFO" kt "$C"
 
 C=$(ctx pwfifo $'FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\nUSER someone\nRUN true')
 check_fail "FIFO /etc/passwd + USER: refused, no hang" 1 \
-	"Dockerfile:4: RUN: image: '/etc/passwd' is a fifo, not a regular file" kt "$C"
+	"Dockerfile:4: RUN: image: '/etc/passwd' is a FIFO, not a regular file" kt "$C"
 echo data >"$C/f"
 printf 'FROM busybox\nRUN rm /etc/passwd && mkfifo /etc/passwd\nCOPY --chown=someone f /f\n' \
 	>"$C/Dockerfile"
 check_fail "FIFO /etc/passwd + COPY --chown: refused, no hang" 1 \
-	"Dockerfile:3: COPY: image: '/etc/passwd' is a fifo" kt "$C"
+	"Dockerfile:3: COPY: image: '/etc/passwd' is a FIFO" kt "$C"
 printf 'FROM busybox\nRUN rm /etc/group && mkfifo /etc/group\nCOPY --chown=root:grp f /f\n' \
 	>"$C/Dockerfile"
 check_fail "FIFO /etc/group + COPY --chown: refused, no hang" 1 \
-	"Dockerfile:3: COPY: image: '/etc/group' is a fifo" kt "$C"
+	"Dockerfile:3: COPY: image: '/etc/group' is a FIFO" kt "$C"
 # a FIFO in the context is copied as a FIFO (never opened)
 mkfifo "$C/pipe"
 printf 'FROM busybox\nCOPY pipe /pipe\nRUN test -p /pipe\n' >"$C/Dockerfile"

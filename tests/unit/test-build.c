@@ -484,7 +484,7 @@ TEST(dockerfile_fifo_and_size_refused)
 	mkdir_p("ctx", 0755, NULL);
 	CHECK(mkfifo("ctx/Dockerfile", 0644) == 0);
 	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, &e) == -EINVAL);
-	CHECK(e && strstr(e->message, "'ctx/Dockerfile' is a fifo, not a regular file"));
+	CHECK(e && strstr(e->message, "'ctx/Dockerfile' is a FIFO, not a regular file"));
 	kiln_error_free(TAKE_PTR(e));
 	memset(big, 'x', DOCKERFILE_MAX_SIZE + 1);
 	put("ctx2/Dockerfile", big);
@@ -493,7 +493,7 @@ TEST(dockerfile_fifo_and_size_refused)
 	/* .dockerignore: a FIFO and a symlink leading out are errors, a missing one is none */
 	CHECK(mkfifo("ctx/.dockerignore", 0644) == 0);
 	CHECK(build_context_open("ctx", NULL, &c, &e) < 0);
-	CHECK(e && strstr(e->message, "'ctx/.dockerignore' is a fifo"));
+	CHECK(e && strstr(e->message, "'ctx/.dockerignore' is a FIFO"));
 	kiln_error_free(TAKE_PTR(e));
 	put("outside/ignore", "TOKEN-xyz\n");
 	CHECK(symlink("../outside/ignore", "ctx2/.dockerignore") == 0);
@@ -522,7 +522,7 @@ TEST(image_user_db_fifo_refused)
 	put("root/etc/group", "root:x:0:\n");
 	_cleanup_close_ int r = open("root", O_RDONLY | O_DIRECTORY);
 	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
-	CHECK(e && strstr(e->message, "image: '/etc/passwd' is a fifo, not a regular file"));
+	CHECK(e && strstr(e->message, "image: '/etc/passwd' is a FIFO, not a regular file"));
 	kiln_error_free(TAKE_PTR(e));
 	CHECK(image_chown_resolve(r, "someone", &uid, &gid, &e) == -EINVAL);
 	kiln_error_free(TAKE_PTR(e));
@@ -531,7 +531,7 @@ TEST(image_user_db_fifo_refused)
 	put("root/etc/passwd", "someone:x:7:8::/:/bin/sh\n");
 	CHECK(mkfifo("root/etc/group", 0644) == 0);
 	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
-	CHECK(e && strstr(e->message, "image: '/etc/group' is a fifo"));
+	CHECK(e && strstr(e->message, "image: '/etc/group' is a FIFO"));
 	kiln_error_free(TAKE_PTR(e));
 	CHECK(image_chown_resolve(r, "someone:grp", &uid, &gid, &e) == -EINVAL);
 	kiln_error_free(TAKE_PTR(e));
@@ -569,7 +569,7 @@ TEST(cache_import_fifo_refused)
 	put("cdir/kiln-cache.json", json);
 	CHECK(mkfifo(blob, 0644) == 0);
 	CHECK(build_cache_import(c, s, "cdir", &n, &e) == -EINVAL);
-	CHECK(e && strstr(e->message, "is a fifo, not a regular file"));
+	CHECK(e && strstr(e->message, "is a FIFO, not a regular file"));
 	build_cache_free(c);
 	store_free(s);
 }
