@@ -12,6 +12,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "layers/store.h"
 
 struct BuildCache {
@@ -251,9 +252,12 @@ static int copy_blob_out(Store *s, const char *digest, int blobs_fd, KilnError *
 	r = store_open_blob(s, digest, &in, err);
 	if (r < 0)
 		return r;
-	out = openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	(void)unlinkat(blobs_fd, tmp, 0); /* a dead export's temp: never written through */
+	out = openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (out < 0)
 		return kiln_error_errno(err, errno, "create cache blob '%s'", tmp);
+	if ((r = owner_give_fd(out)) < 0)
+		return kiln_error_errno(err, -r, "chown cache blob '%s'", tmp);
 	for (;;) {
 		ssize_t n = read(in, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
@@ -274,22 +278,39 @@ static int copy_blob_out(Store *s, const char *digest, int blobs_fd, KilnError *
 	return 0;
 }
 
+/* Opens (making them, for the user) DIR and DIR/blobs/sha256, never through a symlink below DIR:
+ * the cache dir is an output, written like an OCI layout dir. */
+static int cache_dir_open(const char *dir, int *ret_dfd, int *ret_bfd, KilnError **err)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	_cleanup_close_ int dfd = -1, blobs = -1, bfd = -1;
+	int r = mkdir_p_owned(dir, 0755, err);
+
+	if (r < 0)
+		return r;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return kiln_error_errno(err, errno, "open cache dir '%s'", dir);
+	if ((r = mkdirat_owned(dfd, "blobs", 0755)) < 0 ||
+	    (blobs = openat(dfd, "blobs", flags)) < 0)
+		return kiln_error_errno(err, r < 0 ? -r : errno, "open '%s/blobs'", dir);
+	if ((r = mkdirat_owned(blobs, "sha256", 0755)) < 0 ||
+	    (bfd = openat(blobs, "sha256", flags)) < 0)
+		return kiln_error_errno(err, r < 0 ? -r : errno, "open '%s/blobs/sha256'", dir);
+	*ret_dfd = TAKE_FD(dfd);
+	*ret_bfd = TAKE_FD(bfd);
+	return 0;
+}
+
 int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *dir, KilnError **err)
 {
-	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dir);
 	_cleanup_close_ int dfd = -1, bfd = -1;
 	json_t *root = json_object(), *entries = json_object();
 	int r;
 
 	json_object_set_new(root, "version", json_integer(1));
 	json_object_set_new(root, "entries", entries);
-	r = mkdir_p(blobs, 0755, err);
-	if (r >= 0) {
-		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		bfd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || bfd < 0)
-			r = kiln_error_errno(err, errno, "open cache dir '%s'", dir);
-	}
+	r = cache_dir_open(dir, &dfd, &bfd, err);
 	for (size_t i = 0; r >= 0 && keys && keys[i]; i++) {
 		CacheEntry e;
 		if (build_cache_get(c, keys[i], &e) < 0)
@@ -300,6 +321,8 @@ int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *d
 	}
 	if (r >= 0)
 		r = write_json_at(dfd, "kiln-cache.json", root, err);
+	if (r >= 0 && (r = owner_give_at(dfd, "kiln-cache.json")) < 0)
+		r = kiln_error_errno(err, -r, "chown '%s/kiln-cache.json'", dir);
 	if (r >= 0) {
 		/* Blobs of an older export that nothing references now. */
 		_cleanup_closedir_ DIR *d = fdopendir(fcntl(bfd, F_DUPFD_CLOEXEC, 3));

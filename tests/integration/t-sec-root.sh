@@ -122,7 +122,8 @@ printf 'FROM busybox\nRUN echo hi > /hi\n' >"$c/Dockerfile"
 o=$(newdir outputs)
 if check "build with outputs" build --platform linux/amd64 -o "type=oci,dest=$o/img.tar" \
 	-o "type=oci,dest=$o/layout,tar=false" -o "type=local,dest=$o/rootfs" \
-	-o "type=docker,dest=$o/docker.tar" --metadata-file "$o/meta.json" --report "$o/report.json" "$c"; then
+	-o "type=docker,dest=$o/docker.tar" --metadata-file "$o/meta.json" --report "$o/report.json" \
+	--cache-to "type=local,dest=$o/cache,mode=max" "$c"; then
 	strays=$(find "$o" ! -user "$me" -printf '%p %u\n' | head -n 5)
 	check_eq "every output file and dir belongs to the caller (uid $me)" "$strays" ""
 	strays=$(find "$o" ! -group "$mygid" -printf '%p %g\n' | head -n 5)
