@@ -29,7 +29,9 @@
 #include "common/cleanup.h"
 #include "common/digest.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "common/rootfs.h"
+#include "common/strbuf.h"
 #include "layers/export.h"
 #include "layers/import.h"
 #include "layers/layer_apply.h"
@@ -128,8 +130,9 @@ typedef struct Pass {
 	Build *b;
 	Platform platform;
 	VarList global_args;
-	StageResult **res; /* per stage index, once resolved in this pass */
-	bool *visiting;	   /* per stage index: cycle detection */
+	StageResult **res;    /* per stage index, once resolved in this pass */
+	bool *visiting;	      /* per stage index: cycle detection */
+	size_t expand_budget; /* bytes its variable expansions may still produce */
 	OciDescriptor manifest;
 	KilnError *err;
 	int status;
@@ -192,11 +195,14 @@ int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, K
 int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char *created,
 		      KilnError **err);
 int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError **err);
-int step_meta_cache(StageRun *r, const char *created, KilnError **err);
+int step_meta_cache(StageRun *r, const char *keyword, char *const *fields, KilnError **err);
 int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err);
 /* The network a RUN step gets for the one it asks: a private network becomes the host's when
  * pasta cannot start here (checked once per build, with a warning). */
 NetworkMode build_network(Build *b, NetworkMode asked);
+/* RUN's argv (shell form: wrapped in SHELL) and the network it asks for; sets r->step_key. */
+int run_prepare(StageRun *r, const DfInstruction *in, char ***ret_argv, NetworkMode *ret_net,
+		KilnError **err);
 int run_onbuild(StageRun *r, const char *image, KilnError **err);
 char *strv_join(char *const *v, const char *sep);
 void chain_start(StageRun *r, const char *base);

@@ -415,12 +415,16 @@ int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError 
 
 /* Metadata instructions always run (they only edit the config); their key still joins the chain
  * so later steps see ENV/ARG/USER changes, and the report counts them. */
-int step_meta_cache(StageRun *r, const char *created, KilnError **err)
+int step_meta_cache(StageRun *r, const char *keyword, char *const *fields, KilnError **err)
 {
 	CacheEntry e;
-	const char *parts[] = {"META", created};
+	CacheKey k;
 
-	cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
+	cache_key_begin(&k, r->chain);
+	cache_key_add(&k, "META");
+	cache_key_add(&k, keyword);
+	cache_key_add_strv(&k, fields);
+	cache_key_end(&k, r->step_key);
 	if (!r->b->o->no_cache && build_cache_get(r->b->cache, r->step_key, &e) == 0) {
 		build_cache_touch(r->b->cache, r->step_key);
 		r->cached = true;

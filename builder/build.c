@@ -1,4 +1,5 @@
 #include "builder/build-internal.h"
+#include "layers/export_local.h"
 
 double now_seconds(void)
 {
@@ -129,7 +130,7 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	int k;
 
 	k = expand_words(in->args && in->args[0] ? in->args[0] : "", b->df->escape, lookup_global,
-			 p, &words, err);
+			 p, &p->expand_budget, &words, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	if (!words || !words[0] || !*words[0])
@@ -137,7 +138,7 @@ static int from_resolve(Pass *p, Stage *st, char **ret_image, Platform *ret_plat
 	*ret_platform = p->platform;
 	const char *pf = df_instruction_flag(in, "platform");
 	if (pf) {
-		k = expand_word(pf, b->df->escape, lookup_global, p, &plat, err);
+		k = expand_word(pf, b->df->escape, lookup_global, p, &p->expand_budget, &plat, err);
 		if (k >= 0)
 			k = platform_parse(plat, ret_platform, err);
 		if (k < 0)
@@ -204,8 +205,9 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 	return run_onbuild(r, image, err);
 }
 
-/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. */
-static void collect_names(const char *text, char ***names)
+/* Names a stage references ($NAME, ${NAME...}) or declares with ARG. A Dockerfile line may
+ * hold a million references: the list keeps its capacity. */
+static void collect_names(const char *text, StrvBuf *names)
 {
 	for (const char *c = text; c && *c; c++) {
 		if (*c != '$')
@@ -216,14 +218,12 @@ static void collect_names(const char *text, char ***names)
 		size_t len = 0;
 		while (n[len] == '_' || isalnum((unsigned char)n[len]))
 			len++;
-		if (len) {
-			_cleanup_free_ char *name = strndup(n, len);
-			strv_push(names, name);
-		}
+		if (len)
+			strvbuf_consume(names, xasprintf("%.*s", (int)len, n));
 	}
 }
 
-static void collect_inst_names(const DfInstruction *in, char ***names)
+static void collect_inst_names(const DfInstruction *in, StrvBuf *names)
 {
 	for (size_t i = 0; in->args && in->args[i]; i++)
 		collect_names(in->args[i], names);
@@ -233,7 +233,7 @@ static void collect_inst_names(const DfInstruction *in, char ***names)
 		collect_names(in->kvs[i].key, names);
 		collect_names(in->kvs[i].raw_value, names);
 		if (strcmp(in->keyword, "ARG") == 0)
-			strv_push(names, in->kvs[i].key);
+			strvbuf_consume(names, xstrdup(in->kvs[i].key));
 	}
 	for (size_t i = 0; i < in->n_heredocs; i++)
 		collect_names(in->heredocs[i].content, names);
@@ -260,7 +260,7 @@ static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynam
 		_cleanup_free_ char *name = NULL;
 		if (!from)
 			continue;
-		if (expand_word(from, b->df->escape, lookup_global, p, &name, NULL) < 0 ||
+		if (expand_word(from, b->df->escape, lookup_global, p, NULL, &name, NULL) < 0 ||
 		    strchr(from, '$')) {
 			*ret_dynamic = true;
 			continue;
@@ -276,27 +276,27 @@ static Stage **stage_deps(Pass *p, Stage *st, const char *image, bool *ret_dynam
 }
 
 /* The identity of a stage's result within this build: equal keys give equal results, so passes
- * share them. */
+ * share them. Fields are length-prefixed (cache_key_add) so arg values cannot run together. */
 static void stage_key(Pass *p, Stage *st, const char *image, const Platform *plat, Stage **deps,
 		      bool dynamic, char out[DIGEST_STRING_MAX])
 {
 	Build *b = p->b;
-	_cleanup_(sha256_freep) Sha256 *h = NULL;
-	_cleanup_strv_free_ char **names = NULL;
-	char pl[PLATFORM_STRING_MAX];
+	_cleanup_(strvbuf_done) StrvBuf list = {0};
+	char pl[PLATFORM_STRING_MAX], index[32];
+	CacheKey k;
 
-	if (sha256_new(&h, NULL) < 0)
-		abort();
+	cache_key_begin(&k, NULL);
+	snprintf(index, sizeof(index), "stage %zu", st->index);
 	platform_format(plat, pl, sizeof(pl));
-	_cleanup_free_ char *head = xasprintf("stage %zu\n%s\n%s\n", st->index, image, pl);
-	sha256_update(h, head, strlen(head));
-	if (dynamic) {
-		platform_format(&p->platform, pl, sizeof(pl));
-		sha256_update(h, pl, strlen(pl) + 1);
-	}
+	cache_key_add(&k, index);
+	cache_key_add(&k, image);
+	cache_key_add(&k, pl);
+	platform_format(&p->platform, pl, sizeof(pl));
+	cache_key_add(&k, dynamic ? pl : "");
 	for (size_t i = st->first; i < st->end; i++)
-		collect_inst_names(&b->df->insts[i], &names);
-	size_t n = strv_length(names);
+		collect_inst_names(&b->df->insts[i], &list);
+	char **names = list.v;
+	size_t n = list.n;
 	if (n > 1)
 		qsort(names, n, sizeof(char *), cmp_str);
 	for (size_t i = 0; i < n; i++) {
@@ -304,17 +304,17 @@ static void stage_key(Pass *p, Stage *st, const char *image, const Platform *pla
 			continue;
 		Var *g = vars_find(&p->global_args, names[i]);
 		Var *a = vars_find(&b->build_args, names[i]);
-		_cleanup_free_ char *line =
-		    xasprintf("%s=%c%s|%c%s\n", names[i], g && g->value ? '+' : '-',
-			      g && g->value ? g->value : "", a ? '+' : '-', a ? a->value : "");
-		sha256_update(h, line, strlen(line));
+		cache_key_add(&k, names[i]);
+		cache_key_add(&k, g && g->value ? "set" : "unset");
+		cache_key_add(&k, g && g->value ? g->value : "");
+		cache_key_add(&k, a ? "set" : "unset");
+		cache_key_add(&k, a ? a->value : "");
 	}
 	for (size_t i = 0; deps[i]; i++) {
 		StageResult *d = p->res[deps[i]->index];
-		if (d)
-			sha256_update(h, d->key, strlen(d->key) + 1);
+		cache_key_add(&k, d ? d->key : "");
 	}
-	sha256_final(h, out);
+	cache_key_end(&k, out);
 }
 
 /* Builds the stages st depends on first: their keys are part of st's key. */
@@ -494,8 +494,8 @@ static int global_args_eval(Pass *p, KilnError **err)
 				v = xstrdup(given->value);
 				mark_consumed(b, kv->key);
 			} else if (kv->raw_value) {
-				int k = expand_word(kv->raw_value, df->escape, lookup_global, p, &v,
-						    err);
+				int k = expand_word(kv->raw_value, df->escape, lookup_global, p,
+						    &p->expand_budget, &v, err);
 				if (k < 0)
 					return inst_wrap(b, in, k, err);
 			}
@@ -599,53 +599,6 @@ static int stage_write_manifest(Build *b, StageResult *st, OciDescriptor *ret, K
 	return k;
 }
 
-int build_export_local(Store *s, const char *manifest_digest, const char *dest, uint64_t max_bytes,
-		       uint64_t max_entries, KilnError **err)
-{
-	_cleanup_free_ char *data = NULL;
-	_cleanup_close_ int dfd = -1;
-	json_t *m;
-	size_t i;
-	json_t *l;
-	int k;
-
-	k = store_read_blob(s, manifest_digest, 4 << 20, &data, NULL, err);
-	if (k < 0)
-		return k;
-	m = json_loads(data, 0, NULL);
-	if (!m)
-		return kiln_error(err, EINVAL, "manifest %s is not JSON", manifest_digest);
-	k = mkdir_p(dest, 0755, err);
-	if (k >= 0) {
-		dfd = open(dest, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0)
-			k = kiln_error_errno(err, errno, "open '%s'", dest);
-	}
-	json_array_foreach (json_object_get(m, "layers"), i, l) {
-		if (k < 0)
-			break;
-		const char *digest = json_string_value(json_object_get(l, "digest"));
-		_cleanup_close_ int fd = -1;
-		k = store_open_blob(s, digest ? digest : "", &fd, err);
-		if (k < 0)
-			break;
-		LayerApplyOptions ao = {
-		    .mode = LAYER_APPLY_MERGE,
-		    .whiteouts = true,
-		    .keep_owner = false,
-		    .force_uid = (uid_t)-1,
-		    .force_gid = (gid_t)-1,
-		    .max_bytes = max_bytes,
-		    .max_entries = max_entries,
-		};
-		k = layer_apply(fd, dfd, &ao, NULL, err);
-		if (k < 0)
-			kiln_error_wrap(err, k, "apply layer %s to '%s'", digest, dest);
-	}
-	json_decref(m);
-	return k < 0 ? k : 0;
-}
-
 static int write_outputs(Build *b, const OciDescriptor *root, const OciDescriptor *manifests,
 			 KilnError **err)
 {
@@ -676,20 +629,15 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 		}
 		case OUTPUT_LOCAL:
 			for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
-				_cleanup_free_ char *dest = NULL;
-				if (o->n_platforms == 1) {
-					dest = xstrdup(out->dest);
-				} else {
-					char pl[96];
-					platform_format(&o->platforms[p], pl, sizeof(pl));
-					for (char *c = pl; *c; c++)
-						if (*c == '/')
-							*c = '_';
-					dest = xasprintf("%s/%s", out->dest, pl);
-				}
-				k = build_export_local(b->store, manifests[p].digest, dest,
-						       build_max_layer_bytes(o),
-						       build_max_layer_entries(o), err);
+				char pl[96];
+				platform_format(&o->platforms[p], pl, sizeof(pl));
+				for (char *c = pl; *c; c++)
+					if (*c == '/')
+						*c = '_';
+				k = export_local(b->store, &manifests[p], out->dest,
+						 o->n_platforms == 1 ? NULL : pl,
+						 build_max_layer_bytes(o),
+						 build_max_layer_entries(o), err);
 			}
 			break;
 		}
@@ -711,6 +659,8 @@ static int write_metadata(Build *b, const OciDescriptor *root, KilnError **err)
 	char *s = json_dumps(m, JSON_INDENT(2));
 	json_decref(m);
 	int k = write_file_atomic_at(AT_FDCWD, b->o->metadata_file, s, strlen(s), 0644, err);
+	if (k >= 0 && (k = owner_give_at(AT_FDCWD, b->o->metadata_file)) < 0)
+		k = kiln_error_errno(err, -k, "chown '%s'", b->o->metadata_file);
 	free(s);
 	return k;
 }
@@ -729,19 +679,17 @@ static Stage *target_stage(Build *b, KilnError **err)
 static int build_prepare(Build *b, KilnError **err)
 {
 	const BuildOptions *o = b->o;
-	_cleanup_free_ char *dfpath =
-	    o->dockerfile ? xstrdup(o->dockerfile) : xasprintf("%s/Dockerfile", o->context_dir);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 	int k;
 
-	k = read_file_at(AT_FDCWD, dfpath, 16 << 20, &data, &len, err);
+	k = build_dockerfile_read(o->context_dir, o->dockerfile, &data, &len, err);
 	if (k < 0)
 		return k;
-	k = dockerfile_parse(o->dockerfile ? dfpath : "Dockerfile", data, len, &b->df, err);
+	k = dockerfile_parse(o->dockerfile ? o->dockerfile : "Dockerfile", data, len, &b->df, err);
 	if (k < 0)
 		return k;
-	k = build_context_open(o->context_dir, o->dockerfile ? dfpath : NULL, &b->ctx, err);
+	k = build_context_open(o->context_dir, o->dockerfile, &b->ctx, err);
 	if (k < 0)
 		return k;
 	for (size_t i = 0; o->build_args && o->build_args[i]; i++) {
@@ -760,6 +708,11 @@ static int build_prepare(Build *b, KilnError **err)
 		k = store_work_acquire(b->store, &b->work, err);
 	if (k >= 0)
 		prune_sweep_dead(b->store);
+	if (k >= 0) {
+		_cleanup_free_ char *map = userns_map_text();
+		k = map ? prune_snapshots_remapped(b->store, map, err)
+			: kiln_error(err, EIO, "read this process's id map");
+	}
 	if (k >= 0)
 		k = build_cache_open(store_path(b->store), &b->cache, err);
 	if (k >= 0)
@@ -859,8 +812,10 @@ typedef struct PassQueue {
 static int pass_run(Pass *p, Stage *target, KilnError **err)
 {
 	StageResult *res = NULL;
-	int k = global_args_eval(p, err);
+	int k;
 
+	p->expand_budget = EXPAND_MAX_TOTAL;
+	k = global_args_eval(p, err);
 	if (k >= 0)
 		k = stage_build(p, target, &res, err);
 	if (k >= 0)
@@ -979,6 +934,8 @@ static int write_report(Build *b, double wall, KilnError **err)
 	char *s = json_dumps(rep, JSON_INDENT(2));
 	json_decref(rep);
 	int k = write_file_atomic_at(AT_FDCWD, b->o->report_file, s, strlen(s), 0644, err);
+	if (k >= 0 && (k = owner_give_at(AT_FDCWD, b->o->report_file)) < 0)
+		k = kiln_error_errno(err, -k, "chown '%s'", b->o->report_file);
 	free(s);
 	return k;
 }

@@ -66,11 +66,6 @@ int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, Kiln
 /* Runs the build. RUN failures and Dockerfile errors come back as errors naming file:line. */
 int build_run(const BuildOptions *o, KilnError **err);
 
-/* Writes a local rootfs of one platform's image (all layers applied) to dest; each layer is held
- * to max_bytes uncompressed bytes and max_entries entries (0 = no cap). */
-int build_export_local(Store *s, const char *manifest_digest, const char *dest, uint64_t max_bytes,
-		       uint64_t max_entries, KilnError **err);
-
 /* The caps BuildOptions asks for, the defaults filled in. */
 uint64_t build_max_layer_bytes(const BuildOptions *o);
 uint64_t build_max_layer_entries(const BuildOptions *o);

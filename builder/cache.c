@@ -12,6 +12,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "layers/store.h"
 
 struct BuildCache {
@@ -52,12 +53,16 @@ const char *build_cache_dir(const BuildCache *c)
 	return c->dir;
 }
 
+/* Also reads --cache-from directories, which another tool may have written: a FIFO there must
+ * fail the import, not block it (O_NONBLOCK, then only a regular file is read). */
 static json_t *read_json_at(int dirfd, const char *name)
 {
+	_cleanup_close_ int fd =
+	    openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
 
-	if (read_file_at(dirfd, name, 64 << 20, &data, &len, NULL) < 0)
+	if (fd < 0 || read_regular_fd(fd, name, 64 << 20, &data, &len, NULL) < 0)
 		return NULL;
 	return json_loadb(data, len, 0, NULL);
 }
@@ -165,23 +170,54 @@ const char *tree_manifest_first_change(json_t *old, json_t *cur)
 	return first;
 }
 
+static void cache_key_tagged(CacheKey *k, char tag, size_t n, const char *data)
+{
+	char head[32];
+	int len = snprintf(head, sizeof(head), "%c%zu:", tag, n);
+
+	sha256_update(k->h, head, (size_t)len);
+	if (data)
+		sha256_update(k->h, data, n);
+}
+
+void cache_key_begin(CacheKey *k, const char *parent)
+{
+	if (sha256_new(&k->h, NULL) < 0)
+		abort();
+	sha256_update(k->h, CACHE_KEY_VERSION, sizeof(CACHE_KEY_VERSION));
+	cache_key_add(k, parent ? parent : "");
+}
+
+void cache_key_add(CacheKey *k, const char *field)
+{
+	cache_key_tagged(k, 's', strlen(field), field);
+}
+
+void cache_key_add_strv(CacheKey *k, char *const *v)
+{
+	size_t n = strv_length(v);
+
+	cache_key_tagged(k, 'l', n, NULL);
+	for (size_t i = 0; i < n; i++)
+		cache_key_add(k, v[i]);
+}
+
+void cache_key_end(CacheKey *k, char out[DIGEST_STRING_MAX])
+{
+	sha256_final(k->h, out);
+	sha256_free(k->h);
+	k->h = NULL;
+}
+
 void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *const *parts,
 	       size_t n_parts)
 {
-	_cleanup_(sha256_freep) Sha256 *h = NULL;
+	CacheKey k;
 
-	if (sha256_new(&h, NULL) < 0)
-		abort();
-	sha256_update(h, "kiln-step-v1", 13);
-	sha256_update(h, parent ? parent : "", parent ? strlen(parent) + 1 : 1);
-	for (size_t i = 0; i < n_parts; i++) {
-		/* length-prefixed, so no two part lists hash alike */
-		char len[32];
-		int n = snprintf(len, sizeof(len), "%zu:", strlen(parts[i]));
-		sha256_update(h, len, (size_t)n);
-		sha256_update(h, parts[i], strlen(parts[i]));
-	}
-	sha256_final(h, out);
+	cache_key_begin(&k, parent);
+	for (size_t i = 0; i < n_parts; i++)
+		cache_key_add(&k, parts[i]);
+	cache_key_end(&k, out);
 }
 
 /* ---------- portable cache (--cache-to / --cache-from type=local) ---------- */
@@ -216,9 +252,12 @@ static int copy_blob_out(Store *s, const char *digest, int blobs_fd, KilnError *
 	r = store_open_blob(s, digest, &in, err);
 	if (r < 0)
 		return r;
-	out = openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	(void)unlinkat(blobs_fd, tmp, 0); /* a dead export's temp: never written through */
+	out = openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
 	if (out < 0)
 		return kiln_error_errno(err, errno, "create cache blob '%s'", tmp);
+	if ((r = owner_give_fd(out)) < 0)
+		return kiln_error_errno(err, -r, "chown cache blob '%s'", tmp);
 	for (;;) {
 		ssize_t n = read(in, buf, sizeof(buf));
 		if (n < 0 && errno == EINTR)
@@ -239,22 +278,39 @@ static int copy_blob_out(Store *s, const char *digest, int blobs_fd, KilnError *
 	return 0;
 }
 
+/* Opens (making them, for the user) DIR and DIR/blobs/sha256, never through a symlink below DIR:
+ * the cache dir is an output, written like an OCI layout dir. */
+static int cache_dir_open(const char *dir, int *ret_dfd, int *ret_bfd, KilnError **err)
+{
+	const int flags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
+	_cleanup_close_ int dfd = -1, blobs = -1, bfd = -1;
+	int r = mkdir_p_owned(dir, 0755, err);
+
+	if (r < 0)
+		return r;
+	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0)
+		return kiln_error_errno(err, errno, "open cache dir '%s'", dir);
+	if ((r = mkdirat_owned(dfd, "blobs", 0755)) < 0 ||
+	    (blobs = openat(dfd, "blobs", flags)) < 0)
+		return kiln_error_errno(err, r < 0 ? -r : errno, "open '%s/blobs'", dir);
+	if ((r = mkdirat_owned(blobs, "sha256", 0755)) < 0 ||
+	    (bfd = openat(blobs, "sha256", flags)) < 0)
+		return kiln_error_errno(err, r < 0 ? -r : errno, "open '%s/blobs/sha256'", dir);
+	*ret_dfd = TAKE_FD(dfd);
+	*ret_bfd = TAKE_FD(bfd);
+	return 0;
+}
+
 int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *dir, KilnError **err)
 {
-	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dir);
 	_cleanup_close_ int dfd = -1, bfd = -1;
 	json_t *root = json_object(), *entries = json_object();
 	int r;
 
 	json_object_set_new(root, "version", json_integer(1));
 	json_object_set_new(root, "entries", entries);
-	r = mkdir_p(blobs, 0755, err);
-	if (r >= 0) {
-		dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		bfd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0 || bfd < 0)
-			r = kiln_error_errno(err, errno, "open cache dir '%s'", dir);
-	}
+	r = cache_dir_open(dir, &dfd, &bfd, err);
 	for (size_t i = 0; r >= 0 && keys && keys[i]; i++) {
 		CacheEntry e;
 		if (build_cache_get(c, keys[i], &e) < 0)
@@ -265,6 +321,8 @@ int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *d
 	}
 	if (r >= 0)
 		r = write_json_at(dfd, "kiln-cache.json", root, err);
+	if (r >= 0 && (r = owner_give_at(dfd, "kiln-cache.json")) < 0)
+		r = kiln_error_errno(err, -r, "chown '%s/kiln-cache.json'", dir);
 	if (r >= 0) {
 		/* Blobs of an older export that nothing references now. */
 		_cleanup_closedir_ DIR *d = fdopendir(fcntl(bfd, F_DUPFD_CLOEXEC, 3));
@@ -299,9 +357,12 @@ static int import_blob(Store *s, int blobs_fd, const char *digest, KilnError **e
 
 	if (store_has_blob(s, digest))
 		return 0;
-	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+	in = openat(blobs_fd, digest_hex(digest), O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
 	if (in < 0)
 		return kiln_error_errno(err, errno, "cache blob %s", digest);
+	r = fd_require_regular(in, digest, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "cache blob");
 	r = store_blob_writer_new(s, &w, err);
 	while (r >= 0) {
 		ssize_t n = read(in, buf, sizeof(buf));

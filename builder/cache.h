@@ -49,8 +49,26 @@ int build_cache_slot_put(BuildCache *c, const char *slot_key, json_t *sources, K
  * or changed), in path order; NULL when they are equal. */
 const char *tree_manifest_first_change(json_t *old, json_t *cur);
 
-/* sha256 over a step key's parts: keys are chained, each step's key is
- * cache_key(parent, part, ...) with the parts separated unambiguously. */
+/* A step key: sha256 over a version tag, the parent key and typed, length-prefixed fields (a
+ * string is "s<len>:<bytes>", a list "l<count>:" then its strings), so two different field
+ * sequences never hash alike: an argv element holding "a\nb" is not the two elements "a" and
+ * "b", and `ENV K="a B=1"` is not `ENV K=a B=1`. The encoding has no host or user in it, so the
+ * same inputs give the same key on every machine. Bump CACHE_KEY_VERSION when it changes (old
+ * entries are then simply never found). */
+#define CACHE_KEY_VERSION "kiln-step-v2"
+
+typedef struct CacheKey {
+	Sha256 *h;
+} CacheKey;
+
+void cache_key_begin(CacheKey *k, const char *parent);
+void cache_key_add(CacheKey *k, const char *field);
+/* A list: its count, then each element (v may be NULL: an empty list). */
+void cache_key_add_strv(CacheKey *k, char *const *v);
+/* Writes the key and frees what begin allocated. */
+void cache_key_end(CacheKey *k, char out[DIGEST_STRING_MAX]);
+
+/* begin(parent), add(parts[i]) for each part, end. */
 void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *const *parts,
 	       size_t n_parts);
 

@@ -11,12 +11,14 @@
 #include <unistd.h>
 
 #include "builder/build.h"
+#include "builder/context.h"
 #include "builder/dockerfile.h"
 #include "builder/imageconf.h"
 #include "builder/parse_json.h"
 #include "builder/prune.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 #include "layers/export.h"
 #include "layers/import.h"
 #include "layers/layer_apply.h"
@@ -90,6 +92,7 @@ static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, Kiln
 	r = userns_enter(idmap, &reason, err);
 	if (r < 0)
 		return r;
+	owner_set(idmap->owner_uid, idmap->owner_gid);
 	if (reason && getenv("KILN_DEBUG"))
 		fprintf(stderr, "kiln: %s\n", reason);
 	return store_open(abs, ret, err);
@@ -564,23 +567,28 @@ static bool strv_has(char *const *v, const char *s)
 /* kiln load reads every layer of what it imported once to its end, with the checks and caps a
  * build applies when it unpacks, so a hostile or damaged layer is refused here, naming its
  * digest, before any name points at it. */
-static int load_check_layers(Store *s, const OciDescriptor *root, const LayerApplyOptions *ao,
-			     char ***checked, KilnError **err)
+/* Reads every layer of every image of the load once, as one graph (oci_images_load): a source
+ * whose index.json lists one big index many times costs one walk, not one per entry. */
+static int load_check_layers(Store *s, const ImportedImage *imgs, size_t n,
+			     const LayerApplyOptions *ao, KilnError **err)
 {
-	_cleanup_free_ Platform *plats = NULL;
-	size_t n = 0;
-	int r = oci_list_platforms(s, root, &plats, &n, err);
+	_cleanup_strv_free_ char **checked = NULL;
+	_cleanup_free_ OciDescriptor *roots = xcalloc(n + 1, sizeof(*roots));
+	OciImage **v = NULL;
+	size_t nv = 0;
+	int r;
 
-	for (size_t i = 0; i < n && r >= 0; i++) {
-		_cleanup_(oci_image_freep) OciImage *img = NULL;
-		r = oci_image_resolve(s, root, &plats[i], &img, err);
-		for (size_t j = 0; r >= 0 && j < img->n_layers; j++) {
-			const char *digest = img->layers[j].digest;
-			if (strv_has(*checked, digest))
+	for (size_t i = 0; i < n; i++)
+		roots[i] = imgs[i].root; /* shallow: the annotations stay imgs' */
+	r = oci_images_load(s, roots, n, &v, &nv, err);
+	for (size_t i = 0; i < nv && r >= 0; i++) {
+		for (size_t j = 0; r >= 0 && j < v[i]->n_layers; j++) {
+			const char *digest = v[i]->layers[j].digest;
+			if (strv_has(checked, digest))
 				continue;
 			_cleanup_close_ int fd = -1;
 			LayerApplyOptions o = *ao;
-			o.expected_diff_id = img->diff_ids[j];
+			o.expected_diff_id = v[i]->diff_ids[j];
 			r = store_open_blob(s, digest, &fd, err);
 			if (r >= 0)
 				r = layer_apply(fd, -1, &o, NULL, err);
@@ -590,10 +598,12 @@ static int load_check_layers(Store *s, const OciDescriptor *root, const LayerApp
 				    "exceeds a per-layer cap (raise it with --max-layer-size or "
 				    "--max-layer-entries)");
 			if (r < 0)
-				return kiln_error_wrap(err, r, "layer %s", digest);
-			strv_push(checked, digest);
+				kiln_error_wrap(err, r, "layer %s", digest);
+			else
+				strv_push(&checked, digest);
 		}
 	}
+	oci_images_free(v, nv);
 	return r < 0 ? r : 0;
 }
 
@@ -607,7 +617,6 @@ static int cmd_load(int argc, char **argv, KilnError **err)
 	};
 	const char *root = NULL;
 	_cleanup_(store_freep) Store *store = NULL;
-	_cleanup_strv_free_ char **checked = NULL;
 	ImportedImage *imgs = NULL;
 	size_t n = 0;
 	IdMapInfo idmap;
@@ -645,8 +654,7 @@ static int cmd_load(int argc, char **argv, KilnError **err)
 		imported_images_free(imgs, n);
 		return kiln_error(err, ENOENT, "load '%s': no image in it", src);
 	}
-	for (size_t i = 0; i < n && r >= 0; i++)
-		r = load_check_layers(store, &imgs[i].root, &ao, &checked, err);
+	r = load_check_layers(store, imgs, n, &ao, err);
 	if (r < 0) {
 		imported_images_free(imgs, n);
 		return kiln_error_wrap(err, r, "load '%s'", src);
@@ -1120,7 +1128,7 @@ static int cmd_parse(int argc, char **argv, KilnError **err)
 	if (strcmp(path, "-") == 0)
 		r = read_all_fd(STDIN_FILENO, 16 << 20, &data, &len, err);
 	else
-		r = read_file_at(AT_FDCWD, path, 16 << 20, &data, &len, err);
+		r = build_dockerfile_read(".", path, &data, &len, err);
 	if (r < 0)
 		return r;
 	r = dockerfile_parse(strcmp(path, "-") == 0 ? "Dockerfile" : path, data, len, &df, err);

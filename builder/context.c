@@ -25,31 +25,148 @@ struct BuildContext {
 	DockerIgnore *ignore;
 };
 
+/* A path made absolute (against the cwd) and cleaned, without its leading '/'; NULL if it
+ * climbs above '/'. */
+static char *path_absolute_clean(const char *p)
+{
+	_cleanup_free_ char *cwd = p[0] == '/' ? NULL : getcwd(NULL, 0);
+	_cleanup_free_ char *abs = cwd ? xasprintf("%s/%s", cwd, p) : xstrdup(p);
+	char *clean = NULL;
+
+	if (p[0] != '/' && !cwd)
+		return NULL;
+	return path_clean_relative(abs, &clean) < 0 ? NULL : clean;
+}
+
+/* path relative to dir when it lies below dir (lexically), else NULL. */
+static char *path_below(const char *dir, const char *path)
+{
+	_cleanup_free_ char *d = path_absolute_clean(dir), *f = path_absolute_clean(path);
+	size_t n = d ? strlen(d) : 0;
+
+	if (!d || !f || strcmp(f, ".") == 0)
+		return NULL;
+	if (strcmp(d, ".") == 0)
+		return xstrdup(f);
+	if (strncmp(f, d, n) == 0 && f[n] == '/')
+		return xstrdup(f + n + 1);
+	return NULL;
+}
+
+/* Where a Dockerfile path resolves: the context and the path in it when it lies in the context
+ * (CONTEXT/Dockerfile by default), else `-f PATH`'s own directory (a Dockerfile outside the
+ * context is the user's explicit choice, as in buildx) and its last component. */
+static int dockerfile_anchor(const char *context_dir, const char *dockerfile, int *ret_fd,
+			     char **ret_dir, char **ret_rel, KilnError **err)
+{
+	_cleanup_free_ char *rel =
+	    dockerfile ? path_below(context_dir, dockerfile) : xstrdup("Dockerfile");
+	_cleanup_free_ char *dir = xstrdup(context_dir);
+
+	if (!rel) {
+		char *slash;
+		free(dir);
+		dir = xstrdup(dockerfile);
+		slash = strrchr(dir, '/');
+		rel = xstrdup(slash ? slash + 1 : dir);
+		if (!slash)
+			strcpy(dir, ".");
+		else if (slash == dir)
+			dir[1] = 0;
+		else
+			*slash = 0;
+	}
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", dir);
+	*ret_fd = fd;
+	*ret_dir = TAKE_PTR(dir);
+	*ret_rel = TAKE_PTR(rel);
+	return 0;
+}
+
+/* Reads rel inside dirfd the way BuildKit reads a context: symlinks resolve inside it (so a
+ * repository's `Dockerfile -> /root/...` cannot make kiln read a host file), FIFOs and devices
+ * are refused instead of blocking, and the size is capped. A missing file is -ENOENT without an
+ * error when missing_ok; a symlink that does not resolve inside is -EXDEV. */
+static int anchored_read(int dirfd, const char *dir, const char *rel, const char *shown, size_t max,
+			 bool missing_ok, char **ret_data, size_t *ret_len, KilnError **err)
+{
+	_cleanup_close_ int fd = rootfs_open(dirfd, rel, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+	struct stat st;
+
+	if (fd >= 0)
+		return read_regular_fd(fd, shown, max, ret_data, ret_len, err);
+	if (fd == -ENOENT && fstatat(dirfd, rel, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISLNK(st.st_mode))
+		return kiln_error(
+		    err, EXDEV,
+		    "'%s' is a symlink that does not resolve inside '%s' (symlinks are "
+		    "followed only inside it)",
+		    shown, dir);
+	if (fd == -ENOENT && missing_ok)
+		return -ENOENT;
+	return kiln_error_errno(err, -fd, "open '%s'", shown);
+}
+
+int build_dockerfile_read(const char *context_dir, const char *dockerfile, char **ret_data,
+			  size_t *ret_len, KilnError **err)
+{
+	_cleanup_close_ int fd = -1;
+	_cleanup_free_ char *dir = NULL, *rel = NULL;
+	_cleanup_free_ char *shown =
+	    dockerfile ? xstrdup(dockerfile) : xasprintf("%s/Dockerfile", context_dir);
+	int r = dockerfile_anchor(context_dir, dockerfile, &fd, &dir, &rel, err);
+
+	if (r < 0)
+		return r;
+	return anchored_read(fd, dir, rel, shown, DOCKERFILE_MAX_SIZE, false, ret_data, ret_len,
+			     err);
+}
+
+/* DOCKERFILE.dockerignore next to an explicit Dockerfile, else CONTEXT/.dockerignore. */
+static int ignore_read(int ctx_fd, const char *context_dir, const char *dockerfile, char **ret_data,
+		       size_t *ret_len, KilnError **err)
+{
+	int r = -ENOENT;
+
+	if (dockerfile) {
+		_cleanup_close_ int fd = -1;
+		_cleanup_free_ char *dir = NULL, *rel = NULL, *name = NULL, *shown = NULL;
+		r = dockerfile_anchor(context_dir, dockerfile, &fd, &dir, &rel, err);
+		if (r < 0)
+			return r;
+		name = xasprintf("%s.dockerignore", rel);
+		shown = xasprintf("%s.dockerignore", dockerfile);
+		r = anchored_read(fd, dir, name, shown, DOCKERIGNORE_MAX_SIZE, true, ret_data,
+				  ret_len, err);
+	}
+	if (r != -ENOENT)
+		return r;
+	_cleanup_free_ char *shown = xasprintf("%s/.dockerignore", context_dir);
+	return anchored_read(ctx_fd, context_dir, ".dockerignore", shown, DOCKERIGNORE_MAX_SIZE,
+			     true, ret_data, ret_len, err);
+}
+
 int build_context_open(const char *dir, const char *dockerfile_path, BuildContext **ret,
 		       KilnError **err)
 {
 	_cleanup_close_ int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	_cleanup_free_ char *data = NULL;
+	_cleanup_(dockerignore_freep) DockerIgnore *ignore = NULL;
 	size_t len = 0;
-	int r = -ENOENT;
+	int r;
 
 	if (fd < 0)
 		return kiln_error_errno(err, errno, "open build context '%s'", dir);
-	if (dockerfile_path) {
-		_cleanup_free_ char *p = xasprintf("%s.dockerignore", dockerfile_path);
-		r = read_file_at(AT_FDCWD, p, 1 << 20, &data, &len, NULL);
-	}
-	if (r < 0)
-		r = read_file_at(fd, ".dockerignore", 1 << 20, &data, &len, NULL);
+	r = ignore_read(fd, dir, dockerfile_path, &data, &len, err);
+	if (r < 0 && r != -ENOENT)
+		return r;
+	if (r >= 0 && (r = dockerignore_parse(data, len, &ignore, err)) < 0)
+		return kiln_error_wrap(err, r, ".dockerignore");
 	BuildContext *c = xcalloc(1, sizeof(*c));
-	if (r >= 0) {
-		r = dockerignore_parse(data, len, &c->ignore, err);
-		if (r < 0) {
-			free(c);
-			return kiln_error_wrap(err, r, ".dockerignore");
-		}
-	}
 	c->fd = TAKE_FD(fd);
+	c->ignore = TAKE_PTR(ignore);
 	*ret = c;
 	return 0;
 }
@@ -110,6 +227,19 @@ static int cmp_strp(const void *a, const void *b)
 static char *rel_join(const char *rel, const char *name)
 {
 	return *rel && strcmp(rel, ".") ? xasprintf("%s/%s", rel, name) : xstrdup(name);
+}
+
+/* Opens a file the walk saw as regular. The tree may change meanwhile: a FIFO swapped in fails
+ * instead of blocking the build (O_NONBLOCK, then the type is checked on the fd). */
+static int open_regular_at(int dirfd, const char *name, int flags, const char *shown,
+			   KilnError **err)
+{
+	_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_NONBLOCK | O_CLOEXEC | flags);
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", shown);
+	int r = fd_require_regular(fd, shown, err);
+	return r < 0 ? r : TAKE_FD(fd);
 }
 
 static bool has_glob(const char *s)
@@ -357,9 +487,9 @@ static int copy_entry(int src_dir, const char *name, const char *src_rel, int de
 		return apply_meta(dest_dir, dest_name, &st, j, true, dest_path, err);
 	}
 	if (S_ISREG(st.st_mode)) {
-		_cleanup_close_ int in = openat(src_dir, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+		_cleanup_close_ int in = open_regular_at(src_dir, name, O_NOFOLLOW, src_rel, err);
 		if (in < 0)
-			return kiln_error_errno(err, errno, "open '%s'", src_rel);
+			return in;
 		_cleanup_close_ int out =
 		    openat(dest_dir, dest_name,
 			   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -487,9 +617,12 @@ static int copy_one_source(int src_root, const char *src, const char *dest, bool
 		dest_is_dir = probe >= 0;
 	}
 	if (S_ISREG(st.st_mode) && o->extract_archives) {
-		_cleanup_close_ int in = open_source(src_root, src, o, O_RDONLY, err);
+		_cleanup_close_ int in = open_source(src_root, src, o, O_RDONLY | O_NONBLOCK, err);
 		if (in < 0)
 			return in;
+		r = fd_require_regular(in, src, err);
+		if (r < 0)
+			return r;
 		if (looks_like_archive(in)) {
 			_cleanup_close_ int dfd = -1;
 			r = make_dest_dir(j, dest, &dfd, err);
@@ -553,12 +686,14 @@ static int manifest_add(int dirfd, const char *name, const char *rel, const stru
 	char *val;
 
 	if (S_ISREG(st->st_mode)) {
-		_cleanup_close_ int fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC);
+		/* name is a /proc/self/fd link for a top-level source (followed on purpose) */
+		_cleanup_close_ int fd =
+		    open_regular_at(dirfd, name, dirfd == AT_FDCWD ? 0 : O_NOFOLLOW, rel, err);
 		_cleanup_(sha256_freep) Sha256 *h = NULL;
 		char buf[65536], digest[DIGEST_STRING_MAX];
 		ssize_t n;
 		if (fd < 0)
-			return kiln_error_errno(err, errno, "%s: open '%s'", o->what, rel);
+			return kiln_error_wrap(err, fd, "%s", o->what);
 		if (sha256_new(&h, err) < 0)
 			return -ENOMEM;
 		while ((n = read(fd, buf, sizeof(buf))) != 0) {

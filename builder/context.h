@@ -12,8 +12,19 @@
 
 typedef struct BuildContext BuildContext;
 
+#define DOCKERFILE_MAX_SIZE ((size_t)16 << 20)
+#define DOCKERIGNORE_MAX_SIZE ((size_t)1 << 20)
+
+/* Reads a build's Dockerfile: CONTEXT/Dockerfile (dockerfile NULL) or `-f PATH`. A path in the
+ * context resolves inside the context, a path outside it inside its own directory: a symlink
+ * never leads out (one that would is refused, naming it). FIFOs, devices and directories are
+ * refused, and files over DOCKERFILE_MAX_SIZE. */
+int build_dockerfile_read(const char *context_dir, const char *dockerfile, char **ret_data,
+			  size_t *ret_len, KilnError **err);
+
 /* Opens the context dir and reads DOCKERFILE.dockerignore (next to the Dockerfile) or
- * CONTEXT/.dockerignore. dockerfile_path may be NULL. */
+ * CONTEXT/.dockerignore, resolved and checked like the Dockerfile. dockerfile_path may be
+ * NULL. */
 int build_context_open(const char *dir, const char *dockerfile_path, BuildContext **ret,
 		       KilnError **err);
 void build_context_free(BuildContext *c);

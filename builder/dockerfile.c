@@ -223,7 +223,7 @@ static int parse_directives(Parser *p, Dockerfile *df, KilnError **err)
 		if (strcmp(value, "\\") != 0 && strcmp(value, "`") != 0)
 			return parse_error(p, p->lineno, err,
 					   "invalid escape token '%s' does not match ` or \\",
-					   value);
+					   EXCERPT(value));
 		df->escape = value[0];
 		seen_escape = true;
 	}
@@ -276,6 +276,8 @@ static void instruction_donep(DfInstruction *inst)
  * them as BuildKit does; a lone `--` ends the flags. Returns where the rest starts. */
 static const char *extract_flags(const char *s, char ***flags)
 {
+	_cleanup_(strvbuf_done) StrvBuf list = {0};
+
 	for (;;) {
 		_cleanup_strbuf_ StrBuf word = {0};
 		char quote = 0;
@@ -283,7 +285,7 @@ static const char *extract_flags(const char *s, char ***flags)
 		while (is_blank((unsigned char)*s))
 			s++;
 		if (s[0] != '-' || s[1] != '-')
-			return s;
+			break;
 		while (*s && (quote || !is_blank((unsigned char)*s))) {
 			if (!quote && (*s == '\'' || *s == '"')) {
 				quote = *s++;
@@ -305,17 +307,20 @@ static const char *extract_flags(const char *s, char ***flags)
 		if (strcmp(word.s ? word.s : "", "--") == 0) {
 			while (is_blank((unsigned char)*s))
 				s++;
-			return s;
+			break;
 		}
-		strv_consume(flags, strbuf_steal(&word));
+		strvbuf_consume(&list, strbuf_steal(&word));
 	}
+	if (list.n)
+		*flags = strvbuf_steal(&list);
+	return s;
 }
 
 /* Splits on unquoted whitespace, keeping quotes and escapes in the words (BuildKit's
  * parseWords): what ENV/LABEL/ARG pairs and argument counts are made of. */
 static char **split_raw_words(const char *s, char escape)
 {
-	char **words = xcalloc(1, sizeof(char *));
+	_cleanup_(strvbuf_done) StrvBuf words = {0};
 	_cleanup_strbuf_ StrBuf word = {0};
 	char quote = 0;
 	bool in_word = false;
@@ -323,7 +328,7 @@ static char **split_raw_words(const char *s, char escape)
 	for (; *s; s++) {
 		if (!quote && is_blank((unsigned char)*s)) {
 			if (in_word)
-				strv_consume(&words, strbuf_steal(&word));
+				strvbuf_consume(&words, strbuf_steal(&word));
 			in_word = false;
 			continue;
 		}
@@ -339,8 +344,8 @@ static char **split_raw_words(const char *s, char escape)
 		strbuf_add(&word, s, 1);
 	}
 	if (in_word)
-		strv_consume(&words, strbuf_steal(&word));
-	return words;
+		strvbuf_consume(&words, strbuf_steal(&word));
+	return strvbuf_steal(&words);
 }
 
 static int check_flags(const Parser *p, const DfInstruction *inst, const KeywordSpec *spec,
@@ -354,16 +359,19 @@ static int check_flags(const Parser *p, const DfInstruction *inst, const Keyword
 		while (fs->name &&
 		       (strlen(fs->name) != name_len || strncmp(fs->name, name, name_len)))
 			fs++;
-		if (!fs->name)
-			return parse_error(p, inst->line, err, "unknown flag '--%.*s' for %s",
-					   (int)name_len, name, spec->name);
+		if (!fs->name) {
+			_cleanup_free_ char *n = dup_n(name, name_len);
+			return parse_error(p, inst->line, err, "unknown flag '--%s' for %s",
+					   EXCERPT(n), spec->name);
+		}
 		if (!fs->boolean && !eq)
 			return parse_error(p, inst->line, err,
-					   "missing a value on flag '%s' for %s", *f, spec->name);
+					   "missing a value on flag '%s' for %s", EXCERPT(*f),
+					   spec->name);
 		if (fs->boolean && eq && strcasecmp(eq + 1, "true") && strcasecmp(eq + 1, "false"))
 			return parse_error(p, inst->line, err,
 					   "expecting boolean value for flag '--%s', not '%s'",
-					   fs->name, eq + 1);
+					   fs->name, EXCERPT(eq + 1));
 	}
 	return 0;
 }
@@ -384,16 +392,21 @@ static int parse_json_array(const Parser *p, DfInstruction *inst, const char *re
 		json_decref(arr);
 		return 0;
 	}
-	char **args = xcalloc(1, sizeof(char *));
+	if (json_array_size(arr) > DF_MAX_ITEMS) {
+		json_decref(arr);
+		return parse_error(p, inst->line, err, "more than %d arguments in one instruction",
+				   DF_MAX_ITEMS);
+	}
+	char **args = xcalloc(json_array_size(arr) + 1, sizeof(char *));
 	json_array_foreach (arr, i, v) {
 		if (!json_is_string(v)) {
 			strv_free(args);
 			json_decref(arr);
 			return parse_error(p, inst->line, err,
 					   "dockerfile JSON arrays must contain only strings: '%s'",
-					   rest);
+					   EXCERPT(rest));
 		}
-		strv_push(&args, json_string_value(v));
+		args[i] = xstrdup(json_string_value(v));
 	}
 	json_decref(arr);
 	*ret_args = args;
@@ -421,7 +434,8 @@ static int unquote(const Parser *p, const DfInstruction *inst, const char *s, ch
 	_cleanup_error_ KilnError *e = NULL;
 
 	if (expand_unquote(s, p->escape, ret, &e) < 0)
-		return parse_error(p, inst->line, err, "%s: '%s'", e->message, inst->original);
+		return parse_error(p, inst->line, err, "%s: '%s'", e->message,
+				   EXCERPT(inst->original));
 	return 0;
 }
 
@@ -438,16 +452,34 @@ static int add_kv(const Parser *p, DfInstruction *inst, const char *key, const c
 	}
 	if (r >= 0 && !kv.key[0])
 		r = parse_error(p, inst->line, err, "%s names can not be blank: '%s'",
-				inst->keyword, inst->original);
+				inst->keyword, EXCERPT(inst->original));
 	if (r < 0) {
 		kv_done(&kv);
 		return r;
 	}
-	inst->kvs = xrealloc(inst->kvs, (inst->n_kvs + 1) * sizeof(*inst->kvs));
 	inst->kvs[inst->n_kvs++] = kv;
-	strv_consume(&inst->args,
-		     kv.value ? xasprintf("%s=%s", kv.key, kv.value) : xstrdup(kv.key));
 	return 0;
+}
+
+/* Room for n more pairs, so that add_kv stays linear; more than DF_MAX_ITEMS is an error. */
+static int kvs_reserve(const Parser *p, DfInstruction *inst, size_t n, KilnError **err)
+{
+	if (n > DF_MAX_ITEMS)
+		return parse_error(p, inst->line, err, "more than %d arguments in one instruction",
+				   DF_MAX_ITEMS);
+	inst->kvs = xcalloc(n ? n : 1, sizeof(*inst->kvs));
+	return 0;
+}
+
+/* ENV/LABEL/ARG args: "KEY=VALUE" (or "KEY" for ARG without default), quotes removed. */
+static void kvs_to_args(DfInstruction *inst)
+{
+	inst->args = xcalloc(inst->n_kvs + 1, sizeof(char *));
+	for (size_t i = 0; i < inst->n_kvs; i++) {
+		const DfKeyValue *kv = &inst->kvs[i];
+		inst->args[i] =
+		    kv->value ? xasprintf("%s=%s", kv->key, kv->value) : xstrdup(kv->key);
+	}
 }
 
 /* ENV and LABEL: `K=V K2="V 2"`, or the legacy `K value with spaces`. */
@@ -458,6 +490,9 @@ static int parse_key_values(const Parser *p, DfInstruction *inst, const char *re
 
 	if (!words[0])
 		return 0;
+	r = kvs_reserve(p, inst, strchr(words[0], '=') ? strv_length(words) : 1, err);
+	if (r < 0)
+		return r;
 	if (!strchr(words[0], '=')) {
 		const char *sp = rest;
 		while (*sp && !is_blank((unsigned char)*sp))
@@ -467,9 +502,12 @@ static int parse_key_values(const Parser *p, DfInstruction *inst, const char *re
 			value++;
 		if (!*value)
 			return parse_error(p, inst->line, err, "%s must have two arguments: '%s'",
-					   inst->keyword, inst->original);
+					   inst->keyword, EXCERPT(inst->original));
 		_cleanup_free_ char *key = dup_n(rest, (size_t)(sp - rest));
-		return add_kv(p, inst, key, value, err);
+		r = add_kv(p, inst, key, value, err);
+		if (r >= 0)
+			kvs_to_args(inst);
+		return r;
 	}
 	for (char **w = words; *w; w++) {
 		char *eq = strchr(*w, '=');
@@ -477,27 +515,30 @@ static int parse_key_values(const Parser *p, DfInstruction *inst, const char *re
 			return parse_error(p, inst->line, err,
 					   "syntax error - can't find = in '%s', must be of the "
 					   "form name=value: '%s'",
-					   *w, inst->original);
+					   EXCERPT(*w), EXCERPT(inst->original));
 		*eq = 0;
 		r = add_kv(p, inst, *w, eq + 1, err);
 		if (r < 0)
 			return r;
 	}
+	kvs_to_args(inst);
 	return 0;
 }
 
 static int parse_arg(const Parser *p, DfInstruction *inst, const char *rest, KilnError **err)
 {
 	_cleanup_strv_free_ char **words = split_raw_words(rest, p->escape);
+	int r = kvs_reserve(p, inst, strv_length(words), err);
 
-	for (char **w = words; *w; w++) {
+	for (char **w = words; r >= 0 && *w; w++) {
 		char *eq = strchr(*w, '=');
 		if (eq)
 			*eq = 0;
-		int r = add_kv(p, inst, *w, eq ? eq + 1 : NULL, err);
-		if (r < 0)
-			return r;
+		r = add_kv(p, inst, *w, eq ? eq + 1 : NULL, err);
 	}
+	if (r < 0)
+		return r;
+	kvs_to_args(inst);
 	return 0;
 }
 
@@ -517,25 +558,26 @@ static int parse_healthcheck(const Parser *p, DfInstruction *inst, const char *r
 		if (*end || inst->flags)
 			return parse_error(p, inst->line, err,
 					   "HEALTHCHECK NONE takes no arguments: '%s'",
-					   inst->original);
+					   EXCERPT(inst->original));
 		strv_push(&inst->args, "NONE");
 		return 0;
 	}
 	if (strcmp(type, "CMD") != 0)
 		return parse_error(p, inst->line, err,
-				   "unknown type '%s' in HEALTHCHECK (try CMD): '%s'", type,
-				   inst->original);
+				   "unknown type '%s' in HEALTHCHECK (try CMD): '%s'",
+				   EXCERPT(type), EXCERPT(inst->original));
 	if (!*end)
 		return parse_error(p, inst->line, err,
-				   "missing command after HEALTHCHECK CMD: '%s'", inst->original);
+				   "missing command after HEALTHCHECK CMD: '%s'",
+				   EXCERPT(inst->original));
 	int r = parse_maybe_json(p, inst, end, err);
 	if (r < 0)
 		return r;
-	char **args = xcalloc(1, sizeof(char *));
-	strv_push(&args, "CMD");
-	for (char **a = inst->args; *a; a++)
-		strv_push(&args, *a);
-	strv_free(inst->args);
+	size_t n = strv_length(inst->args);
+	char **args = xcalloc(n + 2, sizeof(char *));
+	args[0] = xstrdup("CMD");
+	memcpy(args + 1, inst->args, n * sizeof(char *));
+	free(inst->args);
 	inst->args = args;
 	return 0;
 }
@@ -559,12 +601,12 @@ static int check_from(const Parser *p, const DfInstruction *inst, const char *re
 		return parse_error(p, inst->line, err,
 				   "FROM requires either one or three arguments "
 				   "(image [AS name]): '%s'",
-				   inst->original);
+				   EXCERPT(inst->original));
 	if (n == 3 && !stage_name_valid(words[2]))
 		return parse_error(p, inst->line, err,
 				   "invalid name for build stage: '%s', name can't start with a "
 				   "number or contain symbols",
-				   words[2]);
+				   EXCERPT(words[2]));
 	return 0;
 }
 
@@ -577,15 +619,20 @@ static int check_args(const Parser *p, const DfInstruction *inst, const char *re
 	if (strcmp(kw, "SHELL") == 0 && !inst->json)
 		return parse_error(p, inst->line, err,
 				   "SHELL requires the arguments to be in JSON form: '%s'",
-				   inst->original);
+				   EXCERPT(inst->original));
 	if (strcmp(kw, "COPY") == 0 || strcmp(kw, "ADD") == 0) {
 		_cleanup_strv_free_ char **words =
 		    inst->json ? NULL : split_raw_words(rest, p->escape);
-		if ((inst->json ? n : strv_length(words)) < 2)
+		size_t nw = inst->json ? n : strv_length(words);
+		if (nw > DF_MAX_ITEMS)
+			return parse_error(p, inst->line, err,
+					   "more than %d arguments in one instruction",
+					   DF_MAX_ITEMS);
+		if (nw < 2)
 			return parse_error(p, inst->line, err,
 					   "%s requires at least two arguments, but only one was "
 					   "provided: '%s'",
-					   kw, inst->original);
+					   kw, EXCERPT(inst->original));
 		return 0;
 	}
 	if (strcmp(kw, "FROM") == 0 && *rest)
@@ -595,7 +642,7 @@ static int check_args(const Parser *p, const DfInstruction *inst, const char *re
 		return 0;
 	if (n == 0 || (!inst->json && n == 1 && !inst->args[0][0]))
 		return parse_error(p, inst->line, err, "%s requires at least one argument: '%s'",
-				   kw, inst->original);
+				   kw, EXCERPT(inst->original));
 	return 0;
 }
 
@@ -619,17 +666,18 @@ static int parse_onbuild(const Parser *p, DfInstruction *inst, const char *rest,
 	strv_push(&inst->args, rest);
 	if (!*rest)
 		return 0; /* check_args reports it */
+	/* checked before parsing the trigger: ONBUILD repeated a million times would recurse */
+	if (strncasecmp(rest, "ONBUILD", 7) == 0 && (!rest[7] || is_blank((unsigned char)rest[7])))
+		return parse_error(p, inst->line, err,
+				   "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed: '%s'",
+				   EXCERPT(inst->original));
 	r = parse_instruction(p, rest, inst->line, inner, err);
 	if (r < 0)
 		return r;
-	if (strcmp(inner->keyword, "ONBUILD") == 0)
-		return parse_error(p, inst->line, err,
-				   "chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed: '%s'",
-				   inst->original);
 	if (strcmp(inner->keyword, "FROM") == 0 || strcmp(inner->keyword, "MAINTAINER") == 0)
 		return parse_error(p, inst->line, err,
 				   "%s isn't allowed as an ONBUILD trigger: '%s'", inner->keyword,
-				   inst->original);
+				   EXCERPT(inst->original));
 	return 0;
 }
 
@@ -682,6 +730,9 @@ static int heredoc_word(const Parser *p, DfInstruction *inst, const char *word, 
 		quotes_raw += *c == '"' || *c == '\'';
 	for (const char *c = name; *c; c++)
 		quotes_name += *c == '"' || *c == '\'';
+	if (inst->n_heredocs >= DF_MAX_HEREDOCS)
+		return parse_error(p, inst->line, err, "more than %d heredocs in one instruction",
+				   DF_MAX_HEREDOCS);
 	inst->heredocs = xrealloc(inst->heredocs, (inst->n_heredocs + 1) * sizeof(DfHeredoc));
 	inst->heredocs[inst->n_heredocs++] = (DfHeredoc){
 	    .name = TAKE_PTR(name),
@@ -720,7 +771,7 @@ static int parse_instruction(const Parser *p, const char *text, unsigned line, D
 	_cleanup_free_ char *kw = dup_n(text, (size_t)(end - text));
 	const KeywordSpec *spec = keyword_find(kw);
 	if (!spec)
-		return parse_error(p, line, err, "unknown instruction: '%s'", kw);
+		return parse_error(p, line, err, "unknown instruction: '%s'", EXCERPT(kw));
 	inst->keyword = xstrdup(spec->name);
 	const char *rest = extract_flags(end, &inst->flags);
 	r = check_flags(p, inst, spec, err);
@@ -773,7 +824,7 @@ static int read_heredoc_bodies(Parser *p, DfInstruction *target, KilnError **err
 		}
 		if (!terminated)
 			return parse_error(p, target->line, err, "unterminated heredoc: '<<%s%s'",
-					   h->chomp ? "-" : "", h->name);
+					   h->chomp ? "-" : "", EXCERPT(h->name));
 		h->content = strbuf_steal(&body);
 	}
 	return 0;
@@ -817,9 +868,38 @@ static char *trim_dup(const char *s)
 	return dup_n(s, (size_t)(e - s));
 }
 
+static size_t instruction_items(const DfInstruction *inst)
+{
+	/* ENV/LABEL/ARG args repeat their pairs */
+	size_t n = strv_length(inst->flags) +
+		   (inst->n_kvs ? inst->n_kvs : strv_length(inst->args)) + inst->n_heredocs;
+
+	return inst->onbuild ? n + instruction_items(inst->onbuild) : n;
+}
+
+/* The caps on what later stages loop over (dockerfile.h). */
+static int check_totals(const Parser *p, const Dockerfile *df, const DfInstruction *inst,
+			size_t *total, KilnError **err)
+{
+	size_t items = instruction_items(inst);
+
+	if (df->n_insts >= DF_MAX_INSTRUCTIONS)
+		return parse_error(p, inst->line, err, "more than %d instructions",
+				   DF_MAX_INSTRUCTIONS);
+	if (items > DF_MAX_ITEMS)
+		return parse_error(p, inst->line, err, "more than %d arguments in one instruction",
+				   DF_MAX_ITEMS);
+	*total += items;
+	if (*total > DF_MAX_ITEMS_TOTAL)
+		return parse_error(p, inst->line, err, "more than %d arguments in the Dockerfile",
+				   DF_MAX_ITEMS_TOTAL);
+	return 0;
+}
+
 static int parse_body(Parser *p, Dockerfile *df, KilnError **err)
 {
 	bool seen_from = false;
+	size_t total = 0;
 	unsigned first;
 
 	for (;;) {
@@ -831,6 +911,8 @@ static int parse_body(Parser *p, Dockerfile *df, KilnError **err)
 		if (!*text)
 			continue;
 		int r = parse_instruction(p, text, first, &inst, err);
+		if (r >= 0)
+			r = check_totals(p, df, &inst, &total, err);
 		if (r < 0)
 			return r;
 		if (strcmp(inst.keyword, "FROM") == 0)
@@ -838,13 +920,15 @@ static int parse_body(Parser *p, Dockerfile *df, KilnError **err)
 		else if (!seen_from && strcmp(inst.keyword, "ARG") != 0)
 			return parse_error(p, first, err,
 					   "only ARG may come before the first FROM: '%s'",
-					   inst.original);
+					   EXCERPT(inst.original));
 		DfInstruction *target = inst.onbuild ? inst.onbuild : &inst;
 		r = read_heredoc_bodies(p, target, err);
 		if (r < 0)
 			return r;
 		inst.end_line = target->end_line = p->lineno;
-		df->insts = xrealloc(df->insts, (df->n_insts + 1) * sizeof(*df->insts));
+		if ((df->n_insts & (df->n_insts - 1)) == 0) /* grows at powers of two */
+			df->insts = xrealloc(df->insts, (df->n_insts ? df->n_insts * 2 : 1) *
+							    sizeof(*df->insts));
 		df->insts[df->n_insts++] = inst;
 		inst = (DfInstruction){0};
 	}

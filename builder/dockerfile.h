@@ -52,8 +52,17 @@ typedef struct Dockerfile {
 	size_t n_insts;
 } Dockerfile;
 
+/* A Dockerfile is hostile input. Besides its size (capped where it is read), the parser caps
+ * what later stages loop over, each an error naming FILENAME:LINE; parsing is linear in the
+ * input (long lines, a million continuations, huge heredocs or JSON arrays). */
+#define DF_MAX_INSTRUCTIONS 10000
+#define DF_MAX_ITEMS 4096	 /* flags, arguments, pairs and heredocs of one instruction */
+#define DF_MAX_ITEMS_TOTAL 16384 /* the same, summed over the file */
+#define DF_MAX_HEREDOCS 64
+
 /* Parses a Dockerfile. Errors (KILN_EFAIL, exit 1) read
- * "FILENAME:LINE: what is wrong: 'offending text'". */
+ * "FILENAME:LINE: what is wrong: 'offending text'", the text cut to STR_EXCERPT_MAX bytes with
+ * anything unprintable escaped. */
 int dockerfile_parse(const char *filename, const char *data, size_t len, Dockerfile **ret,
 		     KilnError **err);
 void dockerfile_free(Dockerfile *df);

@@ -7,6 +7,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/strbuf.h"
 
 typedef enum TokKind {
 	TOK_CHAR,	 /* one literal character */
@@ -330,7 +331,11 @@ static int add_pattern(DockerIgnore *di, char *line, unsigned lineno, KilnError 
 	const char *p = clean[0] == '/' && clean[1] ? clean + 1 : clean;
 	if (!pattern_valid(p, strlen(p)))
 		return kiln_error(err, EINVAL, "syntax error in pattern on line %u: '%s'", lineno,
-				  line);
+				  EXCERPT(line));
+	/* every path of the context is checked against every pattern */
+	if (di->n_pats >= DOCKERIGNORE_MAX_PATTERNS)
+		return kiln_error(err, E2BIG, "more than %d patterns (line %u)",
+				  DOCKERIGNORE_MAX_PATTERNS, lineno);
 	Pattern pat = {.text = xstrdup(p), .exclusion = exclusion};
 	pat.toks = pattern_compile(pat.text, strlen(pat.text), &pat.n_toks);
 	di->pats = xrealloc(di->pats, (di->n_pats + 1) * sizeof(Pattern));

@@ -12,7 +12,9 @@ typedef struct DockerIgnore DockerIgnore;
 /* Parses .dockerignore text: lines starting with '#' are comments, whitespace is trimmed,
  * blank lines skipped, a leading '!' makes an exception, patterns are cleaned like Go's
  * filepath.Clean and a leading '/' is dropped. A malformed pattern (unclosed '[', trailing
- * escape, lone '!') is an error naming its line. */
+ * escape, lone '!') is an error naming its line, and so is a pattern past
+ * DOCKERIGNORE_MAX_PATTERNS (every context path is matched against every pattern). */
+#define DOCKERIGNORE_MAX_PATTERNS 4096
 int dockerignore_parse(const char *data, size_t len, DockerIgnore **ret, KilnError **err);
 void dockerignore_free(DockerIgnore *di);
 static inline void dockerignore_freep(DockerIgnore **di)

@@ -18,7 +18,33 @@ struct ImageConf {
 	json_t *diff_ids; /* array of strings */
 	json_t *history; /* array of objects; entries kiln adds have no "created" until serialize */
 	size_t n_base_history;
+	/* "KEY" -> position in config.Env: a Dockerfile may set tens of thousands of variables,
+	 * and each ENV and each $KEY looks one up */
+	json_t *env_index;
 };
+
+static json_t *env_array(const ImageConf *c)
+{
+	return json_object_get(c->config, "Env");
+}
+
+static void env_index_build(ImageConf *c)
+{
+	size_t i;
+	json_t *e;
+
+	json_decref(c->env_index);
+	c->env_index = json_object();
+	json_array_foreach (env_array(c), i, e) {
+		const char *s = json_string_value(e), *eq = s ? strchr(s, '=') : NULL;
+		if (!eq)
+			continue;
+		_cleanup_free_ char *key = strndup(s, (size_t)(eq - s));
+		/* the first entry wins, as a scan from the start would find it */
+		if (key && !json_object_get(c->env_index, key))
+			json_object_set_new_nocheck(c->env_index, key, json_integer((json_int_t)i));
+	}
+}
 
 static json_t *json_obj_or_new(json_t *parent, const char *key)
 {
@@ -37,6 +63,7 @@ ImageConf *image_conf_new_empty(const Platform *p)
 	c->config = json_object();
 	c->diff_ids = json_array();
 	c->history = json_array();
+	c->env_index = json_object();
 	return c;
 }
 
@@ -63,6 +90,7 @@ int image_conf_new_from_json(json_t *config, const Platform *p, ImageConf **ret,
 		c->history = json_deep_copy(v);
 	}
 	c->n_base_history = json_array_size(c->history);
+	env_index_build(c);
 	*ret = c;
 	return 0;
 }
@@ -77,6 +105,7 @@ ImageConf *image_conf_copy(const ImageConf *c)
 	n->diff_ids = json_deep_copy(c->diff_ids);
 	n->history = json_deep_copy(c->history);
 	n->n_base_history = c->n_base_history;
+	env_index_build(n);
 	return n;
 }
 
@@ -88,46 +117,39 @@ void image_conf_free(ImageConf *c)
 	json_decref(c->config);
 	json_decref(c->diff_ids);
 	json_decref(c->history);
+	json_decref(c->env_index);
 	free(c);
-}
-
-static json_t *env_array(const ImageConf *c)
-{
-	return json_object_get(c->config, "Env");
 }
 
 const char *image_conf_env_get(const ImageConf *c, const char *key)
 {
-	size_t i, klen = strlen(key);
-	json_t *e;
+	json_t *i = json_object_get(c->env_index, key);
+	const char *s =
+	    i ? json_string_value(json_array_get(env_array(c), (size_t)json_integer_value(i)))
+	      : NULL;
+	size_t klen = strlen(key);
 
-	json_array_foreach (env_array(c), i, e) {
-		const char *s = json_string_value(e);
-		if (s && strncmp(s, key, klen) == 0 && s[klen] == '=')
-			return s + klen + 1;
-	}
+	if (s && strncmp(s, key, klen) == 0 && s[klen] == '=')
+		return s + klen + 1;
 	return NULL;
 }
 
 void image_conf_env_set(ImageConf *c, const char *key, const char *value)
 {
-	json_t *env = env_array(c);
-	size_t i, klen = strlen(key);
-	json_t *e;
+	json_t *env = env_array(c), *i = json_object_get(c->env_index, key);
 	_cleanup_free_ char *kv = xasprintf("%s=%s", key, value);
 
 	if (!json_is_array(env)) {
 		env = json_array();
 		json_object_set_new(c->config, "Env", env);
 	}
-	json_array_foreach (env, i, e) {
-		const char *s = json_string_value(e);
-		if (s && strncmp(s, key, klen) == 0 && s[klen] == '=') {
-			json_array_set_new(env, i, json_string(kv));
-			return;
-		}
+	if (i) {
+		json_array_set_new(env, (size_t)json_integer_value(i), json_string(kv));
+		return;
 	}
-	json_array_append_new(env, json_string(kv));
+	if (json_array_append_new(env, json_string(kv)) == 0) /* not UTF-8: dropped, as before */
+		json_object_set_new_nocheck(c->env_index, key,
+					    json_integer((json_int_t)json_array_size(env) - 1));
 }
 
 char **image_conf_env_strv(const ImageConf *c)
@@ -317,17 +339,23 @@ char *image_conf_serialize(const ImageConf *c, int64_t epoch)
 	return s;
 }
 
-/* /etc/passwd and /etc/group of the image, read inside its root (they may be symlinks). */
-static char *read_image_file(int root_fd, const char *path)
-{
-	_cleanup_close_ int fd = rootfs_open(root_fd, path, O_RDONLY | O_CLOEXEC, 0);
-	char *data = NULL;
+/* /etc/passwd and /etc/group of the image, read inside its root (they may be symlinks). A RUN
+ * step or a base layer may have made them a FIFO (an open would block forever) or huge: those
+ * are errors naming the file; a missing file is *ret_data == NULL. */
+#define IMAGE_DB_MAX_SIZE ((size_t)16 << 20)
 
+static int read_image_file(int root_fd, const char *path, char **ret_data, KilnError **err)
+{
+	_cleanup_close_ int fd = rootfs_open(root_fd, path, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+	int r;
+
+	*ret_data = NULL;
+	if (fd == -ENOENT || fd == -ENOTDIR)
+		return 0;
 	if (fd < 0)
-		return NULL;
-	if (read_all_fd(fd, 16 << 20, &data, NULL, NULL) < 0)
-		return NULL;
-	return data;
+		return kiln_error_errno(err, -fd, "image: open '%s'", path);
+	r = read_regular_fd(fd, path, IMAGE_DB_MAX_SIZE, ret_data, NULL, err);
+	return r < 0 ? kiln_error_wrap(err, r, "image") : 0;
 }
 
 static bool parse_id(const char *s, unsigned long *ret)
@@ -377,10 +405,13 @@ static bool db_find(char *data, const char *key, size_t idfield, char **fields, 
 static int lookup_group(int root_fd, const char *group, gid_t *ret, KilnError **err)
 {
 	unsigned long id;
-	_cleanup_free_ char *data = read_image_file(root_fd, "/etc/group");
+	_cleanup_free_ char *data = NULL;
 	char *f[8];
 	size_t n;
+	int r = read_image_file(root_fd, "/etc/group", &data, err);
 
+	if (r < 0)
+		return r;
 	if (data && db_find(data, group, 2, f, &n) && parse_id(f[2], &id)) {
 		*ret = (gid_t)id;
 		return 0;
@@ -393,17 +424,20 @@ static int lookup_group(int root_fd, const char *group, gid_t *ret, KilnError **
 			  group);
 }
 
-static void add_supplementary(int root_fd, const char *name, gid_t primary, gid_t **groups,
-			      size_t *n)
+static int add_supplementary(int root_fd, const char *name, gid_t primary, gid_t **groups,
+			     size_t *n, KilnError **err)
 {
-	_cleanup_free_ char *data = read_image_file(root_fd, "/etc/group");
+	_cleanup_free_ char *data = NULL;
 	char *save = NULL;
+	int r = read_image_file(root_fd, "/etc/group", &data, err);
 
+	if (r < 0)
+		return r;
 	*groups = xcalloc(1, sizeof(gid_t));
 	(*groups)[0] = primary;
 	*n = 1;
 	if (!data || !name)
-		return;
+		return 0;
 	for (char *line = strtok_r(data, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		char *f[4] = {0};
 		size_t k = 0;
@@ -426,16 +460,20 @@ static void add_supplementary(int root_fd, const char *name, gid_t primary, gid_
 				break;
 			}
 	}
+	return 0;
 }
 
 static int lookup_user(int root_fd, const char *user, uid_t *ret_uid, gid_t *ret_gid,
 		       char **ret_name, KilnError **err)
 {
 	unsigned long id;
-	_cleanup_free_ char *data = read_image_file(root_fd, "/etc/passwd");
+	_cleanup_free_ char *data = NULL;
 	char *f[8];
 	size_t n;
+	int r = read_image_file(root_fd, "/etc/passwd", &data, err);
 
+	if (r < 0)
+		return r;
 	if (data && db_find(data, user, 2, f, &n) && n >= 4 && parse_id(f[2], &id)) {
 		unsigned long gid;
 		*ret_uid = (uid_t)id;
@@ -486,9 +524,12 @@ int image_user_resolve(int root_fd, const char *user, uid_t *ret_uid, gid_t *ret
 	r = resolve_pair(root_fd, user, &uid, &gid, &name, err);
 	if (r < 0)
 		return r;
-	if (ret_groups)
-		add_supplementary(root_fd, strchr(user, ':') ? NULL : name, gid, ret_groups,
-				  ret_n_groups);
+	if (ret_groups) {
+		r = add_supplementary(root_fd, strchr(user, ':') ? NULL : name, gid, ret_groups,
+				      ret_n_groups, err);
+		if (r < 0)
+			return r;
+	}
 	*ret_uid = uid;
 	*ret_gid = gid;
 	return 0;
@@ -511,9 +552,12 @@ int image_chown_resolve(int root_fd, const char *spec, uid_t *ret_uid, gid_t *re
 	if (g)
 		*g = 0;
 	if (!g && parse_id(u, &id)) {
-		_cleanup_free_ char *data = read_image_file(root_fd, "/etc/passwd");
+		_cleanup_free_ char *data = NULL;
 		char *f[8];
 		size_t n;
+		r = read_image_file(root_fd, "/etc/passwd", &data, err);
+		if (r < 0)
+			return r;
 		if (!data || !db_find(data, u, 2, f, &n))
 			gid = (gid_t)id;
 	}

@@ -21,7 +21,8 @@ static char *step_name(StageRun *r, const DfInstruction *in)
 static int expand1(StageRun *r, const DfInstruction *in, const char *word, char **ret,
 		   KilnError **err)
 {
-	int k = expand_word(word, r->b->df->escape, lookup_stage, r, ret, err);
+	int k =
+	    expand_word(word, r->b->df->escape, lookup_stage, r, &r->p->expand_budget, ret, err);
 
 	return k < 0 ? inst_wrap(r->b, in, k, err) : 0;
 }
@@ -46,7 +47,8 @@ static int inst_words(StageRun *r, const DfInstruction *in, bool expand, char **
 			strv_consume(&out, w);
 		}
 	} else if (in->args && in->args[0]) {
-		k = expand_words(in->args[0], r->b->df->escape, lookup_stage, r, &out, err);
+		k = expand_words(in->args[0], r->b->df->escape, lookup_stage, r,
+				 &r->p->expand_budget, &out, err);
 		if (k < 0)
 			return inst_wrap(r->b, in, k, err);
 	}
@@ -222,6 +224,55 @@ static char **run_env(StageRun *r)
 	return env;
 }
 
+/* What a RUN step executes: each argv element on its own (joined they were ambiguous), the form,
+ * the network asked for and the ulimits; env, user, workdir and shell are in the chain. */
+static void run_key(StageRun *r, const DfInstruction *in, char *const *argv, NetworkMode net)
+{
+	_cleanup_free_ char *net_field = xasprintf("network=%s", network_mode_name(net));
+	_cleanup_free_ char *ulimits = limits_ulimits_string(&r->b->o->limits);
+	CacheKey k;
+
+	cache_key_begin(&k, r->chain);
+	cache_key_add(&k, "RUN");
+	cache_key_add(&k, in->json ? "json" : "shell");
+	cache_key_add_strv(&k, argv);
+	cache_key_add(&k, net_field);
+	/* BuildKit's too: a step may print its limits */
+	if (ulimits)
+		cache_key_add(&k, ulimits);
+	cache_key_end(&k, r->step_key);
+}
+
+int run_prepare(StageRun *r, const DfInstruction *in, char ***ret_argv, NetworkMode *ret_net,
+		KilnError **err)
+{
+	static const char *const refused[] = {"mount", "security", NULL};
+	Build *b = r->b;
+	_cleanup_strv_free_ char **argv = NULL;
+	int k;
+
+	k = refuse_flags(b, in, refused, err);
+	if (k < 0)
+		return k;
+	const char *net_flag = df_instruction_flag(in, "network");
+	NetworkMode net = b->o->network;
+	if (net_flag && network_mode_parse(net_flag, b->o->network, &net) < 0)
+		return inst_error(b, in, EINVAL, err,
+				  "RUN --network=%s: expected default, none or host", net_flag);
+	if (in->json) {
+		argv = strv_copy(in->args);
+		if (!argv || !argv[0])
+			return inst_error(b, in, EINVAL, err, "RUN needs a command");
+	} else {
+		_cleanup_free_ char *cmd = run_command_text(in);
+		argv = shell_argv(r, cmd);
+	}
+	run_key(r, in, argv, net);
+	*ret_argv = TAKE_PTR(argv);
+	*ret_net = net;
+	return 0;
+}
+
 static const char *run_resolv_path(const Build *b, NetworkMode net)
 {
 	if (net == NETWORK_PRIVATE)
@@ -264,42 +315,22 @@ static int run_sandboxed(StageRun *r, const DfInstruction *in, unsigned step, Co
 
 static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError **err)
 {
-	static const char *const refused[] = {"mount", "security", NULL};
 	Build *b = r->b;
 	_cleanup_strv_free_ char **argv = NULL, **env = NULL;
 	_cleanup_free_ char *created = NULL;
 	_cleanup_free_ gid_t *groups = NULL;
 	Mounted m = {.fd = -1};
 	size_t n_groups = 0;
+	NetworkMode net;
 	uid_t uid;
 	gid_t gid;
 	int k;
 
-	k = refuse_flags(b, in, refused, err);
+	k = run_prepare(r, in, &argv, &net, err);
 	if (k < 0)
 		return k;
-	const char *net_flag = df_instruction_flag(in, "network");
-	NetworkMode asked = b->o->network;
-	if (net_flag && network_mode_parse(net_flag, b->o->network, &asked) < 0)
-		return inst_error(b, in, EINVAL, err,
-				  "RUN --network=%s: expected default, none or host", net_flag);
-	if (in->json) {
-		argv = strv_copy(in->args);
-		if (!argv || !argv[0])
-			return inst_error(b, in, EINVAL, err, "RUN needs a command");
-	} else {
-		_cleanup_free_ char *cmd = run_command_text(in);
-		argv = shell_argv(r, cmd);
-	}
 	_cleanup_free_ char *joined = strv_join(argv, " ");
 	created = xasprintf("RUN %s", joined);
-	{
-		_cleanup_free_ char *argv0 = strv_join(argv, "\n");
-		_cleanup_free_ char *net_key = xasprintf("network=%s", network_mode_name(asked));
-		_cleanup_free_ char *ulimits = limits_ulimits_string(&b->o->limits);
-		const char *parts[] = {"RUN", argv0, net_key, ulimits};
-		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts) - !ulimits);
-	}
 	k = step_cache_lookup(r, NULL, NULL, created, err);
 	if (k != 0)
 		return k < 0 ? inst_wrap(b, in, k, err) : 0;
@@ -340,8 +371,8 @@ static int do_run(StageRun *r, const DfInstruction *in, unsigned step, KilnError
 	    .hostname = "kiln",
 	    .ret_cpu_seconds = &r->cpu_s,
 	};
-	k = run_sandboxed(r, in, step, &spec, asked,
-			  in->json ? joined : argv[strv_length(argv) - 1], err);
+	k = run_sandboxed(r, in, step, &spec, net, in->json ? joined : argv[strv_length(argv) - 1],
+			  err);
 	if (k < 0) {
 		mounted_release(&m);
 		return k;
@@ -504,6 +535,36 @@ static int parse_chmod(const char *s, mode_t *ret)
 	return 0;
 }
 
+static void cache_key_add_opt(CacheKey *k, const char *s)
+{
+	char *const one[] = {(char *)s, NULL};
+
+	cache_key_add_strv(k, s ? one : NULL);
+}
+
+/* A COPY/ADD key: the keyword, form, --from/--chown/--chmod (each may be absent), every word
+ * after expansion, then the heredocs (name, expansion, content) and what the sources hold (a
+ * canonical JSON manifest). Without the last two it is the step's slot. */
+static void copy_key(StageRun *r, const DfInstruction *in, const char *const flags[3],
+		     char *const *words, char *const *heredocs, json_t *sources,
+		     char out[DIGEST_STRING_MAX])
+{
+	CacheKey k;
+
+	cache_key_begin(&k, r->chain);
+	cache_key_add(&k, in->keyword);
+	cache_key_add(&k, in->json ? "json" : "shell");
+	for (size_t i = 0; i < 3; i++)
+		cache_key_add_opt(&k, flags[i]);
+	cache_key_add_strv(&k, words);
+	if (sources) {
+		_cleanup_free_ char *dump = json_dumps(sources, JSON_COMPACT | JSON_SORT_KEYS);
+		cache_key_add_strv(&k, heredocs);
+		cache_key_add(&k, dump ? dump : "");
+	}
+	cache_key_end(&k, out);
+}
+
 static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **err)
 {
 	static const char *const refused_copy[] = {"link", "parents", "exclude", NULL};
@@ -516,7 +577,7 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	CopySource src = {.fd = -1, .m = {.fd = -1}};
 	Mounted m = {.fd = -1};
 	json_t *sources = NULL;
-	_cleanup_free_ char *heredocs = NULL;
+	_cleanup_strv_free_ char **heredocs = NULL;
 	char slot[DIGEST_STRING_MAX];
 	int k;
 
@@ -570,14 +631,12 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	co.from_context = src.from_context || !from;
 	co.ignore = from ? NULL : build_context_ignore(b->ctx);
 	co.set_owner = !from || chown_s;
-	heredocs = xstrdup("");
 	for (size_t i = 0; i + 1 < n; i++) {
 		const DfHeredoc *h = heredoc_for(in, words[i]);
 		if (h) {
-			char *t =
-			    xasprintf("%s%s\n%d\n%s\n", heredocs, h->name, h->expand, h->content);
-			free(heredocs);
-			heredocs = t;
+			strv_push(&heredocs, h->name);
+			strv_push(&heredocs, h->expand ? "expand" : "verbatim");
+			strv_push(&heredocs, h->content);
 			continue;
 		}
 		if (is_url(words[i])) {
@@ -608,14 +667,9 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 			goto out;
 		}
 	}
-	{
-		_cleanup_free_ char *dump = json_dumps(sources, JSON_COMPACT | JSON_SORT_KEYS);
-		const char *parts[] = {
-		    in->keyword, created,	  chown_s ? chown_s : "", chmod_s ? chmod_s : "",
-		    heredocs,	 dump ? dump : ""};
-		cache_key(r->step_key, r->chain, parts, ELEMENTSOF(parts));
-		cache_key(slot, r->chain, parts, 4);
-	}
+	copy_key(r, in, (const char *const[]){from, chown_s, chmod_s}, words, NULL, NULL, slot);
+	copy_key(r, in, (const char *const[]){from, chown_s, chmod_s}, words, heredocs, sources,
+		 r->step_key);
 	k = step_cache_lookup(r, slot, sources, created, err);
 	if (k != 0) {
 		if (k < 0)
@@ -779,11 +833,13 @@ static int do_healthcheck(StageRun *r, const DfInstruction *in, KilnError **err)
 
 /* The history entry names each ARG with the value it took ("ARG V=1", or "ARG V" when unset),
  * as BuildKit does; it is also how the value enters the step cache chain. */
-static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, KilnError **err)
+static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, char ***fields,
+		  KilnError **err)
 {
 	Build *b = r->b;
-	char *created = xstrdup("ARG");
+	_cleanup_strbuf_ StrBuf created = {0};
 
+	strbuf_adds(&created, "ARG");
 	for (size_t i = 0; i < in->n_kvs; i++) {
 		const DfKeyValue *kv = &in->kvs[i];
 		Var *given = vars_find(&b->build_args, kv->key);
@@ -793,27 +849,30 @@ static int do_arg(StageRun *r, const DfInstruction *in, char **ret_created, Kiln
 			mark_consumed(b, kv->key);
 		} else if (kv->raw_value) {
 			int k = expand1(r, in, kv->raw_value, &value, err);
-			if (k < 0) {
-				free(created);
+			if (k < 0)
 				return k;
-			}
 		} else {
 			Var *g = vars_find(&r->p->global_args, kv->key);
 			if (g && g->value)
 				value = xstrdup(g->value);
 		}
 		vars_set(&r->args, kv->key, value);
-		char *t = value ? xasprintf("%s %s=%s", created, kv->key, value)
-				: xasprintf("%s %s", created, kv->key);
-		free(created);
-		created = t;
+		strv_push(fields, kv->key);
+		strv_push(fields, value ? "set" : "unset");
+		strv_push(fields, value ? value : "");
+		strbuf_adds(&created, " ");
+		strbuf_adds(&created, kv->key);
+		if (value) {
+			strbuf_adds(&created, "=");
+			strbuf_adds(&created, value);
+		}
 	}
-	*ret_created = created;
+	*ret_created = strbuf_steal(&created);
 	return 0;
 }
 
 static int do_env_label(StageRun *r, const DfInstruction *in, bool env, char **ret_created,
-			KilnError **err)
+			char ***fields, KilnError **err)
 {
 	size_t n = in->n_kvs;
 	_cleanup_strv_free_ char **keys = NULL, **vals = NULL;
@@ -837,17 +896,21 @@ static int do_env_label(StageRun *r, const DfInstruction *in, bool env, char **r
 		strv_consume(&keys, k);
 		strv_consume(&vals, v);
 	}
-	char *created = xstrdup(in->keyword);
+	_cleanup_strbuf_ StrBuf created = {0};
+	strbuf_adds(&created, in->keyword);
 	for (size_t i = 0; i < n; i++) {
 		if (env)
 			image_conf_env_set(r->out->conf, keys[i], vals[i]);
 		else
 			image_conf_map_add(r->out->conf, "Labels", keys[i], vals[i]);
-		char *t = xasprintf("%s %s=%s", created, keys[i], vals[i]);
-		free(created);
-		created = t;
+		strv_push(fields, keys[i]);
+		strv_push(fields, vals[i]);
+		strbuf_adds(&created, " ");
+		strbuf_adds(&created, keys[i]);
+		strbuf_adds(&created, "=");
+		strbuf_adds(&created, vals[i]);
 	}
-	*ret_created = created;
+	*ret_created = strbuf_steal(&created);
 	return 0;
 }
 
@@ -896,8 +959,11 @@ static int do_cmd_entrypoint(StageRun *r, const DfInstruction *in, bool entrypoi
 
 int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err);
 
-/* Metadata-only instructions; returns 1 if `in` is not one of them. */
-static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, KilnError **err)
+/* Metadata-only instructions; returns 1 if `in` is not one of them. *fields: what the step key
+ * holds of it (ENV/LABEL pairs, ARG name/state/value triples, else the form and its arguments
+ * as the history shows them). */
+static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, char ***fields,
+		   KilnError **err)
 {
 	const char *kw = in->keyword;
 	const char *text = in->args && in->args[0] ? in->args[0] : "";
@@ -905,10 +971,10 @@ static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, Kil
 	int k;
 
 	if (strcmp(kw, "ENV") == 0 || strcmp(kw, "LABEL") == 0) {
-		k = do_env_label(r, in, kw[0] == 'E', ret_created, err);
+		k = do_env_label(r, in, kw[0] == 'E', ret_created, fields, err);
 		return k < 0 ? k : 0;
 	} else if (strcmp(kw, "ARG") == 0) {
-		k = do_arg(r, in, ret_created, err);
+		k = do_arg(r, in, ret_created, fields, err);
 		return k < 0 ? k : 0;
 	} else if (strcmp(kw, "CMD") == 0 || strcmp(kw, "ENTRYPOINT") == 0) {
 		k = do_cmd_entrypoint(r, in, kw[0] == 'E');
@@ -949,17 +1015,22 @@ static int do_meta(StageRun *r, const DfInstruction *in, char **ret_created, Kil
 	}
 	if (k < 0)
 		return k;
+	strv_push(fields, in->json ? "json" : "shell");
 	if (in->json) {
 		_cleanup_free_ char *j = json_strv(in->args);
 		*ret_created = xasprintf("%s %s", kw, j);
-	} else if (v) {
-		*ret_created = xasprintf("%s %s", kw, v);
+		for (size_t i = 0; in->args[i]; i++)
+			strv_push(fields, in->args[i]);
 	} else {
-		*ret_created = xasprintf("%s %s", kw,
-					 in->original ? in->original + strlen(kw) +
-							    (in->original[strlen(kw)] == ' ')
-						      : text);
+		const char *rest =
+		    v		   ? v
+		    : in->original ? in->original + strlen(kw) + (in->original[strlen(kw)] == ' ')
+				   : text;
+		*ret_created = xasprintf("%s %s", kw, rest);
+		strv_push(fields, rest);
 	}
+	for (size_t i = 0; in->flags && in->flags[i]; i++)
+		strv_push(fields, in->flags[i]);
 	return 0;
 }
 
@@ -987,13 +1058,14 @@ int run_instruction(StageRun *r, const DfInstruction *in, KilnError **err)
 	} else if (strcmp(in->keyword, "WORKDIR") == 0) {
 		k = do_workdir(r, in, err);
 	} else {
-		k = do_meta(r, in, &created, err);
+		_cleanup_strv_free_ char **fields = NULL;
+		k = do_meta(r, in, &created, &fields, err);
 		if (k == 1)
 			k = inst_error(b, in, EINVAL, err, "unexpected instruction '%s'",
 				       in->keyword);
 		else if (k >= 0) {
 			image_conf_add_history(r->out->conf, created, true);
-			k = step_meta_cache(r, created, err);
+			k = step_meta_cache(r, in->keyword, fields, err);
 		}
 	}
 	progress_step_end(b->progress, step, k >= 0, r->cached,

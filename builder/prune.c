@@ -248,6 +248,26 @@ size_t prune_sweep_dead(Store *s)
 	return removed;
 }
 
+int prune_snapshots_remapped(Store *s, const char *map_text, KilnError **err)
+{
+	int root = store_dirfd(s);
+	_cleanup_free_ char *was = NULL;
+	_cleanup_strv_free_ char **snaps = NULL;
+
+	if (read_file_at(root, "idmap", 65536, &was, NULL, NULL) >= 0 && !strcmp(was, map_text))
+		return 0;
+	if (dir_list(root, "snapshots", &snaps, NULL) >= 0)
+		for (size_t i = 0; snaps[i]; i++) {
+			if (!is_hex64(snaps[i]))
+				continue;
+			_cleanup_free_ char *p = xasprintf("snapshots/%s", snaps[i]);
+			_cleanup_free_ char *del = xasprintf("snapshots/.del-%s", snaps[i]);
+			if (renameat(root, p, root, del) == 0)
+				(void)rm_rf_at(root, del, NULL); /* else the next sweep retries */
+		}
+	return write_file_atomic_at(root, "idmap", map_text, strlen(map_text), 0600, err);
+}
+
 /* ---------- reachability ---------- */
 
 /* Sets are JSON objects with the members as keys. */

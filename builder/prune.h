@@ -28,6 +28,13 @@ int prune_size_parse(const char *s, uint64_t *ret, KilnError **err);
  * removed now is left for the next build or prune. Returns how many entries it removed. */
 size_t prune_sweep_dead(Store *s);
 
+/* Snapshot files carry the ids of the user namespace map they were unpacked under (as root, a
+ * range kiln picks; rootless, the caller's subordinate range). When ROOT/idmap records another
+ * map than map_text (userns_map_text()), every snapshot is removed (each is unpacked again from
+ * its blob when needed) and map_text is recorded. Builds with different maps must not share a
+ * root at the same time. */
+int prune_snapshots_remapped(Store *s, const char *map_text, KilnError **err);
+
 typedef struct PruneOptions {
 	bool all;	       /* drop every cache entry */
 	bool keep_storage_set; /* evict cache entries, least recently used first, until ... */

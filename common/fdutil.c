@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "cleanup.h"
+#include "owner.h"
 
 int write_all(int fd, const void *buf, size_t len)
 {
@@ -88,6 +90,60 @@ int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_
 	return 0;
 }
 
+static const char *file_type_name(mode_t mode)
+{
+	switch (mode & S_IFMT) {
+	case S_IFIFO:
+		return "a FIFO";
+	case S_IFSOCK:
+		return "a socket";
+	case S_IFCHR:
+		return "a character device";
+	case S_IFBLK:
+		return "a block device";
+	case S_IFDIR:
+		return "a directory";
+	case S_IFLNK:
+		return "a symlink";
+	default:
+		return "not a file";
+	}
+}
+
+int fd_require_regular(int fd, const char *what, KilnError **err)
+{
+	struct stat st;
+	int fl;
+
+	if (fstat(fd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat '%s'", what);
+	if (!S_ISREG(st.st_mode))
+		return kiln_error(err, EINVAL, "'%s' is %s, not a regular file", what,
+				  file_type_name(st.st_mode));
+	fl = fcntl(fd, F_GETFL);
+	if (fl < 0 || ((fl & O_NONBLOCK) && fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) < 0))
+		return kiln_error_errno(err, errno, "fcntl '%s'", what);
+	return 0;
+}
+
+int read_regular_fd(int fd, const char *what, size_t max, char **ret_data, size_t *ret_len,
+		    KilnError **err)
+{
+	struct stat st;
+	int r = fd_require_regular(fd, what, err);
+
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat '%s'", what);
+	if ((uint64_t)st.st_size > max)
+		return kiln_error(err, EFBIG, "'%s' is larger than %zu bytes", what, max);
+	r = read_all_fd(fd, max, ret_data, ret_len, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "read '%s'", what);
+	return 0;
+}
+
 int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode,
 			 KilnError **err)
 {
@@ -111,21 +167,48 @@ int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t l
 	return 0;
 }
 
-int mkdir_p(const char *path, mode_t mode, KilnError **err)
+int mkdirat_owned(int dfd, const char *name, mode_t mode)
+{
+	if (mkdirat(dfd, name, mode) < 0)
+		return errno == EEXIST ? 0 : -errno;
+	return owner_give_at(dfd, name);
+}
+
+/* One mkdir of mkdir -p; a directory it makes is given to the user when give is set. */
+static int mkdir_one(const char *p, mode_t mode, bool give, KilnError **err)
+{
+	int r = give ? mkdirat_owned(AT_FDCWD, p, mode) : mkdir(p, mode) < 0 ? -errno : 0;
+
+	if (r < 0 && r != -EEXIST)
+		return kiln_error_errno(err, -r, "mkdir '%s'", p);
+	return 0;
+}
+
+static int mkdir_p_impl(const char *path, mode_t mode, bool give, KilnError **err)
 {
 	_cleanup_free_ char *p = xstrdup(path);
+	int r;
 
 	for (char *s = p + 1; *s; s++) {
 		if (*s != '/')
 			continue;
 		*s = 0;
-		if (mkdir(p, mode) < 0 && errno != EEXIST)
-			return kiln_error_errno(err, errno, "mkdir '%s'", p);
+		r = mkdir_one(p, mode, give, err);
+		if (r < 0)
+			return r;
 		*s = '/';
 	}
-	if (mkdir(p, mode) < 0 && errno != EEXIST)
-		return kiln_error_errno(err, errno, "mkdir '%s'", p);
-	return 0;
+	return mkdir_one(p, mode, give, err);
+}
+
+int mkdir_p(const char *path, mode_t mode, KilnError **err)
+{
+	return mkdir_p_impl(path, mode, false, err);
+}
+
+int mkdir_p_owned(const char *path, mode_t mode, KilnError **err)
+{
+	return mkdir_p_impl(path, mode, true, err);
 }
 
 static int rm_rf_children(int dfd, KilnError **err)

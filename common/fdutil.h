@@ -17,12 +17,28 @@ int read_all_fd(int fd, size_t max, char **ret_data, size_t *ret_len, KilnError 
 int read_file_at(int dirfd, const char *path, size_t max, char **ret_data, size_t *ret_len,
 		 KilnError **err);
 
+/* For files read from a build context or an image root (hostile trees): the caller opens fd
+ * with O_NONBLOCK, so that opening a FIFO cannot hang; this refuses anything but a regular file
+ * (EINVAL, "'what' is a FIFO, not a regular file") and clears O_NONBLOCK. */
+int fd_require_regular(int fd, const char *what, KilnError **err);
+
+/* fd_require_regular, then refuses a file over max bytes (EFBIG) and reads it like
+ * read_all_fd. what names the file in errors. */
+int read_regular_fd(int fd, const char *what, size_t max, char **ret_data, size_t *ret_len,
+		    KilnError **err);
+
 /* Writes a file atomically: temp file in the same dir, fsync, rename. */
 int write_file_atomic_at(int dirfd, const char *path, const void *data, size_t len, mode_t mode,
 			 KilnError **err);
 
 /* mkdir -p for a host path (not inside an image root: see rootfs.h for that). */
 int mkdir_p(const char *path, mode_t mode, KilnError **err);
+/* The same for an output the user named: each directory it makes is given to the user
+ * (owner_give_at, see owner.h). */
+int mkdir_p_owned(const char *path, mode_t mode, KilnError **err);
+/* mkdirat for an output: a directory it makes is given to the user; one that exists is left as
+ * it is (0). Returns 0 or -errno. */
+int mkdirat_owned(int dfd, const char *name, mode_t mode);
 
 /* The names in directory dfd (not "." or ".."), sorted bytewise, as a strv. dfd stays open and
  * its position is untouched (a duplicate is read). */

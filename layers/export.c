@@ -12,9 +12,9 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/owner.h"
 
 #define COPY_BUF (64u << 10)
-#define INDEX_DEPTH_MAX 4
 #define OCI_LAYOUT_JSON "{\"imageLayoutVersion\":\"1.0.0\"}"
 
 /* The files of an artifact: blobs copied from the store, or small generated documents. */
@@ -29,6 +29,7 @@ typedef struct Item {
 typedef struct Items {
 	Item *v;
 	size_t n;
+	json_t *names; /* set of the names in v */
 } Items;
 
 static void items_done(Items *it)
@@ -38,15 +39,19 @@ static void items_done(Items *it)
 		free(it->v[i].data);
 	}
 	free(it->v);
+	if (it->names)
+		json_decref(it->names);
 }
 
 static Item *items_add(Items *it, char *name)
 {
-	for (size_t i = 0; i < it->n; i++)
-		if (!strcmp(it->v[i].name, name)) {
-			free(name);
-			return NULL;
-		}
+	if (!it->names)
+		it->names = json_object();
+	if (json_object_get(it->names, name)) {
+		free(name);
+		return NULL;
+	}
+	json_object_set_new(it->names, name, json_true());
 	it->v = xrealloc(it->v, (it->n + 1) * sizeof(*it->v));
 	Item *e = &it->v[it->n++];
 	*e = (Item){.name = name};
@@ -84,63 +89,18 @@ static int cmp_items(const void *a, const void *b)
 	return strcmp(((const Item *)a)->name, ((const Item *)b)->name);
 }
 
-static int read_described(Store *s, const OciDescriptor *d, char **ret, size_t *ret_len,
-			  KilnError **err)
+typedef struct CollectCtx {
+	Store *s;
+	Items *it;
+} CollectCtx;
+
+/* oci_walk visitor: every blob reachable from the root is exported. */
+static int collect_fn(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
 {
-	int r = store_read_blob(s, d->digest, OCI_MANIFEST_MAX, ret, ret_len, err);
+	CollectCtx *c = userdata;
 
-	if (r < 0)
-		return r;
-	if ((int64_t)*ret_len != d->size) {
-		free(*ret);
-		*ret = NULL;
-		return kiln_error(err, EIO, "blob %s has %zu bytes, its descriptor says %lld",
-				  d->digest, *ret_len, (long long)d->size);
-	}
-	return 0;
-}
-
-/* Adds d and everything reachable from it. */
-static int collect_blobs(Store *s, const OciDescriptor *d, unsigned depth, Items *it,
-			 KilnError **err)
-{
-	_cleanup_free_ char *data = NULL;
-	size_t len = 0;
-	int r;
-
-	if (depth > INDEX_DEPTH_MAX)
-		return kiln_error(err, ELOOP, "index %s: indexes nested too deeply", d->digest);
-	r = items_add_blob(s, it, d->digest, d->size, err);
-	if (r < 0)
-		return r;
-	if (oci_media_type_is_index(d->media_type)) {
-		OciDescriptor *v = NULL;
-		size_t n = 0;
-		r = read_described(s, d, &data, &len, err);
-		if (r < 0)
-			return r;
-		r = oci_index_parse(data, len, &v, &n, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "index %s", d->digest);
-		for (size_t i = 0; i < n && r >= 0; i++)
-			r = collect_blobs(s, &v[i], depth + 1, it, err);
-		oci_descriptors_free(v, n);
-		return r;
-	}
-	if (oci_media_type_is_manifest(d->media_type)) {
-		_cleanup_(oci_image_freep) OciImage *img = NULL;
-		r = read_described(s, d, &data, &len, err);
-		if (r < 0)
-			return r;
-		r = oci_manifest_parse(data, len, &img, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "manifest %s", d->digest);
-		r = items_add_blob(s, it, img->config_digest, img->config_size, err);
-		for (size_t i = 0; i < img->n_layers && r >= 0; i++)
-			r = items_add_blob(s, it, img->layers[i].digest, img->layers[i].size, err);
-		return r;
-	}
-	return 0;
+	(void)depth;
+	return items_add_blob(c->s, c->it, d->digest, d->size, err);
 }
 
 static void items_add_layout(Items *it)
@@ -202,7 +162,7 @@ static int oci_items(Store *s, const OciDescriptor *root, const char *name, Item
 	items_add_layout(it);
 	items_add_data(it, "index.json", index_json(&entry, 1));
 	oci_descriptor_done(&entry);
-	r = collect_blobs(s, root, 0, it, err);
+	r = oci_walk(s, root, OCI_WALK_MANIFESTS, collect_fn, &(CollectCtx){s, it}, err);
 	if (r < 0)
 		return r;
 	qsort(it->v, it->n, sizeof(*it->v), cmp_items);
@@ -317,7 +277,12 @@ static int write_tar_atomic(Store *s, const Items *it, const char *dest, KilnErr
 
 	if (fd < 0)
 		return kiln_error_errno(err, errno, "create '%s'", tmp);
-	r = write_tar(s, it, fd, err);
+	/* the user's file, not kiln's namespace's (see owner.h) */
+	r = owner_give_fd(fd);
+	if (r < 0)
+		r = kiln_error_errno(err, -r, "chown '%s'", tmp);
+	if (r >= 0)
+		r = write_tar(s, it, fd, err);
 	if (r >= 0 && fchmod(fd, 0644) < 0)
 		r = kiln_error_errno(err, errno, "chmod '%s'", tmp);
 	if (r >= 0 && fsync(fd) < 0)
@@ -352,19 +317,62 @@ static int fd_write_fn(void *ctx, const void *buf, size_t len, KilnError **err)
 	return 0;
 }
 
+/* Creates (when missing) and opens dir/name without following a symlink: a planted
+ * DEST/blobs -> /elsewhere must not redirect the export. */
+static int subdir_open(int dfd, const char *dir, const char *name, int *ret_fd, KilnError **err)
+{
+	struct stat st;
+	int r = mkdirat_owned(dfd, name, 0755);
+
+	if (r < 0)
+		return kiln_error_errno(err, -r, "mkdir '%s/%s'", dir, name);
+	int fd = openat(dfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode))
+		return kiln_error(
+		    err, ELOOP, "'%s/%s' is a symlink: kiln does not write through it", dir, name);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/%s'", dir, name);
+	*ret_fd = fd;
+	return 0;
+}
+
+/* A temp file of ours, new (O_EXCL: never an existing file or a link planted under its name),
+ * given to the user. */
+static int create_temp_at(int dfd, const char *name, int *ret_fd)
+{
+	for (int attempt = 0; attempt < 2; attempt++) {
+		int fd =
+		    openat(dfd, name, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+		if (fd >= 0) {
+			int r = owner_give_fd(fd);
+			if (r < 0) {
+				close(fd);
+				unlinkat(dfd, name, 0);
+				return r;
+			}
+			*ret_fd = fd;
+			return 0;
+		}
+		if (errno != EEXIST || unlinkat(dfd, name, 0) < 0)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
 static int dir_write_blob(Store *s, int blobs_fd, const Item *e, KilnError **err)
 {
 	const char *hex = digest_hex(e->digest);
 	_cleanup_free_ char *tmp = xasprintf(".tmp-%s-%d", hex, (int)getpid());
-	_cleanup_close_ int fd =
-	    openat(blobs_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+	_cleanup_close_ int fd = -1;
 	int r;
 
-	if (fd < 0)
-		return kiln_error_errno(err, errno, "create blobs/sha256/%s", tmp);
+	r = create_temp_at(blobs_fd, tmp, &fd);
+	if (r < 0)
+		return kiln_error_errno(err, -r, "create blobs/sha256/%s", tmp);
 	r = copy_blob(s, e, fd_write_fn, &fd, err);
 	if (r >= 0 && fsync(fd) < 0)
 		r = kiln_error_errno(err, errno, "fsync blob %s", e->digest);
+	/* rename replaces whatever has the blob's name (a symlink too), never writes through it */
 	if (r >= 0 && renameat(blobs_fd, tmp, blobs_fd, hex) < 0)
 		r = kiln_error_errno(err, errno, "rename blob %s", e->digest);
 	if (r < 0)
@@ -372,47 +380,73 @@ static int dir_write_blob(Store *s, int blobs_fd, const Item *e, KilnError **err
 	return r;
 }
 
+/* Writes a document through a new temp file renamed over name (which is replaced, never
+ * followed). */
+static int dir_write_document(int dfd, const Item *e, KilnError **err)
+{
+	_cleanup_free_ char *tmp = xasprintf(".%s.tmp-%d", e->name, (int)getpid());
+	_cleanup_close_ int fd = -1;
+	int r = create_temp_at(dfd, tmp, &fd);
+
+	if (r == 0)
+		r = write_all(fd, e->data, (size_t)e->size);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dfd, tmp, dfd, e->name) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dfd, tmp, 0);
+		return kiln_error_errno(err, -r, "write '%s'", e->name);
+	}
+	return 0;
+}
+
+/* oci-layout and index.json, index.json last: a reader never sees an index naming a missing
+ * blob. */
+static int dir_write_documents(int dfd, const Items *it, KilnError **err)
+{
+	for (size_t pass = 0; pass < 2; pass++)
+		for (size_t i = 0; i < it->n; i++) {
+			const Item *e = &it->v[i];
+			bool is_index = !strcmp(e->name, "index.json");
+			if (!e->data || is_index != (pass == 1))
+				continue;
+			int r = dir_write_document(dfd, e, err);
+			if (r < 0)
+				return r;
+		}
+	return 0;
+}
+
 int export_oci_dir(Store *s, const OciDescriptor *root, const char *name, const char *dest_dir,
 		   KilnError **err)
 {
 	_cleanup_(items_done) Items it = {0};
-	_cleanup_close_ int dfd = -1, blobs_fd = -1;
+	_cleanup_close_ int dfd = -1, bfd = -1, blobs_fd = -1;
+	_cleanup_free_ char *blobs = xasprintf("%s/blobs", dest_dir);
 	int r;
 
 	r = oci_items(s, root, name, &it, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "export %s", root->digest);
-	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dest_dir);
-	r = mkdir_p(blobs, 0755, err);
+	r = mkdir_p_owned(dest_dir, 0755, err);
 	if (r < 0)
 		return r;
 	dfd = open(dest_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (dfd < 0)
 		return kiln_error_errno(err, errno, "open '%s'", dest_dir);
-	blobs_fd = openat(dfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (blobs_fd < 0)
-		return kiln_error_errno(err, errno, "open '%s'", blobs);
-	/* Blobs first, index.json last: a reader never sees an index naming a missing blob. */
-	for (size_t i = 0; i < it.n; i++) {
-		const Item *e = &it.v[i];
-		if (e->dir || e->data)
-			continue;
-		r = dir_write_blob(s, blobs_fd, e, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
-	}
-	if (fsync(blobs_fd) < 0)
-		return kiln_error_errno(err, errno, "fsync '%s'", blobs);
-	for (size_t pass = 0; pass < 2; pass++)
-		for (size_t i = 0; i < it.n; i++) {
-			const Item *e = &it.v[i];
-			bool is_index = !strcmp(e->name, "index.json");
-			if (!e->data || is_index != (pass == 1))
-				continue;
-			r = write_file_atomic_at(dfd, e->name, e->data, (size_t)e->size, 0644, err);
-			if (r < 0)
-				return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
-		}
+	r = subdir_open(dfd, dest_dir, "blobs", &bfd, err);
+	if (r >= 0)
+		r = subdir_open(bfd, blobs, "sha256", &blobs_fd, err);
+	for (size_t i = 0; i < it.n && r >= 0; i++)
+		if (!it.v[i].dir && !it.v[i].data)
+			r = dir_write_blob(s, blobs_fd, &it.v[i], err);
+	if (r >= 0 && fsync(blobs_fd) < 0)
+		r = kiln_error_errno(err, errno, "fsync '%s/sha256'", blobs);
+	if (r >= 0)
+		r = dir_write_documents(dfd, &it, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "export to '%s'", dest_dir);
 	return 0;
 }
 

@@ -12,6 +12,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/rootfs.h"
 
 #define LINK_HOPS_MAX 16
 #define COPY_BUF (64u << 10)
@@ -30,8 +31,10 @@ typedef struct Source {
 	Store *store;
 	Staged *v;
 	size_t n;
-	char *layout; /* oci-layout contents */
-	char *index;  /* index.json or manifest.json contents */
+	json_t *names;	 /* name -> index in v of its last entry */
+	json_t *digests; /* digest -> index in v of the staged blob */
+	char *layout;	 /* oci-layout contents */
+	char *index;	 /* index.json or manifest.json contents */
 	size_t index_len;
 } Source;
 
@@ -43,6 +46,8 @@ static void source_done(Source *src)
 		blob_writer_free(src->v[i].w);
 	}
 	free(src->v);
+	json_decref(src->names);
+	json_decref(src->digests);
 	free(src->layout);
 	free(src->index);
 }
@@ -108,24 +113,32 @@ static char *symlink_resolve(const char *link_name, const char *target)
 	return out[0] ? TAKE_PTR(out) : NULL;
 }
 
+/* Lookups are hashed: an archive of many entries naming each other must not cost n^2. */
 static Staged *source_add(Source *src, const char *name)
 {
 	src->v = xrealloc(src->v, (src->n + 1) * sizeof(*src->v));
-	Staged *e = &src->v[src->n++];
+	Staged *e = &src->v[src->n];
 	*e = (Staged){.name = xstrdup(name)};
+	json_object_set_new(src->names, name, json_integer((json_int_t)src->n++));
 	return e;
+}
+
+/* Records e, whose blob is written and verified, under its digest. */
+static void source_staged(Source *src, const Staged *e)
+{
+	json_object_set_new(src->digests, e->digest, json_integer((json_int_t)(e - src->v)));
+}
+
+static Staged *source_at(Source *src, json_t *index)
+{
+	return index ? &src->v[json_integer_value(index)] : NULL;
 }
 
 /* The staged file at name, following links. */
 static Staged *source_lookup(Source *src, const char *name)
 {
 	for (int hop = 0; hop < LINK_HOPS_MAX; hop++) {
-		Staged *found = NULL;
-		for (size_t i = src->n; i > 0; i--)
-			if (!strcmp(src->v[i - 1].name, name)) {
-				found = &src->v[i - 1];
-				break;
-			}
+		Staged *found = source_at(src, json_object_get(src->names, name));
 		if (!found || !found->link)
 			return found;
 		name = found->link;
@@ -135,10 +148,7 @@ static Staged *source_lookup(Source *src, const char *name)
 
 static Staged *source_find_digest(Source *src, const char *digest)
 {
-	for (size_t i = 0; i < src->n; i++)
-		if (src->v[i].w && !strcmp(src->v[i].digest, digest))
-			return &src->v[i];
-	return NULL;
+	return source_at(src, json_object_get(src->digests, digest));
 }
 
 /* Streams the current archive entry into a new staged blob. */
@@ -165,6 +175,7 @@ static int stage_entry_data(Source *src, struct archive *a, Staged *e, const cha
 	r = blob_writer_finish(e->w, expected, e->digest, &e->size, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "blob '%s'", e->name);
+	source_staged(src, e);
 	return 0;
 }
 
@@ -197,40 +208,50 @@ static int read_entry_small(struct archive *a, const char *name, size_t max, cha
 	return 0;
 }
 
-static int archive_open_path(const char *path, struct archive **ret, KilnError **err)
-{
-	struct archive *a = archive_read_new();
-
-	if (!a)
-		return kiln_error(err, ENOMEM, "out of memory");
-	archive_read_support_format_tar(a);
-	archive_read_support_filter_all(a);
-	if (archive_read_open_filename(a, path, COPY_BUF) != ARCHIVE_OK) {
-		int e = archive_errno(a);
-		int r = kiln_error(err, e > 0 ? e : EIO, "open archive '%s': %s", path,
-				   archive_error_string(a));
-		archive_read_free(a);
-		return r;
-	}
-	*ret = a;
-	return 0;
-}
-
 static void archive_freep(struct archive **a)
 {
 	if (*a)
 		archive_read_free(*a);
 }
 
+/* Opens the archive at path for reading; *ret_fd is the caller's to close after the archive is
+ * freed (libarchive does not close it). A FIFO, socket or device is refused before anything
+ * waits on it: an archive is read twice (detection, then import), which a stream cannot give. */
+static int archive_open_path(const char *path, struct archive **ret, int *ret_fd, KilnError **err)
+{
+	_cleanup_close_ int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	int r;
+
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open archive '%s'", path);
+	r = fd_require_regular(fd, path, err);
+	if (r < 0)
+		return r;
+	_cleanup_(archive_freep) struct archive *a = archive_read_new();
+	if (!a)
+		return kiln_error(err, ENOMEM, "out of memory");
+	archive_read_support_format_tar(a);
+	archive_read_support_filter_all(a);
+	if (archive_read_open_fd(a, fd, COPY_BUF) != ARCHIVE_OK) {
+		int e = archive_errno(a);
+		return kiln_error(err, e > 0 ? e : EIO, "open archive '%s': %s", path,
+				  archive_error_string(a));
+	}
+	*ret = TAKE_PTR(a);
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
 /* Reads every entry of an archive into src. docker = stage all regular files (docker-archive),
  * else only blobs/sha256/<hex>, oci-layout and index.json (OCI). */
 static int source_read_archive(Source *src, const char *path, bool docker, KilnError **err)
 {
+	_cleanup_close_ int fd = -1;
 	_cleanup_(archive_freep) struct archive *a = NULL;
 	struct archive_entry *entry;
 	int r;
 
-	r = archive_open_path(path, &a, err);
+	r = archive_open_path(path, &a, &fd, err);
 	if (r < 0)
 		return r;
 	for (;;) {
@@ -311,70 +332,104 @@ static int source_read_archive(Source *src, const char *path, bool docker, KilnE
 	return 0;
 }
 
-/* An OCI layout directory: the blobs under blobs/sha256, oci-layout and index.json. */
+/* Opens name inside the layout dir dfd for reading: resolved as if dfd were "/" (a symlink
+ * leading out of it cannot reach a host file), a FIFO or device refused without waiting. */
+static int dir_open_file(int dfd, const char *dir, const char *name, int *ret_fd, KilnError **err)
+{
+	_cleanup_free_ char *path = xasprintf("%s/%s", dir, name);
+	_cleanup_close_ int fd = rootfs_open(dfd, name, O_RDONLY | O_NONBLOCK | O_NOCTTY, 0);
+	struct stat st;
+	int r;
+
+	if (fd == -ENOENT && fstatat(dfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    S_ISLNK(st.st_mode))
+		return kiln_error(err, ENOENT, "'%s' is a symlink to nothing inside '%s'", path,
+				  dir);
+	if (fd < 0)
+		return kiln_error_errno(err, -fd, "open '%s'", path);
+	r = fd_require_regular(fd, path, err);
+	if (r < 0)
+		return r;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+}
+
+static int dir_read_small(int dfd, const char *dir, const char *name, size_t max, char **ret,
+			  size_t *ret_len, KilnError **err)
+{
+	_cleanup_close_ int fd = -1;
+	int r = dir_open_file(dfd, dir, name, &fd, err);
+
+	if (r < 0)
+		return r;
+	r = read_all_fd(fd, max, ret, ret_len, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "read '%s/%s'", dir, name);
+	return 0;
+}
+
+/* Stages blobs/sha256/<hex> of the layout dir (unless the store has it). */
+static int dir_stage_blob(Source *src, int dfd, const char *dir, const char *hex, KilnError **err)
+{
+	_cleanup_free_ char *name = xasprintf("blobs/sha256/%s", hex);
+	_cleanup_free_ char *buf = NULL;
+	_cleanup_close_ int fd = -1;
+	char digest[DIGEST_STRING_MAX];
+	int r;
+
+	snprintf(digest, sizeof(digest), "sha256:%s", hex);
+	if (strlen(hex) != 64 || !digest_is_valid(digest))
+		return kiln_error(err, EINVAL, "'%s': invalid blob name '%s'", dir, name);
+	if (store_has_blob(src->store, digest))
+		return 0;
+	r = dir_open_file(dfd, dir, name, &fd, err);
+	if (r < 0)
+		return r;
+	Staged *e = source_add(src, hex);
+	r = store_blob_writer_new(src->store, &e->w, err);
+	buf = xcalloc(1, COPY_BUF);
+	for (ssize_t n; r >= 0 && (n = read(fd, buf, COPY_BUF)) != 0;) {
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return kiln_error_errno(err, errno, "read blob %s", digest);
+		r = blob_writer_write(e->w, buf, (size_t)n, err);
+	}
+	if (r >= 0)
+		r = blob_writer_finish(e->w, digest, e->digest, &e->size, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "blob %s", digest);
+	source_staged(src, e);
+	return 0;
+}
+
+/* An OCI layout directory: the blobs under blobs/sha256, oci-layout and index.json, every path
+ * resolved inside the directory. */
 static int source_read_dir(Source *src, const char *path, KilnError **err)
 {
 	_cleanup_close_ int dfd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	_cleanup_closedir_ DIR *d = NULL;
-	_cleanup_free_ char *buf = xcalloc(1, COPY_BUF);
-	struct dirent *de;
+	_cleanup_strv_free_ char **names = NULL;
 	int r;
 
 	if (dfd < 0)
 		return kiln_error_errno(err, errno, "open '%s'", path);
-	r = read_file_at(dfd, "oci-layout", 4096, &src->layout, NULL, err);
+	r = dir_read_small(dfd, path, "oci-layout", 4096, &src->layout, NULL, err);
+	if (r >= 0)
+		r = dir_read_small(dfd, path, "index.json", OCI_MANIFEST_MAX, &src->index,
+				   &src->index_len, err);
 	if (r < 0)
-		return kiln_error_wrap(err, r, "'%s'", path);
-	r = read_file_at(dfd, "index.json", OCI_MANIFEST_MAX, &src->index, &src->index_len, err);
-	if (r < 0)
-		return kiln_error_wrap(err, r, "'%s'", path);
-	int bfd = openat(dfd, "blobs/sha256", O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (bfd < 0 && errno == ENOENT)
+		return r;
+	_cleanup_close_ int bfd = rootfs_open(dfd, "blobs/sha256", O_RDONLY | O_DIRECTORY, 0);
+	if (bfd == -ENOENT)
 		return 0;
-	if (bfd < 0 || !(d = fdopendir(bfd))) {
-		int e = errno;
-		if (bfd >= 0)
-			close(bfd);
-		return kiln_error_errno(err, e, "open '%s/blobs/sha256'", path);
-	}
-	while ((errno = 0, de = readdir(d))) {
-		char digest[DIGEST_STRING_MAX];
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		bool ok = strlen(de->d_name) == 64;
-		if (ok)
-			snprintf(digest, sizeof(digest), "sha256:%.64s", de->d_name);
-		if (!ok || !digest_is_valid(digest))
-			return kiln_error(err, EINVAL, "'%s': invalid blob name 'blobs/sha256/%s'",
-					  path, de->d_name);
-		if (store_has_blob(src->store, digest))
-			continue;
-		_cleanup_close_ int fd =
-		    openat(dirfd(d), de->d_name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NOCTTY);
-		struct stat st;
-		if (fd < 0 || fstat(fd, &st) < 0)
-			return kiln_error_errno(err, errno, "open '%s/blobs/sha256/%s'", path,
-						de->d_name);
-		if (!S_ISREG(st.st_mode))
-			return kiln_error(err, EINVAL, "'%s': blob %s is not a regular file", path,
-					  digest);
-		Staged *e = source_add(src, de->d_name);
-		r = store_blob_writer_new(src->store, &e->w, err);
-		for (ssize_t n; r >= 0 && (n = read(fd, buf, COPY_BUF)) != 0;) {
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n < 0)
-				return kiln_error_errno(err, errno, "read blob %s", digest);
-			r = blob_writer_write(e->w, buf, (size_t)n, err);
-		}
-		if (r >= 0)
-			r = blob_writer_finish(e->w, digest, e->digest, &e->size, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "blob %s", digest);
-	}
-	if (errno)
-		return kiln_error_errno(err, errno, "read '%s/blobs/sha256'", path);
-	return 0;
+	if (bfd < 0)
+		return kiln_error_errno(err, -bfd, "open '%s/blobs/sha256'", path);
+	r = dir_list_sorted(bfd, &names, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "'%s/blobs/sha256'", path);
+	for (size_t i = 0; names[i] && r >= 0; i++)
+		r = dir_stage_blob(src, dfd, path, names[i], err);
+	return r;
 }
 
 static int source_publish(Source *src, bool all, KilnError **err)
@@ -390,17 +445,33 @@ static int source_publish(Source *src, bool all, KilnError **err)
 	return 0;
 }
 
-static int check_layout(const char *layout, KilnError **err)
+/* Messages about the source's own documents name positions, never their bytes. */
+static int json_parse_source(const char *what, const char *data, size_t len, json_t **ret,
+			     KilnError **err)
 {
 	json_error_t jerr;
-	_cleanup_json_ json_t *j = layout ? json_loads(layout, 0, &jerr) : NULL;
-	const char *v = json_string_value(json_object_get(j, "imageLayoutVersion"));
+	json_t *j = json_loadb(data, len, 0, &jerr);
+
+	if (!j)
+		return kiln_error(err, EINVAL, "%s: not valid JSON at line %d column %d", what,
+				  jerr.line, jerr.column);
+	*ret = j;
+	return 0;
+}
+
+static int check_layout(const char *layout, KilnError **err)
+{
+	_cleanup_json_ json_t *j = NULL;
+	int r;
 
 	if (!layout)
 		return kiln_error(err, EINVAL, "no oci-layout file");
+	r = json_parse_source("oci-layout", layout, strlen(layout), &j, err);
+	if (r < 0)
+		return r;
+	const char *v = json_string_value(json_object_get(j, "imageLayoutVersion"));
 	if (!v || strcmp(v, "1.0.0") != 0)
-		return kiln_error(err, EINVAL, "unsupported oci-layout (imageLayoutVersion '%s')",
-				  v ? v : "");
+		return kiln_error(err, EINVAL, "oci-layout: imageLayoutVersion is not \"1.0.0\"");
 	return 0;
 }
 
@@ -552,16 +623,37 @@ static int docker_build_manifest(Source *src, json_t *m, char **ret_text, Import
 	return 0;
 }
 
-static int import_docker(Source *src, ImportedImage **ret, size_t *ret_n, KilnError **err)
+/* manifest.json: an array of images, at most OCI_DESCRIPTORS_MAX layers listed in all. */
+static int docker_manifest_list(Source *src, json_t **ret, KilnError **err)
 {
-	json_error_t jerr;
-	int r = 0;
+	_cleanup_json_ json_t *list = NULL;
+	size_t i, layers = 0;
+	json_t *m;
+	int r;
 
 	if (!src->index)
 		return kiln_error(err, EINVAL, "no manifest.json");
-	_cleanup_json_ json_t *list = json_loadb(src->index, src->index_len, 0, &jerr);
+	r = json_parse_source("manifest.json", src->index, src->index_len, &list, err);
+	if (r < 0)
+		return r;
 	if (!json_is_array(list))
 		return kiln_error(err, EINVAL, "manifest.json is not a JSON array");
+	json_array_foreach (list, i, m)
+		layers += json_array_size(json_object_get(m, "Layers"));
+	if (json_array_size(list) > OCI_DESCRIPTORS_MAX || layers > OCI_DESCRIPTORS_MAX)
+		return kiln_error(err, E2BIG, "manifest.json lists more than %d images or layers",
+				  OCI_DESCRIPTORS_MAX);
+	*ret = TAKE_PTR(list);
+	return 0;
+}
+
+static int import_docker(Source *src, ImportedImage **ret, size_t *ret_n, KilnError **err)
+{
+	_cleanup_json_ json_t *list = NULL;
+	int r = docker_manifest_list(src, &list, err);
+
+	if (r < 0)
+		return r;
 	size_t n = json_array_size(list);
 	ImportedImage *v = xcalloc(n + 1, sizeof(*v));
 	char **texts = xcalloc(n + 1, sizeof(char *));
@@ -585,12 +677,13 @@ static int import_docker(Source *src, ImportedImage **ret, size_t *ret_n, KilnEr
 /* Peeks at a tar's entry names. */
 static int archive_detect(const char *path, ImageSourceKind *ret, KilnError **err)
 {
+	_cleanup_close_ int fd = -1;
 	_cleanup_(archive_freep) struct archive *a = NULL;
 	struct archive_entry *entry;
 	bool manifest = false;
 	int r;
 
-	r = archive_open_path(path, &a, err);
+	r = archive_open_path(path, &a, &fd, err);
 	if (r < 0)
 		return r;
 	while ((r = archive_read_next_header(a, &entry)) == ARCHIVE_OK || r == ARCHIVE_WARN) {
@@ -660,7 +753,8 @@ int image_source_parse(const char *spec, ImageSourceKind *ret_kind, char **ret_p
 
 int image_import(Store *s, const char *spec, ImportedImage **ret, size_t *ret_n, KilnError **err)
 {
-	_cleanup_(source_done) Source src = {.store = s};
+	_cleanup_(source_done)
+	    Source src = {.store = s, .names = json_object(), .digests = json_object()};
 	_cleanup_free_ char *path = NULL;
 	ImageSourceKind kind;
 	int r;

@@ -3,14 +3,13 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "layers/store.h"
 
-/* Nesting of indexes we follow (skopeo/buildah write index -> index -> manifest). */
-#define INDEX_DEPTH_MAX 4
-/* Manifests of one root we look at; more is a hostile index. */
+/* Distinct manifests of one root we look at; more is a hostile index. */
 #define CANDIDATES_MAX 1024
 
 void oci_descriptor_done(OciDescriptor *d)
@@ -188,8 +187,10 @@ static int json_parse_object(const char *data, size_t len, json_t **ret, KilnErr
 	json_error_t jerr;
 	json_t *j = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
 
+	/* jansson's jerr.text quotes the bytes near the error: never put those in a message. */
 	if (!j)
-		return kiln_error(err, EINVAL, "invalid JSON: %s (line %d)", jerr.text, jerr.line);
+		return kiln_error(err, EINVAL, "not valid JSON at line %d column %d", jerr.line,
+				  jerr.column);
 	if (!json_is_object(j)) {
 		json_decref(j);
 		return kiln_error(err, EINVAL, "JSON document is not an object");
@@ -263,6 +264,9 @@ int oci_manifest_parse(const char *data, size_t len, OciImage **ret, KilnError *
 	json_t *layers = json_object_get(doc, "layers");
 	if (!json_is_array(layers))
 		return kiln_error(err, EINVAL, "manifest has no layers array");
+	if (json_array_size(layers) > OCI_DESCRIPTORS_MAX)
+		return kiln_error(err, E2BIG, "manifest lists %zu layers, more than %d",
+				  json_array_size(layers), OCI_DESCRIPTORS_MAX);
 	img->layers = xcalloc(json_array_size(layers) + 1, sizeof(OciDescriptor));
 	size_t i;
 	json_t *l;
@@ -294,6 +298,9 @@ int oci_index_parse(const char *data, size_t len, OciDescriptor **ret, size_t *r
 		return kiln_error(err, EINVAL, "index has no manifests array");
 	if (json_object_get(doc, "layers") || json_object_get(doc, "config"))
 		return kiln_error(err, EINVAL, "index has layers or config (a manifest?)");
+	if (json_array_size(manifests) > OCI_DESCRIPTORS_MAX)
+		return kiln_error(err, E2BIG, "index lists %zu descriptors, more than %d",
+				  json_array_size(manifests), OCI_DESCRIPTORS_MAX);
 
 	size_t n = 0, i;
 	json_t *e;
@@ -358,9 +365,8 @@ int oci_config_parse(OciImage *img, const char *data, size_t len, bool keep_plat
 	return 0;
 }
 
-/* Reads a blob named by a descriptor and checks its size against the descriptor. */
-static int read_described(Store *s, const OciDescriptor *d, size_t max, char **ret_data,
-			  size_t *ret_len, KilnError **err)
+int oci_blob_read(Store *s, const OciDescriptor *d, size_t max, char **ret_data, size_t *ret_len,
+		  KilnError **err)
 {
 	_cleanup_free_ char *data = NULL;
 	size_t len = 0;
@@ -379,6 +385,27 @@ static int read_described(Store *s, const OciDescriptor *d, size_t max, char **r
 	return 0;
 }
 
+/* A layer blob already in the store must have the size its descriptor says (containerd refuses
+ * a mismatch too); one not there yet is checked when it arrives. */
+static int layer_check_size(Store *s, const OciDescriptor *d, KilnError **err)
+{
+	_cleanup_close_ int fd = -1;
+	struct stat st;
+	int r;
+
+	if (!store_has_blob(s, d->digest))
+		return 0;
+	r = store_open_blob(s, d->digest, &fd, err);
+	if (r < 0)
+		return r;
+	if (fstat(fd, &st) < 0)
+		return kiln_error_errno(err, errno, "stat blob %s", d->digest);
+	if (st.st_size != d->size)
+		return kiln_error(err, EIO, "layer %s has %lld bytes, its descriptor says %lld",
+				  d->digest, (long long)st.st_size, (long long)d->size);
+	return 0;
+}
+
 /* Loads and validates one manifest and its config. */
 static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnError **err)
 {
@@ -390,7 +417,7 @@ static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnErro
 	if (!oci_media_type_is_manifest(m->media_type))
 		return kiln_error(err, EINVAL, "%s has unsupported mediaType '%s'", m->digest,
 				  m->media_type);
-	r = read_described(s, m, OCI_MANIFEST_MAX, &data, &len, err);
+	r = oci_blob_read(s, m, OCI_MANIFEST_MAX, &data, &len, err);
 	if (r < 0)
 		return r;
 	r = oci_manifest_parse(data, len, &img, err);
@@ -406,7 +433,7 @@ static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnErro
 
 	OciDescriptor cd = {.size = img->config_size};
 	memcpy(cd.digest, img->config_digest, sizeof(cd.digest));
-	r = read_described(s, &cd, OCI_CONFIG_MAX, &config, &config_len, err);
+	r = oci_blob_read(s, &cd, OCI_CONFIG_MAX, &config, &config_len, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "manifest %s: config", m->digest);
 	if (m->has_platform)
@@ -415,6 +442,11 @@ static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnErro
 	if (r < 0)
 		return kiln_error_wrap(err, r, "manifest %s: config %s", m->digest,
 				       img->config_digest);
+	for (size_t i = 0; i < img->n_layers; i++) {
+		r = layer_check_size(s, &img->layers[i], err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "manifest %s", m->digest);
+	}
 	*ret = TAKE_PTR(img);
 	return 0;
 }
@@ -422,11 +454,14 @@ static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnErro
 typedef struct Candidates {
 	OciDescriptor *v;
 	size_t n;
+	json_t *seen; /* "digest platform" of each candidate */
 } Candidates;
 
 static void candidates_done(Candidates *c)
 {
 	oci_descriptors_free(c->v, c->n);
+	if (c->seen)
+		json_decref(c->seen);
 }
 
 static bool is_attestation(const OciDescriptor *d)
@@ -438,39 +473,137 @@ static bool is_attestation(const OciDescriptor *d)
 		!strcmp(d->platform.arch, "unknown"));
 }
 
-/* Collects the image manifests below d (indexes followed recursively). */
-static int collect(Store *s, const OciDescriptor *d, unsigned depth, Candidates *c, KilnError **err)
-{
-	if (oci_media_type_is_manifest(d->media_type)) {
-		if (is_attestation(d))
-			return 0;
-		if (c->n >= CANDIDATES_MAX)
-			return kiln_error(err, E2BIG, "more than %d manifests", CANDIDATES_MAX);
-		c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
-		oci_descriptor_copy(&c->v[c->n++], d);
-		return 0;
-	}
-	if (!oci_media_type_is_index(d->media_type))
-		return depth == 0 ? kiln_error(err, EINVAL, "%s has unsupported mediaType '%s'",
-					       d->digest, d->media_type)
-				  : 0; /* an artifact listed in an index: not an image */
-	if (depth >= INDEX_DEPTH_MAX)
-		return kiln_error(err, ELOOP, "index %s: indexes nested too deeply", d->digest);
+typedef struct Walk {
+	Store *s;
+	unsigned flags;
+	OciWalkFn fn;
+	void *userdata;
+	const char *root;
+	json_t *seen; /* digests of the documents read so far */
+	size_t n;     /* descriptors visited */
+} Walk;
 
+/* Counts n more descriptors listed by the document `where`. */
+static int walk_count(Walk *w, const char *where, size_t n, KilnError **err)
+{
+	if (n > OCI_DESCRIPTORS_MAX - w->n)
+		return kiln_error(err, E2BIG, "%s: image %s has more than %d descriptors", where,
+				  w->root, OCI_DESCRIPTORS_MAX);
+	w->n += n;
+	return 0;
+}
+
+static int walk_desc(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err);
+
+static int walk_index(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
+{
 	_cleanup_free_ char *data = NULL;
 	OciDescriptor *v = NULL;
 	size_t len = 0, n = 0;
-	int r = read_described(s, d, OCI_MANIFEST_MAX, &data, &len, err);
+	int r;
+
+	if (depth >= OCI_INDEX_DEPTH_MAX)
+		return kiln_error(err, ELOOP, "index %s: indexes nested too deeply", d->digest);
+	r = oci_blob_read(w->s, d, OCI_MANIFEST_MAX, &data, &len, err);
 	if (r < 0)
 		return r;
 	r = oci_index_parse(data, len, &v, &n, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "index %s", d->digest);
-	for (size_t i = 0; i < n && r >= 0; i++) {
-		r = collect(s, &v[i], depth + 1, c, err);
-	}
+	r = walk_count(w, d->digest, n, err);
+	for (size_t i = 0; i < n && r >= 0; i++)
+		r = walk_desc(w, &v[i], depth + 1, err);
 	oci_descriptors_free(v, n);
 	return r;
+}
+
+static int walk_manifest(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
+{
+	_cleanup_(oci_image_freep) OciImage *img = NULL;
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int r;
+
+	r = oci_blob_read(w->s, d, OCI_MANIFEST_MAX, &data, &len, err);
+	if (r < 0)
+		return r;
+	r = oci_manifest_parse(data, len, &img, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "manifest %s", d->digest);
+	r = walk_count(w, d->digest, 1 + img->n_layers, err);
+	if (r < 0)
+		return r;
+	OciDescriptor cd = {.size = img->config_size};
+	memcpy(cd.media_type, img->config_media_type, sizeof(cd.media_type));
+	memcpy(cd.digest, img->config_digest, sizeof(cd.digest));
+	r = w->fn(&cd, depth + 1, w->userdata, err);
+	for (size_t i = 0; i < img->n_layers && r >= 0; i++)
+		r = w->fn(&img->layers[i], depth + 1, w->userdata, err);
+	return r < 0 ? r : 0;
+}
+
+static int walk_desc(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
+{
+	int r = w->fn(d, depth, w->userdata, err);
+
+	if (r < 0)
+		return r;
+	bool index = oci_media_type_is_index(d->media_type);
+	bool manifest =
+	    (w->flags & OCI_WALK_MANIFESTS) && oci_media_type_is_manifest(d->media_type);
+	if ((!index && !manifest) || json_object_get(w->seen, d->digest))
+		return 0;
+	json_object_set_new(w->seen, d->digest, json_true());
+	return index ? walk_index(w, d, depth, err) : walk_manifest(w, d, depth, err);
+}
+
+int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flags, OciWalkFn fn,
+		   void *userdata, KilnError **err)
+{
+	_cleanup_json_ json_t *seen = json_object();
+	Walk w = {.s = s, .flags = flags, .fn = fn, .userdata = userdata, .seen = seen};
+	int r = 0;
+
+	for (size_t i = 0; i < n && r >= 0; i++) {
+		w.root = roots[i].digest;
+		r = walk_count(&w, roots[i].digest, 1, err);
+		if (r >= 0)
+			r = walk_desc(&w, &roots[i], 0, err);
+	}
+	return r < 0 ? r : 0;
+}
+
+int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, void *userdata,
+	     KilnError **err)
+{
+	return oci_walk_roots(s, root, 1, flags, fn, userdata, err);
+}
+
+/* oci_walk visitor: collects the image manifests below the root, each (digest, platform) once. */
+static int collect_fn(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
+{
+	Candidates *c = userdata;
+	char key[DIGEST_STRING_MAX + PLATFORM_STRING_MAX + 1];
+
+	if (!oci_media_type_is_manifest(d->media_type)) {
+		if (depth == 0 && !oci_media_type_is_index(d->media_type))
+			return kiln_error(err, EINVAL, "%s has unsupported mediaType '%s'",
+					  d->digest, d->media_type);
+		return 0; /* an index (walked on), or an artifact listed in one: not an image */
+	}
+	if (is_attestation(d))
+		return 0;
+	snprintf(key, sizeof(key), "%s ", d->digest);
+	if (d->has_platform)
+		platform_format(&d->platform, key + strlen(key), sizeof(key) - strlen(key));
+	if (json_object_get(c->seen, key))
+		return 0;
+	if (c->n >= CANDIDATES_MAX)
+		return kiln_error(err, E2BIG, "more than %d manifests", CANDIDATES_MAX);
+	json_object_set_new(c->seen, key, json_true());
+	c->v = xrealloc(c->v, (c->n + 1) * sizeof(*c->v));
+	oci_descriptor_copy(&c->v[c->n++], d);
+	return 0;
 }
 
 static void platform_list_add(Platform **v, size_t *n, const Platform *p)
@@ -499,11 +632,14 @@ static int candidate_platform(Store *s, const OciDescriptor *d, Platform *ret, K
 }
 
 /* Every manifest reachable from root (c) and its platform (*ret_each, aligned with c->v). */
-static int candidates_load(Store *s, const OciDescriptor *root, Candidates *c, Platform **ret_each,
-			   KilnError **err)
+static int candidates_load(Store *s, const OciDescriptor *roots, size_t n_roots, Candidates *c,
+			   Platform **ret_each, KilnError **err)
 {
 	_cleanup_free_ Platform *each = NULL;
-	int r = collect(s, root, 0, c, err);
+	int r;
+
+	c->seen = json_object();
+	r = oci_walk_roots(s, roots, n_roots, 0, collect_fn, c, err);
 
 	if (r < 0)
 		return r;
@@ -523,7 +659,7 @@ int oci_list_platforms(Store *s, const OciDescriptor *root, Platform **ret, size
 	_cleanup_(candidates_done) Candidates c = {0};
 	_cleanup_free_ Platform *each = NULL, *v = NULL;
 	size_t n = 0;
-	int r = candidates_load(s, root, &c, &each, err);
+	int r = candidates_load(s, root, 1, &c, &each, err);
 
 	if (r < 0)
 		return r;
@@ -556,7 +692,7 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 	size_t n_seen = 0, best = 0;
 	int best_score = -1, r;
 
-	r = candidates_load(s, root, &c, &each, err);
+	r = candidates_load(s, root, 1, &c, &each, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < c.n; i++) {
@@ -579,6 +715,34 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 	r = image_load(s, &chosen, ret, err);
 	oci_descriptor_done(&chosen);
 	return r;
+}
+
+void oci_images_free(OciImage **v, size_t n)
+{
+	for (size_t i = 0; v && i < n; i++)
+		oci_image_free(v[i]);
+	free(v);
+}
+
+int oci_images_load(Store *s, const OciDescriptor *roots, size_t n_roots, OciImage ***ret,
+		    size_t *ret_n, KilnError **err)
+{
+	_cleanup_(candidates_done) Candidates c = {0};
+	_cleanup_free_ Platform *each = NULL;
+	int r = candidates_load(s, roots, n_roots, &c, &each, err);
+
+	if (r < 0)
+		return r;
+	OciImage **v = xcalloc(c.n + 1, sizeof(*v));
+	for (size_t i = 0; i < c.n && r >= 0; i++)
+		r = image_load(s, &c.v[i], &v[i], err);
+	if (r < 0) {
+		oci_images_free(v, c.n);
+		return r;
+	}
+	*ret = v;
+	*ret_n = c.n;
+	return 0;
 }
 
 static int cmp_descriptor_platform(const void *a, const void *b)

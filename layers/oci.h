@@ -29,6 +29,15 @@
 #define OCI_MANIFEST_MAX (4u << 20)
 #define OCI_CONFIG_MAX (16u << 20)
 
+/* Caps for what one root descriptor reaches: indexes nested at most OCI_INDEX_DEPTH_MAX deep
+ * (skopeo/buildah write index -> index -> manifest), and at most OCI_DESCRIPTORS_MAX descriptors
+ * in all: the entries of every index (duplicates included) plus, where manifests are read, their
+ * configs and layers. One index or manifest may not list more either. Real images have tens; an
+ * index listing one child index thousands of times is an attack (a small archive that kept a
+ * naive walker busy for hours). */
+#define OCI_INDEX_DEPTH_MAX 4
+#define OCI_DESCRIPTORS_MAX 10000
+
 typedef struct Store Store;
 
 typedef struct OciDescriptor {
@@ -105,15 +114,51 @@ int oci_config_parse(OciImage *img, const char *data, size_t len, bool keep_plat
 /* Frees an array of descriptors. */
 void oci_descriptors_free(OciDescriptor *v, size_t n);
 
+/* Reads the blob d names from the store into a NUL-terminated buffer: at most max bytes (EFBIG),
+ * its digest verified (EIO) and its size equal to d->size (EIO); errors name the digest. */
+int oci_blob_read(Store *s, const OciDescriptor *d, size_t max, char **ret_data, size_t *ret_len,
+		  KilnError **err);
+
+typedef enum {
+	OCI_WALK_MANIFESTS =
+	    1 << 0, /* also read image manifests and visit their config and layers */
+} OciWalkFlags;
+
+/* Called once for every descriptor reached (root first at depth 0, a parent before its
+ * children; a descriptor listed twice is visited twice, its document read once). A negative
+ * return stops the walk with that value. */
+typedef int (*OciWalkFn)(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err);
+
+/* The one graph walker: from root, reads every index (and with OCI_WALK_MANIFESTS every image
+ * manifest) in the store once per digest, through oci_blob_read (digest and size checked), and
+ * calls fn for the descriptors they list. Past OCI_INDEX_DEPTH_MAX nested indexes: ELOOP; past
+ * OCI_DESCRIPTORS_MAX descriptors: E2BIG; both name the digest. Descriptors of other media types
+ * are visited but not read. */
+int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, void *userdata,
+	     KilnError **err);
+
+/* oci_walk over several roots as one graph: a document reached from two roots is read once, and
+ * the OCI_DESCRIPTORS_MAX cap (roots included) holds for them all. */
+int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flags, OciWalkFn fn,
+		   void *userdata, KilnError **err);
+
 /* From a root descriptor (index, nested index, OCI manifest, Docker schema2 manifest or list) in
  * the store, picks the manifest for `want` (best platform_match_score; a manifest without
  * platform info is checked against its config's os/architecture/variant), reads and validates
  * the manifest and config (size caps: OCI_MANIFEST_MAX manifest/index, OCI_CONFIG_MAX config;
  * blob digests and sizes verified; a "manifest" whose mediaType says index, or a layer count
  * different from the rootfs.diff_ids count -> error). No match -> ENOENT error listing the
- * platforms available. Layer blobs need not be in the store (for pull later). */
+ * platforms available. Layer blobs need not be in the store (for pull later); a layer blob that
+ * is there must have its descriptor's size (EIO naming the digest, as containerd checks). */
 int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want, OciImage **ret,
 		      KilnError **err);
+
+/* Every image manifest below the roots (as one graph, see oci_walk_roots; attestations left out),
+ * each read and validated as oci_image_resolve does, once per (digest, platform) listed: what
+ * `kiln load` checks. Free *ret with oci_images_free. */
+int oci_images_load(Store *s, const OciDescriptor *roots, size_t n_roots, OciImage ***ret,
+		    size_t *ret_n, KilnError **err);
+void oci_images_free(OciImage **v, size_t n);
 
 /* Lists the platforms of a root descriptor (for `kiln inspect` / error messages), in index order,
  * without duplicates; attestation manifests (BuildKit's unknown/unknown) are left out. */

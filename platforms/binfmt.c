@@ -6,8 +6,11 @@
 #include <sched.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/personality.h>
+#include <sys/sendfile.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <sys/wait.h>
@@ -333,6 +336,84 @@ static char *hex_escape(const unsigned char *b, size_t n)
 	return s;
 }
 
+#ifndef MFD_EXEC
+#define MFD_EXEC 0x0010U
+#endif
+
+/* A sealed, read-only memfd copy of the interpreter. With the F flag the kernel keeps the file
+ * it opened at registration, and an emulated process's /proc/PID/exe leads to it: that must be
+ * no host inode whose mode or owner a build step could change (a setuid QEMU would give any
+ * local user root). */
+static int interpreter_copy(const char *interp, int *ret_fd, char **ret_why)
+{
+	_cleanup_close_ int src = open(interp, O_RDONLY | O_CLOEXEC), fd = -1;
+	const unsigned flags = MFD_CLOEXEC | MFD_ALLOW_SEALING;
+	struct stat st;
+
+	if (src < 0 || fstat(src, &st) < 0)
+		goto fail;
+	/* MFD_EXEC (Linux 6.3) keeps the copy executable where vm.memfd_noexec asks for it. */
+	fd = memfd_create("kiln-qemu", flags | MFD_EXEC);
+	if (fd < 0 && errno == EINVAL)
+		fd = memfd_create("kiln-qemu", flags);
+	if (fd < 0)
+		goto fail;
+	for (off_t done = 0; done < st.st_size;) {
+		ssize_t n = sendfile(fd, src, NULL, (size_t)(st.st_size - done));
+		if (n <= 0) {
+			errno = n < 0 ? errno : EIO;
+			goto fail;
+		}
+		done += n;
+	}
+	if (fchmod(fd, 0555) < 0 ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL) < 0)
+		goto fail;
+	*ret_fd = TAKE_FD(fd);
+	return 0;
+fail:
+	*ret_why = xasprintf("copy the interpreter '%s': %s", interp, strerror(errno));
+	return -errno;
+}
+
+/* Registers the sealed copy under a path that ends like interp: Debian's QEMU tells
+ * preserve-argv[0] mode by the "-binfmt-P" suffix of the name it is started as (argv[0] is the
+ * registered path), so the registration goes through a symlink of that name in a private temp
+ * dir, removed right after (the kernel holds the opened file, not the path). */
+static int register_copy(int dir, const char *name, const char *interp, int copy, const char *magic,
+			 const char *mask, const char *flags, char **ret_why)
+{
+	const char *tmpdir = getenv("TMPDIR");
+	bool tmp_ok = tmpdir && *tmpdir == '/' && !strpbrk(tmpdir, ":\n");
+	_cleanup_free_ char *tmpl = xasprintf("%s/kiln-binfmt-XXXXXX", tmp_ok ? tmpdir : "/tmp");
+	const char *base = strrchr(interp, '/') ? strrchr(interp, '/') + 1 : interp;
+	int r = 0;
+
+	if (!mkdtemp(tmpl)) {
+		*ret_why = xasprintf("create a temp dir in '%s': %s", tmpl, strerror(errno));
+		return -errno;
+	}
+	_cleanup_free_ char *link = xasprintf("%s/%s", tmpl, base),
+			    *target = xasprintf("/proc/%d/fd/%d", (int)getpid(), copy),
+			    *line =
+				xasprintf(":%s:M:0:%s:%s:%s:%s", name, magic, mask, link, flags);
+	if (symlink(target, link) < 0) {
+		r = -errno;
+		*ret_why = xasprintf("symlink '%s': %s", link, strerror(errno));
+	} else {
+		_cleanup_close_ int fd = openat(dir, "register", O_WRONLY | O_CLOEXEC);
+		r = fd < 0 ? -errno : write_all(fd, line, strlen(line));
+		if (r == -EEXIST) /* registered since the check: by another kiln here */
+			r = 0;
+		if (r < 0)
+			*ret_why = xasprintf("register '%s' in the private binfmt_misc: %s", name,
+					     strerror(-r));
+		unlink(link);
+	}
+	rmdir(tmpl);
+	return r;
+}
+
 static int private_register(const BinfmtMagic *m, const char *interp, const char *flags,
 			    char **ret_why)
 {
@@ -349,20 +430,12 @@ static int private_register(const BinfmtMagic *m, const char *interp, const char
 	}
 	/* Magic and mask always \x-escaped: raw bytes could contain the ':' delimiter. */
 	_cleanup_free_ char *magic = hex_escape(m->magic, BINFMT_MAGIC_LEN),
-			    *mask = hex_escape(m->mask, BINFMT_MAGIC_LEN),
-			    *line =
-				xasprintf(":%s:M:0:%s:%s:%s:%s", name, magic, mask, interp, flags);
-	_cleanup_close_ int fd = openat(dir, "register", O_WRONLY | O_CLOEXEC);
-	int r = fd < 0 ? -errno : write_all(fd, line, strlen(line));
-	if (r < 0) {
-		int e = -r;
-		if (e == EEXIST) /* registered since the check: by another kiln in this namespace */
-			return 0;
-		*ret_why =
-		    xasprintf("register '%s' in the private binfmt_misc: %s", name, strerror(e));
-		return -e;
-	}
-	return 0;
+			    *mask = hex_escape(m->mask, BINFMT_MAGIC_LEN);
+	_cleanup_close_ int copy = -1;
+	int r = interpreter_copy(interp, &copy, ret_why);
+	if (r < 0)
+		return r;
+	return register_copy(dir, name, interp, copy, magic, mask, flags, ret_why);
 }
 
 /* ---- the host's binfmt_misc ---- */
@@ -558,7 +631,9 @@ static int probe_private_instance(void)
 		const char *files[] = {"/proc/self/uid_map", "/proc/self/setgroups",
 				       "/proc/self/gid_map"};
 		const char *data[] = {uid_map, "deny", gid_map};
-		if (unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
+		/* In a root build's namespace kiln is not dumpable (its ids changed), which makes
+		 * its /proc/self files host root's: unreachable from a new user namespace. */
+		if (prctl(PR_SET_DUMPABLE, 1) < 0 || unshare(CLONE_NEWUSER | CLONE_NEWNS) < 0)
 			_exit(errno);
 		for (size_t i = 0; i < ELEMENTSOF(files); i++) {
 			int fd = open(files[i], O_WRONLY | O_CLOEXEC);

@@ -28,6 +28,7 @@
 #include "caps.h"
 #include "network.h"
 #include "seccomp.h"
+#include "userns.h"
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -51,7 +52,9 @@ typedef struct ChildCtx {
 	const SeccompFilter *seccomp;
 	const CapsPlan *caps;
 	int report_fd, out_fd, err_fd;
-	int ready_fd; /* private network: the parent's go-ahead; -1 otherwise */
+	int ready_fd;	 /* private network: the parent's go-ahead; -1 otherwise */
+	int userns_fd;	 /* the child's end of the socket it asks the parent for its id maps on */
+	int userns_peer; /* the parent's end (closed in the child) */
 } ChildCtx;
 
 /* A mount point the sandbox needs inside the root; parent NULL means the root itself. */
@@ -134,9 +137,11 @@ static int set_readonly_in_root(int rootfd, const char *path, bool recursive)
 
 static void child_setup_dev(const ChildCtx *c, int rootfd)
 {
-	static const char *const devices[][2] = {
-	    {"null", "/dev/null"},     {"zero", "/dev/zero"},	    {"full", "/dev/full"},
-	    {"random", "/dev/random"}, {"urandom", "/dev/urandom"}, {"tty", "/dev/tty"},
+	/* name in /dev, host node, path in the root */
+	static const char *const devices[][3] = {
+	    {"null", "/dev/null", "dev/null"},		{"zero", "/dev/zero", "dev/zero"},
+	    {"full", "/dev/full", "dev/full"},		{"random", "/dev/random", "dev/random"},
+	    {"urandom", "/dev/urandom", "dev/urandom"}, {"tty", "/dev/tty", "dev/tty"},
 	};
 	static const char *const links[][2] = {
 	    {"fd", "/proc/self/fd"},	   {"stdin", "/proc/self/fd/0"},
@@ -163,6 +168,11 @@ static void child_setup_dev(const ChildCtx *c, int rootfd)
 		if (mount(devices[i][1], buf, NULL, MS_BIND, NULL) < 0)
 			child_fail(c, errno, "bind host device", devices[i][1]);
 		close(fd);
+		/* The node is the host's inode: a read-only mount keeps chmod, chown and utimes
+		 * away from it (EROFS) while reads and writes of the device still work. */
+		r = set_readonly_in_root(rootfd, devices[i][2], false);
+		if (r < 0)
+			child_fail(c, -r, "make read-only", devices[i][1]);
 	}
 	for (size_t i = 0; i < ELEMENTSOF(links); i++)
 		if (symlinkat(links[i][1], devfd, links[i][0]) < 0)
@@ -345,6 +355,22 @@ static void child_pivot(const ChildCtx *c, int rootfd)
 		child_fail(c, EXDEV, "working directory outside the root", c->cwd);
 }
 
+/* The step gets a user namespace of its own, nested in kiln's and mapping only the container
+ * range: under a root build kiln's namespace also maps host ids (root among them) so that kiln
+ * can read and write the user's files, and none of them may be within a step's reach (a step's
+ * root would otherwise own the host's /dev nodes and the QEMU binary behind /proc/PID/exe).
+ * Unshared last, after the mounts, so that they belong to kiln's namespace and stay locked. */
+static void child_enter_userns(const ChildCtx *c)
+{
+	char b = 0;
+
+	if (unshare(CLONE_NEWUSER) < 0)
+		child_fail(c, errno, "create the step's user namespace", NULL);
+	if (write(c->userns_fd, &b, 1) != 1 || read(c->userns_fd, &b, 1) != 1 || b != 1)
+		child_fail(c, EIO, "wait for the step's id maps", NULL);
+	close(c->userns_fd);
+}
+
 static void child_set_ids(const ChildCtx *c)
 {
 	const ContainerSpec *s = c->spec;
@@ -466,6 +492,7 @@ static _Noreturn void child_main(const ChildCtx *c)
 {
 	int rootfd, r;
 
+	close(c->userns_peer);
 	if (setsid() < 0)
 		child_fail(c, errno, "setsid", NULL);
 	rootfd = child_setup_root(c);
@@ -474,8 +501,10 @@ static _Noreturn void child_main(const ChildCtx *c)
 	if (c->spec->network_none)
 		child_loopback_up(c);
 	child_pivot(c, rootfd);
+	child_enter_userns(c);
 	/* Confinement like Docker's default: the bounding set is cut while CAP_SETPCAP is still
-	 * there, the other sets after the id switch (which empties them for a non-root uid). */
+	 * there (a new user namespace gives a full one), the other sets after the id switch (which
+	 * empties them for a non-root uid). */
 	if ((r = caps_plan_drop_bounding(c->caps)) < 0)
 		child_fail(c, -r, "drop capabilities from the bounding set", NULL);
 	child_set_ids(c);
@@ -549,13 +578,9 @@ static void points_remove(int rootfd, MountPoint *v, size_t n)
 	}
 }
 
-/* A CLOEXEC pipe whose ends are >= 3, so dup2() onto 0-2 in the child cannot clobber them. */
-static int pipe_high(int *ret_r, int *ret_w, KilnError **err)
+/* Moves both fds to >= 3, so dup2() onto 0-2 in the child cannot clobber them. */
+static int fds_high(int fds[2], int *ret_a, int *ret_b, KilnError **err)
 {
-	int fds[2];
-
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return kiln_error_errno(err, errno, "pipe");
 	for (int i = 0; i < 2; i++) {
 		if (fds[i] < 3) {
 			int nfd = fcntl(fds[i], F_DUPFD_CLOEXEC, 3);
@@ -567,13 +592,33 @@ static int pipe_high(int *ret_r, int *ret_w, KilnError **err)
 					close(fds[1]);
 				else
 					close(fds[0]);
-				return kiln_error_errno(err, e, "pipe");
+				return kiln_error_errno(err, e, "move an fd above 2");
 			}
 		}
 	}
-	*ret_r = fds[0];
-	*ret_w = fds[1];
+	*ret_a = fds[0];
+	*ret_b = fds[1];
 	return 0;
+}
+
+/* A CLOEXEC pipe whose ends are >= 3. */
+static int pipe_high(int *ret_r, int *ret_w, KilnError **err)
+{
+	int fds[2];
+
+	if (pipe2(fds, O_CLOEXEC) < 0)
+		return kiln_error_errno(err, errno, "pipe");
+	return fds_high(fds, ret_r, ret_w, err);
+}
+
+/* A CLOEXEC stream socket pair whose ends are >= 3. */
+static int socketpair_high(int *ret_a, int *ret_b, KilnError **err)
+{
+	int fds[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+		return kiln_error_errno(err, errno, "socketpair");
+	return fds_high(fds, ret_a, ret_b, err);
 }
 
 static void pump_output(const ContainerSpec *spec, int out_fd, int err_fd)
@@ -661,6 +706,26 @@ static int connect_network(ChildCtx *ctx, pid_t pid, int rep_r, int ready_w, Net
 			  ctx->spec->argv[0], e ? e->message : strerror(errno));
 }
 
+/* The parent's half of child_enter_userns(): when the child asks, writes its id maps and lets
+ * it go on. A child that fails before asking closes the socket: its report says why. */
+static int parent_map_child(pid_t pid, int sock, KilnError **err)
+{
+	char b;
+	ssize_t n;
+
+	do
+		n = read(sock, &b, 1);
+	while (n < 0 && errno == EINTR);
+	if (n != 1)
+		return 0;
+	int r = userns_map_container(pid, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "map the step's user namespace");
+	b = 1;
+	(void)!write(sock, &b, 1); /* a child gone meanwhile is reported by wait */
+	return 0;
+}
+
 static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 {
 	_cleanup_close_ int rep_r = -1, rep_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
@@ -668,6 +733,7 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	 * SIGPIPE. */
 	_cleanup_close_ int ready_r = -1, ready_w = -1;
 	_cleanup_(network_stack_freep) NetworkStack *net = NULL;
+	_cleanup_close_ int us_parent = -1, us_child = -1;
 	unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
 	ChildFailure f = {0};
 	ssize_t n;
@@ -675,7 +741,8 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	pid_t pid;
 
 	if ((r = pipe_high(&rep_r, &rep_w, err)) < 0 || (r = pipe_high(&out_r, &out_w, err)) < 0 ||
-	    (r = pipe_high(&err_r, &err_w, err)) < 0)
+	    (r = pipe_high(&err_r, &err_w, err)) < 0 ||
+	    (r = socketpair_high(&us_parent, &us_child, err)) < 0)
 		return r;
 	if (ctx->spec->network_private && (r = pipe_high(&ready_r, &ready_w, err)) < 0)
 		return r;
@@ -685,6 +752,8 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	ctx->report_fd = rep_w;
 	ctx->out_fd = out_w;
 	ctx->err_fd = err_w;
+	ctx->userns_fd = us_child;
+	ctx->userns_peer = us_parent;
 	fflush(stdout);
 	fflush(stderr);
 	/* fork semantics (no new stack): the child runs on a private copy of this one. */
@@ -699,6 +768,13 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	out_w = -1;
 	closep(&err_w);
 	err_w = -1;
+	closep(&us_child);
+	us_child = -1;
+	if ((r = parent_map_child(pid, us_parent, err)) < 0) {
+		kill(pid, SIGKILL);
+		wait_child(pid, &status, NULL, NULL);
+		return r;
+	}
 	if (ready_w >= 0 && (r = connect_network(ctx, pid, rep_r, ready_w, &net, err)) < 0)
 		return r;
 	do

@@ -141,14 +141,38 @@ static void check_userns(CheckList *l, bool root)
 		   NULL);
 }
 
+/* Root builds run their steps on root's own subordinate range, else on the one kiln reserves
+ * (the first build as root adds it); never as host root. */
+static void check_root_range(CheckList *l)
+{
+	static const char *const who[] = {"root", USERNS_RESERVED_NAME};
+	uint32_t us = 0, uc = 0, gs = 0, gc = 0;
+
+	for (size_t i = 0; i < ELEMENTSOF(who); i++) {
+		uid_t id = i == 0 ? 0 : (uid_t)-1;
+		if (userns_find_subid_range("/etc/subuid", who[i], id, &us, &uc, NULL) > 0 &&
+		    userns_find_subid_range("/etc/subgid", who[i], id, &gs, &gc, NULL) > 0) {
+			checks_add(l, "subordinate ids", true,
+				   xasprintf("root builds run steps as host uids %u-%u, gids "
+					     "%u-%u ('%s' in /etc/subuid, /etc/subgid)",
+					     us, us + uc - 1, gs, gs + gc - 1, who[i]),
+				   NULL);
+			return;
+		}
+	}
+	checks_add(l, "subordinate ids", true,
+		   xstrdup("root builds run steps on an unprivileged id range: the first one adds "
+			   "'" USERNS_RESERVED_NAME ":START:65536' to /etc/subuid and /etc/subgid"),
+		   NULL);
+}
+
 static void check_subids(CheckList *l, uid_t uid, const char *user)
 {
 	uint32_t us = 0, uc = 0, gs = 0, gc = 0;
 	int ru, rg;
 
 	if (uid == 0) {
-		checks_add(l, "subordinate ids", true,
-			   xstrdup("not needed as root (full id range)"), NULL);
+		check_root_range(l);
 		return;
 	}
 	ru = userns_find_subid_range("/etc/subuid", user, uid, &us, &uc, NULL);
@@ -376,11 +400,12 @@ int doctor_run(DoctorCheck **ret, size_t *ret_n, KilnError **err)
 	struct passwd *pw = getpwuid(uid);
 	_cleanup_free_ char *user = pw ? xstrdup(pw->pw_name) : NULL;
 
-	checks_add(&l, "privileges", true,
-		   uid == 0 ? xstrdup("running as root: full id range")
-			    : xasprintf("running as uid %u ('%s'): rootless", (unsigned)uid,
-					user ? user : "?"),
-		   NULL);
+	checks_add(
+	    &l, "privileges", true,
+	    uid == 0
+		? xstrdup("running as root: build steps still run as unprivileged host ids")
+		: xasprintf("running as uid %u ('%s'): rootless", (unsigned)uid, user ? user : "?"),
+	    NULL);
 	check_userns(&l, uid == 0);
 	check_subids(&l, uid, user);
 	check_idmap_helpers(&l, uid == 0);

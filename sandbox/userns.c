@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -18,6 +19,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/strbuf.h"
 
 extern char **environ;
 
@@ -26,6 +28,7 @@ typedef struct IdMapPlan {
 	uid_t uid;
 	gid_t gid;
 	uint32_t uid_start, uid_count, gid_start, gid_count;
+	bool host_root; /* root of the initial user namespace: the range above stands for it */
 	char *newuidmap, *newgidmap;
 } IdMapPlan;
 
@@ -131,6 +134,129 @@ int userns_find_helper(const char *name, char **ret_path)
 	if (path && find_in_dirs(path, name, ret_path))
 		return 1;
 	return find_in_dirs("/usr/sbin:/usr/bin:/sbin:/bin", name, ret_path);
+}
+
+/* Every "name:start:count" range of an open subid file (stops at 4096 ranges). */
+static size_t subid_ranges(FILE *f, uint32_t (*v)[2], size_t max)
+{
+	_cleanup_free_ char *line = NULL;
+	size_t cap = 0, n = 0;
+
+	while (n < max && getline(&line, &cap, f) >= 0) {
+		char *save = NULL, *name = strtok_r(line, ":\n", &save);
+		char *start = strtok_r(NULL, ":\n", &save), *count = strtok_r(NULL, ":\n", &save);
+
+		if (name && *name != '#' && start && count && parse_u32(start, &v[n][0]) == 0 &&
+		    parse_u32(count, &v[n][1]) == 0)
+			n++;
+	}
+	return n;
+}
+
+/* The lowest multiple of 65536 >= floor whose [start, start+count) overlaps no range. */
+static int subid_free_start(uint32_t (*v)[2], size_t n, uint32_t count, uint32_t floor,
+			    uint32_t *ret)
+{
+	uint64_t start = (floor + 65535ULL) & ~65535ULL;
+	bool moved = true;
+
+	while (moved) {
+		moved = false;
+		for (size_t i = 0; i < n; i++) {
+			uint64_t b = v[i][0], e = b + v[i][1];
+			if (start < e && b < start + count) {
+				start = (e + 65535ULL) & ~65535ULL;
+				moved = true;
+			}
+		}
+		if (start + count >= UINT32_MAX)
+			return -ERANGE;
+	}
+	*ret = (uint32_t)start;
+	return 0;
+}
+
+int userns_reserve_subid_range(const char *file, const char *name, uint32_t count, uint32_t floor,
+			       uint32_t *ret_start, KilnError **err)
+{
+	_cleanup_close_ int fd = open(file, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+	_cleanup_fclose_ FILE *f = NULL;
+	_cleanup_free_ uint32_t(*ranges)[2] = NULL;
+	uint32_t have_count, start;
+	size_t n;
+	int r;
+
+	if (fd < 0 || flock(fd, LOCK_EX) < 0)
+		return kiln_error_errno(err, errno, "open '%s'", file);
+	r = userns_find_subid_range(file, name, (uid_t)-1, &start, &have_count, err);
+	if (r != 0) {
+		if (r > 0)
+			*ret_start = start;
+		return r < 0 ? r : 0;
+	}
+	f = fdopen(fcntl(fd, F_DUPFD_CLOEXEC, 3), "r");
+	if (!f)
+		return kiln_error_errno(err, errno, "read '%s'", file);
+	ranges = xcalloc(4096, sizeof(*ranges));
+	n = subid_ranges(f, ranges, 4096);
+	if (subid_free_start(ranges, n, count, floor, &start) < 0)
+		return kiln_error(err, ERANGE, "no free range of %u ids in '%s'", count, file);
+	/* Start on a new line even when the file's last one has no newline. */
+	char last = '\n';
+	off_t size = lseek(fd, 0, SEEK_END);
+	if (size > 0 && pread(fd, &last, 1, size - 1) != 1)
+		return kiln_error_errno(err, errno, "read '%s'", file);
+	_cleanup_free_ char *line =
+	    xasprintf("%s%s:%u:%u\n", last == '\n' ? "" : "\n", name, start, count);
+	if ((r = write_all(fd, line, strlen(line))) < 0 || fsync(fd) < 0)
+		return kiln_error_errno(err, r < 0 ? -r : errno, "write '%s'", file);
+	*ret_start = start;
+	return 0;
+}
+
+/* Root's range in file: root's own entry ("root" or "0"), else kiln's reserved one. */
+static int root_range(const char *file, uint32_t *ret_start, uint32_t *ret_count, KilnError **err)
+{
+	int r = userns_find_subid_range(file, "root", 0, ret_start, ret_count, err);
+
+	if (r == 0) {
+		*ret_count = USERNS_RESERVED_COUNT;
+		r = userns_reserve_subid_range(file, USERNS_RESERVED_NAME, USERNS_RESERVED_COUNT,
+					       USERNS_RESERVED_FLOOR, ret_start, err);
+	}
+	if (r < 0)
+		return kiln_error_wrap(err, r, "subordinate ids for root builds");
+	if (*ret_start == 0)
+		return kiln_error(
+		    err, EINVAL,
+		    "root's subordinate range in '%s' starts at 0: it would run build "
+		    "steps as host root",
+		    file);
+	return 0;
+}
+
+static int plan_root(IdMapPlan *p, KilnError **err)
+{
+	int r;
+
+	p->kind = IDMAP_ROOT;
+	p->host_root = true;
+	if ((r = root_range("/etc/subuid", &p->uid_start, &p->uid_count, err)) < 0 ||
+	    (r = root_range("/etc/subgid", &p->gid_start, &p->gid_count, err)) < 0)
+		return r;
+	return 0;
+}
+
+/* Root's map: inside [0, count) -> host [start, start+count); inside [count, count+start) ->
+ * host [0, start) (host root is inside id count); above start+count ids map onto themselves. */
+static void root_map_text(char *buf, size_t cap, uint32_t start, uint32_t count)
+{
+	uint64_t end = (uint64_t)start + count;
+	int n = snprintf(buf, cap, "0 %u %u\n%u 0 %u\n", start, count, count, start);
+
+	if (end < UINT32_MAX && n > 0 && (size_t)n < cap)
+		snprintf(buf + n, cap - (size_t)n, "%llu %llu %llu\n", (unsigned long long)end,
+			 (unsigned long long)end, (unsigned long long)(UINT32_MAX - end));
 }
 
 static void plan_done(IdMapPlan *p)
@@ -240,15 +366,17 @@ static int run_map_helper(const char *helper, pid_t pid, uint32_t outer, uint32_
 /* Returns -EAGAIN with *ret_reason set when a SUBID map could not be written (retry SINGLE). */
 static int plan_write_maps(const IdMapPlan *p, pid_t pid, char **ret_reason, KilnError **err)
 {
-	char map[64];
+	char map[128];
 	int r;
 
 	switch (p->kind) {
-	case IDMAP_FULL:
-		r = write_proc_file(pid, "uid_map", "0 0 4294967295\n", err);
+	case IDMAP_ROOT:
+		root_map_text(map, sizeof(map), p->uid_start, p->uid_count);
+		r = write_proc_file(pid, "uid_map", map, err);
 		if (r < 0)
 			return r;
-		return write_proc_file(pid, "gid_map", "0 0 4294967295\n", err);
+		root_map_text(map, sizeof(map), p->gid_start, p->gid_count);
+		return write_proc_file(pid, "gid_map", map, err);
 	case IDMAP_SUBID:
 		if (run_map_helper(p->newuidmap, pid, p->uid, p->uid_start, p->uid_count,
 				   ret_reason) < 0 ||
@@ -260,11 +388,18 @@ static int plan_write_maps(const IdMapPlan *p, pid_t pid, char **ret_reason, Kil
 		r = write_proc_file(pid, "setgroups", "deny\n", err);
 		if (r < 0)
 			return r;
-		snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->uid);
+		/* Host root's single id is the first of its range, never itself. */
+		if (p->host_root)
+			root_map_text(map, sizeof(map), p->uid_start, 1);
+		else
+			snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->uid);
 		r = write_proc_file(pid, "uid_map", map, err);
 		if (r < 0)
 			return r;
-		snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->gid);
+		if (p->host_root)
+			root_map_text(map, sizeof(map), p->gid_start, 1);
+		else
+			snprintf(map, sizeof(map), "0 %u 1\n", (unsigned)p->gid);
 		return write_proc_file(pid, "gid_map", map, err);
 	}
 	return kiln_error(err, EINVAL, "unknown id map kind %d", (int)p->kind);
@@ -371,11 +506,81 @@ static int plan_enter(const IdMapPlan *p, char **ret_reason, KilnError **err)
 	parent_wait_and_exit(child);
 }
 
+/* The initial user namespace maps every id onto itself. */
+static bool in_initial_userns(void)
+{
+	_cleanup_free_ char *map = NULL;
+
+	if (read_file_at(AT_FDCWD, "/proc/self/uid_map", 4096, &map, NULL, NULL) < 0)
+		return false;
+	unsigned long long in, out, count;
+	return sscanf(map, "%llu %llu %llu", &in, &out, &count) == 3 && in == 0 && out == 0 &&
+	       count == UINT32_MAX;
+}
+
+/* Fills p->kind (and the ranges) from the caller's ids and KILN_USERNS. */
+static int plan_choose(IdMapPlan *p, char **ret_reason, KilnError **err)
+{
+	const char *force = getenv("KILN_USERNS");
+	bool single = force && strcmp(force, "single") == 0;
+
+	if (p->uid == 0 && in_initial_userns()) {
+		int r = plan_root(p, err);
+		if (r < 0)
+			return r;
+		if (single) {
+			p->kind = IDMAP_SINGLE;
+			*ret_reason = xstrdup("single id map forced by KILN_USERNS=single");
+		}
+		return 0;
+	}
+	if (single) {
+		p->kind = IDMAP_SINGLE;
+		*ret_reason = xstrdup("single id map forced by KILN_USERNS=single");
+		return 0;
+	}
+	if (p->uid == 0) {
+		/* Root of a user namespace (a container): not host root, and its parent namespace
+		 * has too few ids for a range of kiln's own. */
+		p->kind = IDMAP_SINGLE;
+		*ret_reason =
+		    xstrdup("running as root inside a user namespace: only uid 0 is mapped");
+		return 0;
+	}
+	return plan_rootless(p, ret_reason, err);
+}
+
+static void info_fill(const IdMapPlan *p, IdMapInfo *i)
+{
+	*i = (IdMapInfo){.kind = p->kind,
+			 .outer_uid = p->uid,
+			 .outer_gid = p->gid,
+			 .host_uid_base = p->host_root ? p->uid_start : p->uid,
+			 .host_gid_base = p->host_root ? p->gid_start : p->gid};
+	switch (p->kind) {
+	case IDMAP_ROOT:
+		i->n_uids = p->uid_count;
+		i->n_gids = p->gid_count;
+		break;
+	case IDMAP_SUBID:
+		i->n_uids = p->uid_count + 1;
+		i->n_gids = p->gid_count + 1;
+		break;
+	case IDMAP_SINGLE:
+		i->n_uids = i->n_gids = 1;
+		break;
+	}
+	/* Host root follows the container range (root_map_text()). */
+	if (p->host_root) {
+		i->owner_uid = i->n_uids;
+		i->owner_gid = i->n_gids;
+	}
+}
+
 int userns_enter(IdMapInfo *ret, char **ret_reason, KilnError **err)
 {
 	_cleanup_(plan_done) IdMapPlan p = {.uid = geteuid(), .gid = getegid()};
 	_cleanup_free_ char *reason = NULL;
-	const char *force = getenv("KILN_USERNS");
 	int r;
 
 	if (userns_entered) {
@@ -384,16 +589,9 @@ int userns_enter(IdMapInfo *ret, char **ret_reason, KilnError **err)
 			*ret_reason = NULL;
 		return 0;
 	}
-	if (force && strcmp(force, "single") == 0) {
-		p.kind = IDMAP_SINGLE;
-		reason = xstrdup("single id map forced by KILN_USERNS=single");
-	} else if (p.uid == 0) {
-		p.kind = IDMAP_FULL;
-	} else {
-		r = plan_rootless(&p, &reason, err);
-		if (r < 0)
-			return r;
-	}
+	r = plan_choose(&p, &reason, err);
+	if (r < 0)
+		return r;
 	r = plan_enter(&p, &reason, err);
 	if (r == -EAGAIN && p.kind == IDMAP_SUBID) {
 		p.kind = IDMAP_SINGLE;
@@ -401,23 +599,83 @@ int userns_enter(IdMapInfo *ret, char **ret_reason, KilnError **err)
 	}
 	if (r < 0)
 		return r;
-
-	userns_info = (IdMapInfo){.kind = p.kind, .outer_uid = p.uid, .outer_gid = p.gid};
-	switch (p.kind) {
-	case IDMAP_FULL:
-		userns_info.n_uids = userns_info.n_gids = UINT32_MAX;
-		break;
-	case IDMAP_SUBID:
-		userns_info.n_uids = p.uid_count + 1;
-		userns_info.n_gids = p.gid_count + 1;
-		break;
-	case IDMAP_SINGLE:
-		userns_info.n_uids = userns_info.n_gids = 1;
-		break;
-	}
+	info_fill(&p, &userns_info);
 	userns_entered = true;
 	*ret = userns_info;
 	if (ret_reason)
 		*ret_reason = TAKE_PTR(reason);
 	return 0;
+}
+
+const IdMapInfo *userns_current(void)
+{
+	return userns_entered ? &userns_info : NULL;
+}
+
+/* The identity map of [0, n) in this namespace for a child namespace, as one line per extent of
+ * this namespace's own map (an extent of a child's map must lie inside one extent here). */
+static int container_map_text(const char *self_map, uint32_t n, char *buf, size_t cap,
+			      KilnError **err)
+{
+	_cleanup_free_ char *data = NULL;
+	char *save = NULL;
+	size_t len = 0;
+	int r = read_file_at(AT_FDCWD, self_map, 65536, &data, NULL, err);
+
+	if (r < 0)
+		return r;
+	buf[0] = 0;
+	for (char *l = strtok_r(data, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+		unsigned long long in, out, count;
+		if (sscanf(l, "%llu %llu %llu", &in, &out, &count) != 3 || in >= n)
+			continue;
+		if (count > n - in)
+			count = n - in;
+		int k = snprintf(buf + len, cap - len, "%llu %llu %llu\n", in, in, count);
+		if (k < 0 || (size_t)k >= cap - len)
+			return kiln_error(err, E2BIG, "'%s' has too many extents", self_map);
+		len += (size_t)k;
+	}
+	return 0;
+}
+
+int userns_map_container(pid_t pid, KilnError **err)
+{
+	char map[4096];
+	int r;
+
+	if (!userns_entered)
+		return kiln_error(err, EPERM, "not inside kiln's user namespace");
+	if ((r = container_map_text("/proc/self/uid_map", userns_info.n_uids, map, sizeof(map),
+				    err)) < 0 ||
+	    (r = write_proc_file(pid, "uid_map", map, err)) < 0)
+		return r;
+	if ((r = container_map_text("/proc/self/gid_map", userns_info.n_gids, map, sizeof(map),
+				    err)) < 0 ||
+	    (r = write_proc_file(pid, "gid_map", map, err)) < 0)
+		return r;
+	return 0;
+}
+
+char *userns_map_text(void)
+{
+	static const char *const files[] = {"/proc/self/uid_map", "/proc/self/gid_map"};
+	StrBuf b = {0};
+
+	for (size_t i = 0; i < ELEMENTSOF(files); i++) {
+		_cleanup_free_ char *data = NULL;
+		char *save = NULL;
+
+		if (read_file_at(AT_FDCWD, files[i], 65536, &data, NULL, NULL) < 0) {
+			strbuf_done(&b);
+			return NULL;
+		}
+		strbuf_adds(&b, i ? "/" : "");
+		for (char *t = strtok_r(data, " \t\n", &save); t;
+		     t = strtok_r(NULL, " \t\n", &save)) {
+			strbuf_addc(&b, ' ');
+			strbuf_adds(&b, t);
+		}
+	}
+	return strbuf_steal(&b);
 }

@@ -7,8 +7,8 @@
 #include "common/error.h"
 
 typedef enum {
-	IDMAP_FULL,   /* caller was root: identity map of the full range */
-	IDMAP_SUBID,  /* caller's uid + /etc/subuid range via newuidmap/newgidmap */
+	IDMAP_ROOT,  /* caller was root: ids 0..n-1 on an unprivileged host range, host ids above */
+	IDMAP_SUBID, /* caller's uid + /etc/subuid range via newuidmap/newgidmap */
 	IDMAP_SINGLE, /* only the caller's own id mapped to 0 */
 } IdMapKind;
 
@@ -16,8 +16,21 @@ typedef struct IdMapInfo {
 	IdMapKind kind;
 	uid_t outer_uid;
 	gid_t outer_gid;
-	uint32_t n_uids, n_gids; /* ids usable inside: 0..n-1 */
+	uint32_t n_uids, n_gids; /* the container range: ids 0..n-1 inside (what images may use) */
+	/* The ids inside that stand for the calling user on the host: files kiln writes for the
+	 * user (outputs, reports) are given to them. 0 except under IDMAP_ROOT (host root). */
+	uid_t owner_uid;
+	gid_t owner_gid;
+	/* The host ids behind inside 0 (the first id of the container range). */
+	uint32_t host_uid_base, host_gid_base;
 } IdMapInfo;
+
+/* The subordinate range kiln reserves for root builds when root has none of its own:
+ * "kiln:START:65536" in /etc/subuid and /etc/subgid, START at or above 2^30 (clear of what
+ * useradd hands out, SUB_UID_MAX 600100000, and below podman's "containers" range). */
+#define USERNS_RESERVED_NAME "kiln"
+#define USERNS_RESERVED_COUNT 65536u
+#define USERNS_RESERVED_FLOOR 1073741824u
 
 /* Moves the process into a new user + mount namespace as uid/gid 0, with mount propagation
  * private and no supplementary groups (except under IDMAP_SINGLE, where setgroups is denied).
@@ -28,7 +41,12 @@ typedef struct IdMapInfo {
  * Call it before starting threads. The parent keeps only fds 0-2 open.
  *
  * Maps:
- *   root (euid 0)  "0 0 4294967295" for uids and gids (IDMAP_FULL);
+ *   root (euid 0)  IDMAP_ROOT: a build step must never be host root, so inside ids 0..n-1 are
+ *                  root's own range in /etc/subuid (user "root" or "0"), else the range kiln
+ *                  reserves (see userns_reserve_subid_range()); the host's ids below that range
+ *                  follow it (host root is inside id n, the owner_uid) and the ones above map
+ *                  onto themselves, so kiln itself still reaches every host file, while the
+ *                  container range holds no host-owned inode (see userns_map_container());
  *   otherwise      0 -> caller's uid, 1..count -> the FIRST range listed for the user in
  *                  /etc/subuid (/etc/subgid for gids), matched by user name or numeric uid,
  *                  written by newuidmap/newgidmap (IDMAP_SUBID);
@@ -38,6 +56,26 @@ typedef struct IdMapInfo {
  * KILN_USERNS=single forces IDMAP_SINGLE (for tests), also as root.
  * Calling it again once entered is a no-op that returns the same info. */
 int userns_enter(IdMapInfo *ret, char **ret_reason, KilnError **err);
+
+/* The map entered, or NULL before userns_enter() succeeded in this process. */
+const IdMapInfo *userns_current(void);
+
+/* Writes the id maps of the user namespace that process pid created inside kiln's (it must
+ * have unshared CLONE_NEWUSER and wait for this): "0 0 n" for uids and gids, the container
+ * range. Host ids kiln maps above the range (host root included) stay unmapped there, so a
+ * step's root has no power over host-owned files. Call inside kiln's namespace. */
+int userns_map_container(pid_t pid, KilnError **err);
+
+/* This process's /proc/self/uid_map and gid_map as one text (whitespace runs made one space),
+ * for telling whether files made under another map have the ids they should. */
+char *userns_map_text(void);
+
+/* Returns the range named name in file (an /etc/subuid-format file), adding
+ * "name:START:count\n" when it has none: START is the lowest multiple of 65536 at or above
+ * floor whose range overlaps no range in the file. The file is flock(2)ed while it is read and
+ * extended, and created (0644) when missing. */
+int userns_reserve_subid_range(const char *file, const char *name, uint32_t count, uint32_t floor,
+			       uint32_t *ret_start, KilnError **err);
 
 /* The hint kiln prints when a chown fails under IDMAP_SINGLE. */
 const char *userns_subid_hint(void);

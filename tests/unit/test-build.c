@@ -3,11 +3,13 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "builder/build-internal.h"
 #include "builder/build.h"
 #include "builder/context.h"
 #include "builder/imageconf.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "common/strbuf.h"
 #include "tap.h"
 
 static void put(const char *path, const char *content)
@@ -236,6 +238,343 @@ TEST(build_errors_name_line_and_thing)
 	CHECK(e && strstr(e->message, "Dockerfile:2") && strstr(e->message, "BOGUS"));
 }
 
+/* ---------- step keys (issue 8: collisions served another build's layer) ---------- */
+
+/* One instruction run as the first step of a stage from scratch: its step key, and what it did
+ * (the config, the stage's ARG values, RUN's argv and network) as a string. */
+typedef struct KeyRig {
+	Build b;
+	Pass p;
+	Stage st;
+	StageResult out;
+	BuildOptions o;
+	Dockerfile *df;
+} KeyRig;
+
+static void key_rig_init(KeyRig *k)
+{
+	*k = (KeyRig){0};
+	k->o.progress = PROGRESS_QUIET;
+	k->b.o = &k->o;
+	k->b.progress = progress_new(PROGRESS_QUIET);
+	pthread_mutex_init(&k->b.lock, NULL);
+	build_cache_open("keyroot", &k->b.cache, NULL);
+	k->p.b = &k->b;
+	platform_host(&k->p.platform);
+	k->out.platform = k->p.platform;
+}
+
+static void key_rig_done(KeyRig *k)
+{
+	for (size_t i = 0; i < k->b.n_steps; i++) {
+		free(k->b.steps[i].stage);
+		free(k->b.steps[i].instruction);
+		free(k->b.steps[i].reason);
+	}
+	free(k->b.steps);
+	build_cache_free(k->b.cache);
+	progress_free(k->b.progress);
+	pthread_mutex_destroy(&k->b.lock);
+}
+
+/* -1: the instruction is refused (not part of the comparison). */
+static int step_of(KeyRig *k, const char *inst, char key[DIGEST_STRING_MAX], char **ret_effect)
+{
+	_cleanup_free_ char *text = xasprintf("FROM scratch\n%s\n", inst);
+	_cleanup_(dockerfile_freep) Dockerfile *df = NULL;
+	_cleanup_strv_free_ char **argv = NULL;
+	NetworkMode net = NETWORK_PRIVATE;
+	int r;
+
+	if (dockerfile_parse("Dockerfile", text, strlen(text), &df, NULL) < 0 || df->n_insts != 2)
+		return -1;
+	k->b.df = df;
+	k->out.conf = image_conf_new_empty(&k->p.platform);
+	k->p.expand_budget = EXPAND_MAX_TOTAL;
+	StageRun run = {.b = &k->b, .p = &k->p, .st = &k->st, .out = &k->out};
+	memcpy(run.chain, "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+	       DIGEST_STRING_MAX);
+	if (strcmp(df->insts[1].keyword, "RUN") == 0)
+		r = run_prepare(&run, &df->insts[1], &argv, &net, NULL);
+	else
+		r = run_instruction(&run, &df->insts[1], NULL);
+	if (r >= 0) {
+		StrBuf e = {0};
+		_cleanup_free_ char *conf = image_conf_serialize(k->out.conf, 0);
+		/* the history line is not an effect: two spellings of one ENV may differ there */
+		char *h = strstr(conf, ",\"history\"");
+		strbuf_add(&e, conf, h ? (size_t)(h - conf) : strlen(conf));
+		for (size_t i = 0; i < run.args.n; i++) {
+			strbuf_adds(&e, "\n");
+			strbuf_adds(&e, run.args.v[i].key);
+			strbuf_adds(&e, run.args.v[i].value ? "=" : " unset");
+			strbuf_adds(&e, run.args.v[i].value ? run.args.v[i].value : "");
+		}
+		for (size_t i = 0; argv && argv[i]; i++) {
+			strbuf_adds(&e, "\n\x01");
+			strbuf_adds(&e, argv[i]);
+		}
+		strbuf_adds(&e, "\n");
+		strbuf_adds(&e, network_mode_name(net));
+		*ret_effect = strbuf_steal(&e);
+		memcpy(key, run.step_key, DIGEST_STRING_MAX);
+	}
+	vars_done(&run.args);
+	free(run.reason);
+	image_conf_free(k->out.conf);
+	k->out.conf = NULL;
+	return r < 0 ? -1 : 0;
+}
+
+TEST(step_keys_known_collisions)
+{
+	KeyRig k;
+	char a[DIGEST_STRING_MAX], b[DIGEST_STRING_MAX];
+	_cleanup_free_ char *ea = NULL, *eb = NULL, *ec = NULL, *ed = NULL, *ee = NULL;
+
+	key_rig_init(&k);
+	CHECK(step_of(&k, "ENV MODE=\"safe HARDEN=1\"", a, &ea) == 0);
+	CHECK(step_of(&k, "ENV MODE=safe HARDEN=1", b, &eb) == 0);
+	CHECK(strcmp(ea, eb) != 0);
+	CHECK(strcmp(a, b) != 0);
+	free(TAKE_PTR(ea));
+	free(TAKE_PTR(eb));
+	CHECK(step_of(&k, "ARG MODE=\"safe HARDEN=1\"", a, &ea) == 0);
+	CHECK(step_of(&k, "ARG MODE=safe HARDEN=1", b, &eb) == 0);
+	CHECK(strcmp(a, b) != 0);
+	CHECK(step_of(&k, "RUN [\"/bin/sh\",\"-c\",\"echo a\",\"echo b\\n\"]", a, &ec) == 0);
+	CHECK(step_of(&k, "RUN <<EOF\necho a\necho b\nEOF", b, &ed) == 0);
+	CHECK(strcmp(ec, ed) != 0);
+	CHECK(strcmp(a, b) != 0);
+	/* the same instruction gives the same key (nothing of the host or the run in it) */
+	CHECK(step_of(&k, "RUN <<EOF\necho a\necho b\nEOF", a, &ee) == 0);
+	CHECK(strcmp(a, b) == 0);
+	key_rig_done(&k);
+}
+
+/* Hundreds of near-identical instructions: two keys are equal only when the instructions did the
+ * same thing. */
+TEST(step_keys_near_collisions)
+{
+	static const char *const kv[] = {
+	    "A=x",	"A=\"x y\"",  "A=\"x B=y\"", "A='x B=y'", "A=x\\ B=y",
+	    "A=",	"A=\"\"",     "B=y",	     "A=x B=y",	  "A=\"x\" B=\"y\"",
+	    "A=$B",	"A=\"$B\"",   "A='$B'",	     "A=\\$B",	  "A=\"x\\\"y\"",
+	    "A=x\\\"y", "A=\"a\nb\"", "AB=x",	     "A=Bx",	  "A=\"x=y\"",
+	};
+	static const char *const run[] = {
+	    "RUN [\"a b\",\"c\"]",
+	    "RUN [\"a\",\"b c\"]",
+	    "RUN [\"a\",\"b\",\"c\"]",
+	    "RUN [\"a\",\"b\\nc\"]",
+	    "RUN [\"a\\nb\",\"c\"]",
+	    "RUN [\"a b c\"]",
+	    "RUN a b c",
+	    "RUN [\"/bin/sh\",\"-c\",\"a b c\"]",
+	    "RUN [\"/bin/sh\",\"-c\",\"a\",\"b c\"]",
+	    "RUN [\"/bin/sh\",\"-c\",\"a b\",\"c\"]",
+	    "RUN --network=none a b c",
+	    "RUN --network=host a b c",
+	    "RUN <<EOF\na b c\nEOF",
+	    "RUN <<EOF\na\nb c\nEOF",
+	    "RUN <<EOF\na b\nc\nEOF",
+	    "RUN <<-EOF\n\ta b c\nEOF",
+	    "RUN <<EOF cat\na b c\nEOF",
+	    "RUN cat <<EOF\na b c\nEOF",
+	    "RUN [\"\"]",
+	    "RUN [\"\",\"\"]",
+	    "RUN a\\\n b c",
+	    "RUN a  b c",
+	};
+	static const char *const meta[] = {"ENV", "ARG", "LABEL"};
+	char **texts = NULL, **effects = NULL;
+	const char **kept = NULL;
+	char(*keys)[DIGEST_STRING_MAX] = NULL;
+	size_t n = 0, nk = ELEMENTSOF(kv), pairs = 0, same = 0, bad = 0;
+	KeyRig k;
+
+	for (size_t m = 0; m < ELEMENTSOF(meta); m++)
+		for (size_t i = 0; i < nk; i++)
+			for (size_t j = 0; j <= nk; j++)
+				strv_consume(
+				    &texts, j == nk ? xasprintf("%s %s", meta[m], kv[i])
+						    : xasprintf("%s %s %s", meta[m], kv[i], kv[j]));
+	for (size_t i = 0; i < ELEMENTSOF(run); i++)
+		strv_push(&texts, run[i]);
+	strv_push(&texts, "USER a:b");
+	strv_push(&texts, "USER \"a:b\"");
+	strv_push(&texts, "USER a");
+	strv_push(&texts, "ARG A");
+	strv_push(&texts, "ARG A B");
+	key_rig_init(&k);
+	for (size_t i = 0; texts[i]; i++) {
+		char *e = NULL;
+		keys = xrealloc(keys, (n + 1) * sizeof(*keys));
+		if (step_of(&k, texts[i], keys[n], &e) < 0)
+			continue;
+		effects = xrealloc(effects, (n + 1) * sizeof(char *));
+		kept = xrealloc(kept, (n + 1) * sizeof(char *));
+		effects[n] = e;
+		kept[n++] = texts[i];
+	}
+	for (size_t i = 0; i < n; i++)
+		for (size_t j = i + 1; j < n; j++) {
+			pairs++;
+			if (strcmp(keys[i], keys[j]) != 0)
+				continue;
+			same++;
+			if (strcmp(effects[i], effects[j]) != 0 && bad++ < 5)
+				printf("# same key, different effect: '%s' / '%s'\n", kept[i],
+				       kept[j]);
+		}
+	printf("# %zu instructions, %zu pairs, %zu with equal keys\n", n, pairs, same);
+	CHECK(n > 1000);
+	CHECK_EQ_INT(bad, 0);
+	key_rig_done(&k);
+	for (size_t i = 0; i < n; i++)
+		free(effects[i]);
+	free(effects);
+	free(keys);
+	free(kept);
+	strv_free(texts);
+}
+
+/* ---------- host reads (issue 8: Dockerfile symlinks, FIFOs) ---------- */
+
+TEST(dockerfile_resolves_inside_the_context)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_free_ char *d = NULL;
+	size_t n = 0;
+
+	put("outside/secret", "TOKEN-abc123 do not print\n");
+	put("ctx/real/Dockerfile.in", "FROM scratch\n");
+	put("ctx/Dockerfile.real", "FROM busybox\n");
+	/* a symlink leading out is refused without reading the target */
+	CHECK(symlink("../outside/secret", "ctx/Dockerfile") == 0);
+	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, &e) == -EXDEV);
+	CHECK(e && strstr(e->message, "'ctx/Dockerfile' is a symlink that does not resolve inside "
+				      "'ctx'"));
+	CHECK(e && !strstr(e->message, "TOKEN"));
+	kiln_error_free(TAKE_PTR(e));
+	/* an absolute symlink resolves against the context, as BuildKit does */
+	unlink("ctx/Dockerfile");
+	CHECK(symlink("/Dockerfile.real", "ctx/Dockerfile") == 0);
+	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, NULL) == 0);
+	CHECK_EQ_STR(d, "FROM busybox\n");
+	free(TAKE_PTR(d));
+	/* -f inside the context resolves inside it too; outside it is the user's choice */
+	CHECK(symlink("../../outside/secret", "ctx/real/Dockerfile") == 0);
+	CHECK(build_dockerfile_read("ctx", "ctx/real/Dockerfile", &d, &n, &e) == -EXDEV);
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(build_dockerfile_read("ctx", "ctx/real/Dockerfile.in", &d, &n, NULL) == 0);
+	free(TAKE_PTR(d));
+	CHECK(build_dockerfile_read("ctx", "outside/secret", &d, &n, NULL) == 0);
+	CHECK(d && strstr(d, "TOKEN"));
+	free(TAKE_PTR(d));
+	CHECK(build_dockerfile_read("ctx", "ctx/missing", &d, &n, &e) == -ENOENT);
+}
+
+TEST(dockerfile_fifo_and_size_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_free_ char *d = NULL, *big = xcalloc(DOCKERFILE_MAX_SIZE + 2, 1);
+	BuildContext *c = NULL;
+	size_t n = 0;
+
+	mkdir_p("ctx", 0755, NULL);
+	CHECK(mkfifo("ctx/Dockerfile", 0644) == 0);
+	CHECK(build_dockerfile_read("ctx", NULL, &d, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "'ctx/Dockerfile' is a FIFO, not a regular file"));
+	kiln_error_free(TAKE_PTR(e));
+	memset(big, 'x', DOCKERFILE_MAX_SIZE + 1);
+	put("ctx2/Dockerfile", big);
+	CHECK(build_dockerfile_read("ctx2", NULL, &d, &n, &e) == -EFBIG);
+	kiln_error_free(TAKE_PTR(e));
+	/* .dockerignore: a FIFO and a symlink leading out are errors, a missing one is none */
+	CHECK(mkfifo("ctx/.dockerignore", 0644) == 0);
+	CHECK(build_context_open("ctx", NULL, &c, &e) < 0);
+	CHECK(e && strstr(e->message, "'ctx/.dockerignore' is a FIFO"));
+	kiln_error_free(TAKE_PTR(e));
+	put("outside/ignore", "TOKEN-xyz\n");
+	CHECK(symlink("../outside/ignore", "ctx2/.dockerignore") == 0);
+	CHECK(build_context_open("ctx2", NULL, &c, &e) == -EXDEV);
+	CHECK(e && !strstr(e->message, "TOKEN"));
+	kiln_error_free(TAKE_PTR(e));
+	put("ctx3/x", "x");
+	CHECK(build_context_open("ctx3", NULL, &c, NULL) == 0);
+	build_context_free(c);
+	/* Dockerfile.dockerignore next to an explicit Dockerfile */
+	put("ctx3/d/Dockerfile", "FROM scratch\n");
+	CHECK(mkfifo("ctx3/d/Dockerfile.dockerignore", 0644) == 0);
+	CHECK(build_context_open("ctx3", "ctx3/d/Dockerfile", &c, &e) == -EINVAL);
+}
+
+TEST(image_user_db_fifo_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	uid_t uid;
+	gid_t gid;
+	_cleanup_free_ gid_t *groups = NULL;
+	size_t n = 0;
+
+	mkdir_p("root/etc", 0755, NULL);
+	CHECK(mkfifo("root/etc/passwd", 0644) == 0);
+	put("root/etc/group", "root:x:0:\n");
+	_cleanup_close_ int r = open("root", O_RDONLY | O_DIRECTORY);
+	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "image: '/etc/passwd' is a FIFO, not a regular file"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(image_chown_resolve(r, "someone", &uid, &gid, &e) == -EINVAL);
+	kiln_error_free(TAKE_PTR(e));
+	unlink("root/etc/passwd");
+	unlink("root/etc/group");
+	put("root/etc/passwd", "someone:x:7:8::/:/bin/sh\n");
+	CHECK(mkfifo("root/etc/group", 0644) == 0);
+	CHECK(image_user_resolve(r, "someone", &uid, &gid, &groups, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "image: '/etc/group' is a FIFO"));
+	kiln_error_free(TAKE_PTR(e));
+	CHECK(image_chown_resolve(r, "someone:grp", &uid, &gid, &e) == -EINVAL);
+	kiln_error_free(TAKE_PTR(e));
+	/* a passwd symlink leading out of the root resolves inside it */
+	unlink("root/etc/group");
+	unlink("root/etc/passwd");
+	put("outside/passwd", "someone:x:4242:4242::/:/bin/sh\n");
+	CHECK(symlink("../../../outside/passwd", "root/etc/passwd") == 0);
+	CHECK(image_user_resolve(r, "someone", &uid, &gid, NULL, NULL, &e) == -ENOENT);
+	CHECK(image_chown_resolve(r, "7", &uid, &gid, NULL) == 0);
+	CHECK(uid == 7 && gid == 7);
+}
+
+TEST(cache_import_fifo_refused)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	BuildCache *c = NULL;
+	Store *s = NULL;
+	size_t n = 0;
+	const char *h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+	_cleanup_free_ char *json = xasprintf(
+	    "{\"version\":1,\"entries\":{\"%s\":{\"layer\":{\"mediaType\":\"x\",\"digest\":"
+	    "\"sha256:%s\",\"size\":1,\"diff_id\":\"sha256:%s\"}}}}",
+	    h, h, h);
+	_cleanup_free_ char *blob = xasprintf("cdir/blobs/sha256/%s", h);
+
+	CHECK(store_open("sroot", &s, NULL) == 0);
+	CHECK(build_cache_open("sroot", &c, NULL) == 0);
+	mkdir_p("cdir/blobs/sha256", 0755, NULL);
+	CHECK(mkfifo("cdir/kiln-cache.json", 0644) == 0);
+	CHECK(build_cache_import(c, s, "cdir", &n, &e) < 0);
+	CHECK(e && strstr(e->message, "not a kiln cache"));
+	kiln_error_free(TAKE_PTR(e));
+	unlink("cdir/kiln-cache.json");
+	put("cdir/kiln-cache.json", json);
+	CHECK(mkfifo(blob, 0644) == 0);
+	CHECK(build_cache_import(c, s, "cdir", &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "is a FIFO, not a regular file"));
+	build_cache_free(c);
+	store_free(s);
+}
+
 int main(void)
 {
 	RUN(copy_dir_contents_and_file_rules);
@@ -247,5 +586,11 @@ int main(void)
 	RUN(user_lookup);
 	RUN(config_serialisation_is_deterministic);
 	RUN(build_errors_name_line_and_thing);
+	RUN(step_keys_known_collisions);
+	RUN(step_keys_near_collisions);
+	RUN(dockerfile_resolves_inside_the_context);
+	RUN(dockerfile_fifo_and_size_refused);
+	RUN(image_user_db_fifo_refused);
+	RUN(cache_import_fifo_refused);
 	return tap_done();
 }

@@ -390,8 +390,8 @@ static void body_confined(void)
 {
 	IdMapInfo info;
 
-	make_dirs();
 	enter_userns(&info, NULL);
+	make_dirs();
 	if (!mount_overlay(native_root))
 		return;
 	CHECK(mkdir("merged/tmp", 0755) == 0 && chmod("merged/tmp", 01777) == 0);
@@ -416,8 +416,8 @@ static void body_groups(void)
 	gid_t without_primary[] = {1001, 1002}, with_primary[] = {1000, 1003};
 	IdMapInfo info;
 
-	make_dirs();
 	enter_userns(&info, NULL);
+	make_dirs();
 	if (!mount_overlay(native_root))
 		return;
 	/* No groups asked for: the primary gid alone */
@@ -446,8 +446,8 @@ static void body_emulated(void)
 	Platform arm64 = {0};
 	IdMapInfo info;
 
-	make_dirs();
 	enter_userns(&info, NULL);
+	make_dirs();
 	CHECK(platform_parse("linux/arm64", &arm64, NULL) == 0);
 	if (binfmt_ensure(&arm64, NULL, &kind, &e) < 0) {
 		printf("#   binfmt_ensure: %s\n", e->message);

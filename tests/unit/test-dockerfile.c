@@ -1,10 +1,12 @@
 #include <jansson.h>
+#include <time.h>
 
 #include "builder/dockerfile.h"
 #include "builder/parse_json.h"
 #include "common/cleanup.h"
 #include "common/error.h"
 #include "common/fdutil.h"
+#include "common/strbuf.h"
 #include "tap.h"
 
 static Dockerfile *parse_ok(const char *text)
@@ -468,6 +470,107 @@ TEST(hostile_input_does_not_crash)
 	CHECK(err && strstr(err->message, "Dockerfile:2:"));
 }
 
+/* ---------- hostile size and shape (issue 8) ---------- */
+
+static char *repeat(const char *head, const char *unit, size_t n, const char *tail)
+{
+	StrBuf b = {0};
+	strbuf_adds(&b, head);
+	for (size_t i = 0; i < n; i++)
+		strbuf_adds(&b, unit);
+	strbuf_adds(&b, tail);
+	return strbuf_steal(&b);
+}
+
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+TEST(errors_quote_little_and_escape)
+{
+	/* a binary or secret file given as a Dockerfile: its bytes are escaped and cut */
+	const char *bin = "\x7f"
+			  "ELF\x02\x01\x1b[31mAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"
+			  "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA SECRET\n";
+	const char *e = parse_err(bin);
+	CHECK(strstr(e, "Dockerfile:1: unknown instruction: '\\x7fELF\\x02\\x01\\x1b[31mAAAA"));
+	CHECK(strstr(e, "AAA...'"));
+	CHECK(!strstr(e, "SECRET"));
+	CHECK(!strchr(e, '\x1b'));
+	_cleanup_free_ char *longenv = repeat("FROM a\nENV ", "x", 5000, "\n");
+	e = parse_err(longenv);
+	CHECK(strstr(e, "Dockerfile:2: ENV must have two arguments: 'ENV xxx"));
+	CHECK(strlen(e) < 200);
+	CHECK_EQ_STR(parse_err("FROM a\nRUN --\x1b[2Jx=1 y\n"),
+		     "Dockerfile:2: unknown flag '--\\x1b[2Jx' for RUN");
+}
+
+TEST(caps_name_the_line)
+{
+	_cleanup_free_ char *insts = repeat("FROM a\n", "ARG a\n", DF_MAX_INSTRUCTIONS, "");
+	_cleanup_free_ char *insts_ok = repeat("FROM a\n", "ARG a\n", DF_MAX_INSTRUCTIONS - 1, "");
+	_cleanup_free_ char *json = repeat("FROM a\nRUN [\"a\"", ",\"a\"", DF_MAX_ITEMS, "]\n");
+	_cleanup_free_ char *json_ok =
+	    repeat("FROM a\nRUN [\"a\"", ",\"a\"", DF_MAX_ITEMS - 1, "]\n");
+	_cleanup_free_ char *kvs = repeat("FROM a\nENV", " a=1", DF_MAX_ITEMS + 1, "\n");
+	_cleanup_free_ char *args = repeat("FROM a\nARG", " a", DF_MAX_ITEMS + 1, "\n");
+	_cleanup_free_ char *words = repeat("FROM a\nCOPY", " a", DF_MAX_ITEMS + 1, "\n");
+	_cleanup_free_ char *flags =
+	    repeat("FROM a\nRUN", " --network=none", DF_MAX_ITEMS + 1, " x\n");
+	_cleanup_free_ char *here = repeat("FROM a\nRUN", " <<A", DF_MAX_HEREDOCS + 1, "\n");
+	_cleanup_free_ char *line = repeat("", "ENV a=1 b=2 c=3 d=4\n", 4096, "");
+	_cleanup_free_ char *total = xasprintf("FROM a\n%s", line);
+
+	CHECK_EQ_STR(parse_err(insts), "Dockerfile:10001: more than 10000 instructions");
+	CHECK_EQ_STR(parse_err(insts_ok), "");
+	CHECK_EQ_STR(parse_err(json), "Dockerfile:2: more than 4096 arguments in one instruction");
+	CHECK_EQ_STR(parse_err(json_ok), "");
+	CHECK_EQ_STR(parse_err(kvs), "Dockerfile:2: more than 4096 arguments in one instruction");
+	CHECK_EQ_STR(parse_err(args), "Dockerfile:2: more than 4096 arguments in one instruction");
+	CHECK_EQ_STR(parse_err(words), "Dockerfile:2: more than 4096 arguments in one instruction");
+	CHECK_EQ_STR(parse_err(flags), "Dockerfile:2: more than 4096 arguments in one instruction");
+	CHECK_EQ_STR(parse_err(here), "Dockerfile:2: more than 64 heredocs in one instruction");
+	CHECK_EQ_STR(parse_err(total),
+		     "Dockerfile:4097: more than 16384 arguments in the Dockerfile");
+}
+
+TEST(onbuild_chain_does_not_recurse)
+{
+	_cleanup_free_ char *chain = repeat("FROM a\n", "ONBUILD ", 1000000, "RUN x\n");
+	const char *e = parse_err(chain);
+	CHECK(strstr(e, "Dockerfile:2: chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"));
+	CHECK(strlen(e) < 250);
+}
+
+/* Inputs at the size limit parse in linear time. */
+TEST(huge_input_is_linear)
+{
+	_cleanup_free_ char *cont = repeat("FROM a\nRUN a \\\n", "b \\\n", 1000000, "c\n");
+	_cleanup_free_ char *longl = repeat("FROM a\nRUN ", "a", 15 << 20, "\n");
+	_cleanup_free_ char *hbody =
+	    repeat("FROM a\nRUN <<EOF\n", "xxxxxxxxxxxxxxx\n", 1000000, "EOF\n");
+	_cleanup_free_ char *words = repeat("FROM a\nCOPY", " a", 3000000, " /d/\n");
+	_cleanup_free_ char *json = repeat("FROM a\nRUN [\"a\"", ",\"a\"", 3000000, "]\n");
+	_cleanup_free_ char *kvs = repeat("FROM a\nENV", " a=1", 3000000, "\n");
+	_cleanup_free_ char *flags = repeat("FROM a\nRUN", " --network=none", 1000000, " x\n");
+	const char *inputs[] = {cont, longl, hbody, words, json, kvs, flags};
+	double t0 = now();
+
+	for (size_t i = 0; i < ELEMENTSOF(inputs); i++) {
+		Dockerfile *df = NULL;
+		_cleanup_error_ KilnError *err = NULL;
+		if (dockerfile_parse("Dockerfile", inputs[i], strlen(inputs[i]), &df, &err) == 0)
+			dockerfile_free(df);
+		CHECK(i < 3 ? !err : err && strstr(err->message, "more than 4096"));
+	}
+	double dt = now() - t0;
+	printf("# 7 inputs of 4-16 MiB: %.2f s\n", dt);
+	CHECK(dt < 20);
+}
+
 int main(void)
 {
 	RUN(basic_shell_and_json_forms);
@@ -488,5 +591,9 @@ int main(void)
 	RUN(crlf_bom_and_keywords_case);
 	RUN(all_instructions_to_json);
 	RUN(hostile_input_does_not_crash);
+	RUN(errors_quote_little_and_escape);
+	RUN(caps_name_the_line);
+	RUN(onbuild_chain_does_not_recurse);
+	RUN(huge_input_is_linear);
 	return tap_done();
 }

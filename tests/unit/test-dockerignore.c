@@ -1,6 +1,7 @@
 #include "builder/dockerignore.h"
 #include "common/cleanup.h"
 #include "common/error.h"
+#include "common/strbuf.h"
 #include "tap.h"
 
 static DockerIgnore *parse(const char *text)
@@ -160,6 +161,24 @@ TEST(empty_matches_nothing)
 		CHECK(!dockerignore_excluded(di, "anything"));
 }
 
+TEST(pattern_count_capped_and_quotes_escaped)
+{
+	StrBuf b = {0};
+	DockerIgnore *di = NULL;
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+
+	for (int i = 0; i <= DOCKERIGNORE_MAX_PATTERNS; i++)
+		strbuf_adds(&b, "a\n");
+	_cleanup_free_ char *text = strbuf_steal(&b);
+	CHECK(dockerignore_parse(text, strlen(text) - 2, &di, NULL) == 0);
+	dockerignore_free(TAKE_PTR(di));
+	CHECK(dockerignore_parse(text, strlen(text), &di, &e) == -E2BIG);
+	CHECK(e && strstr(e->message, "more than 4096 patterns (line 4097)"));
+	const char *bad = "[\x1b[2J";
+	CHECK(dockerignore_parse(bad, strlen(bad), &di, &e2) < 0);
+	CHECK(e2 && strstr(e2->message, "'[\\x1b[2J'"));
+}
+
 int main(void)
 {
 	RUN(star);
@@ -172,5 +191,6 @@ int main(void)
 	RUN(may_include_below_false);
 	RUN(malformed_pattern);
 	RUN(empty_matches_nothing);
+	RUN(pattern_count_capped_and_quotes_escaped);
 	return tap_done();
 }

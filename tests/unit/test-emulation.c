@@ -7,6 +7,7 @@
  * the Debian package busybox-static:arm64, cached in /tmp/kiln-test-cache
  * ($KILN_TEST_BUSYBOX_ARM64 overrides). */
 #include <errno.h>
+#include <libgen.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <sched.h>
@@ -593,10 +594,15 @@ static void body_private(void)
 	CHECK(mount("binfmt_misc", "bm", "binfmt_misc", 0, NULL) == 0);
 	_cleanup_free_ char *a = read_text("bm/kiln-aarch64"), *arm = read_text("bm/kiln-arm");
 	CHECK(a && strncmp(a, "enabled\n", 8) == 0);
-	CHECK(a && strstr(a, "interpreter /usr/libexec/qemu-binfmt/aarch64-binfmt-P\n"));
+	/* A sealed copy registered through a symlink named like the interpreter (Debian's QEMU
+	 * tells preserve-argv[0] mode by the name), in a temp dir that is gone again. */
+	CHECK(a && strstr(a, "/kiln-binfmt-") && strstr(a, "/aarch64-binfmt-P\n"));
+	const char *ip = a ? strstr(a, "interpreter ") : NULL;
+	_cleanup_free_ char *ipath = ip ? strndup(ip + 12, strcspn(ip + 12, "\n")) : NULL;
+	CHECK(ipath && access(ipath, F_OK) < 0 && access(dirname(ipath), F_OK) < 0);
 	CHECK(a && strstr(a, "flags: PF\n"));
 	CHECK(a && strstr(a, "magic 7f454c460201010000000000000000000200b700\n"));
-	CHECK(arm && strstr(arm, "interpreter /usr/libexec/qemu-binfmt/arm-binfmt-P\n"));
+	CHECK(arm && strstr(arm, "/arm-binfmt-P\n"));
 	CHECK(access("bm/kiln-x86_64", F_OK) < 0);
 	/* The private instance shadows the host's: with kiln's entry disabled nothing runs it, even
 	 * when the host has an enabled entry of its own. */

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <zlib.h>
 
 #include "common/cleanup.h"
@@ -643,6 +644,328 @@ static void write_docker_legacy(const char *path, const char *link_kind, Buf *la
 	fx_done(&f);
 }
 
+/* An index listing `child` n times (with a platform, so nothing else is read). */
+static Buf fan_out_index(const char *child_mt, const Buf *child, size_t n)
+{
+	json_t *m = json_array();
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *d = desc_json(child_mt, child);
+		json_object_set_new(d, "platform",
+				    json_pack("{s:s,s:s}", "architecture", "amd64", "os", "linux"));
+		json_array_append_new(m, d);
+	}
+	return buf_json(json_pack("{s:i,s:s,s:o}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+				  "manifests", m));
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void put_image(Store *s, const Image *im)
+{
+	store_put_blob(s, im->gz.data, im->gz.len, NULL, NULL, NULL);
+	store_put_blob(s, im->config.data, im->config.len, NULL, NULL, NULL);
+	store_put_blob(s, im->manifest.data, im->manifest.len, NULL, NULL, NULL);
+}
+
+/* Issue 8: an index listing one child index thousands of times was read once per listing. */
+TEST(index_fan_out_reads_each_digest_once)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf child = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 4000);
+	Buf top = fan_out_index(MT_OCI_INDEX, &child, 4000);
+	_cleanup_error_ KilnError *e = NULL;
+	Platform *plats = NULL;
+	size_t n = 0;
+
+	put_image(s, &im);
+	store_put_blob(s, child.data, child.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_INDEX, &top);
+	double t0 = now_s();
+	_cleanup_(oci_image_freep) OciImage *img = resolve(s, &root, "linux/amd64");
+	CHECK(img && !strcmp(img->manifest_digest, im.manifest.digest));
+	CHECK(oci_list_platforms(s, &root, &plats, &n, NULL) == 0 && n == 1);
+	CHECK(export_oci_archive(s, &root, NULL, "out.tar", &e) == 0);
+	double dt = now_s() - t0;
+	printf("# 4000 x 4000 fan-out: resolve, list and export in %.2f s\n", dt);
+	CHECK(dt < 5);
+	free(plats);
+	free(child.data);
+	free(top.data);
+	image_done(&im);
+}
+
+TEST(index_fan_out_past_the_cap_refused)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf child = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 6000);
+	Buf top = fan_out_index(MT_OCI_INDEX, &child, 6000);
+	Buf wide = fan_out_index(MT_OCI_MANIFEST, &im.manifest, OCI_DESCRIPTORS_MAX + 1);
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	put_image(s, &im);
+	store_put_blob(s, child.data, child.len, NULL, NULL, NULL);
+	OciDescriptor root = put_root(s, MT_OCI_INDEX, &top);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) == -E2BIG);
+	CHECK(e && strstr(e->message, child.digest) && strstr(e->message, top.digest) &&
+	      strstr(e->message, "more than 10000 descriptors"));
+	CHECK(export_oci_archive(s, &root, NULL, "out.tar", &e2) == -E2BIG);
+	CHECK(access("out.tar", F_OK) < 0);
+	OciDescriptor wroot = put_root(s, MT_OCI_INDEX, &wide);
+	CHECK(oci_image_resolve(s, &wroot, &p, &img, &e3) == -E2BIG);
+	CHECK(e3 && strstr(e3->message, wide.digest) && strstr(e3->message, "lists 10001"));
+	free(child.data);
+	free(top.data);
+	free(wide.data);
+	image_done(&im);
+}
+
+TEST(index_nesting_depth_capped)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf level[OCI_INDEX_DEPTH_MAX + 1];
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	put_image(s, &im);
+	level[0] = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 1);
+	for (int i = 1; i <= OCI_INDEX_DEPTH_MAX; i++)
+		level[i] = fan_out_index(MT_OCI_INDEX, &level[i - 1], 1);
+	for (int i = 0; i <= OCI_INDEX_DEPTH_MAX; i++)
+		store_put_blob(s, level[i].data, level[i].len, NULL, NULL, NULL);
+	OciDescriptor ok = put_root(s, MT_OCI_INDEX, &level[OCI_INDEX_DEPTH_MAX - 1]);
+	_cleanup_(oci_image_freep) OciImage *good = resolve(s, &ok, "linux/amd64");
+	CHECK(good != NULL);
+	OciDescriptor deep = put_root(s, MT_OCI_INDEX, &level[OCI_INDEX_DEPTH_MAX]);
+	CHECK(oci_image_resolve(s, &deep, &p, &img, &e) == -ELOOP);
+	CHECK(e && strstr(e->message, level[0].digest) && strstr(e->message, "nested too deeply"));
+	for (int i = 0; i <= OCI_INDEX_DEPTH_MAX; i++)
+		free(level[i].data);
+	image_done(&im);
+}
+
+/* Issue 8 15c: a layer descriptor's size must be the blob's. */
+TEST(layer_size_checked_against_descriptor)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_error_ KilnError *e = NULL;
+	OciImage *img = NULL;
+	Platform p;
+
+	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
+	Buf lied = im.gz;
+	lied.len++;
+	Buf bad =
+	    manifest_json(MT_OCI_MANIFEST, &im.config, MT_OCI_CONFIG, &lied, 1, MT_OCI_LAYER_GZIP);
+	put_image(s, &im);
+	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &bad);
+	CHECK(oci_image_resolve(s, &root, &p, &img, &e) == -EIO);
+	_cleanup_free_ char *want = xasprintf("layer %s has %zu bytes, its descriptor says %zu",
+					      im.gz.digest, im.gz.len, im.gz.len + 1);
+	CHECK(e && strstr(e->message, want));
+	if (e && !strstr(e->message, want))
+		printf("# %s\n", e->message);
+	free(bad.data);
+	image_done(&im);
+}
+
+/* Issue 8 5b: a document that is not JSON is reported by position, never by its bytes. */
+TEST(json_errors_quote_no_bytes)
+{
+	static const char passwd[] = "root:x:0:0:root:/root:/bin/bash\nsecret-line\n";
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	OciDescriptor *v = NULL;
+	OciImage *img = NULL;
+	size_t n = 0;
+
+	CHECK(oci_index_parse(passwd, strlen(passwd), &v, &n, &e) < 0);
+	CHECK(e && strstr(e->message, "not valid JSON at line 1 column"));
+	CHECK(e && !strstr(e->message, "root") && !strstr(e->message, "secret"));
+	CHECK(oci_manifest_parse("{\"a\": secret}", 13, &img, &e2) < 0);
+	CHECK(e2 && !strstr(e2->message, "secret"));
+}
+
+/* A valid layout dir "layout" for im, plus a secret file beside it (outside the layout). */
+static void write_layout_dir(const Image *im)
+{
+	Fixture f = {0};
+
+	fx_image_blobs(&f, im);
+	fx_layout(&f, one_entry_index(desc_json(MT_OCI_MANIFEST, &im->manifest)));
+	fx_write_dir(&f, "layout");
+	fx_done(&f);
+	CHECK(write_file_atomic_at(AT_FDCWD, "secret", "{\"SECRET-BYTES\"\n", 16, 0600, NULL) == 0);
+}
+
+static void expect_import_error(Store *s, const char *spec, const char *want)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	alarm(30); /* a FIFO that is waited on fails the test instead of hanging it */
+	CHECK(image_import(s, spec, &v, &n, &e) < 0);
+	alarm(0);
+	CHECK(e && strstr(e->message, want) && !strstr(e->message, "SECRET"));
+	if (e && (!strstr(e->message, want) || strstr(e->message, "SECRET")))
+		printf("# %s: %s\n", spec, e->message);
+}
+
+/* Issue 8 5b: index.json, oci-layout or a blob that is a symlink leading out of the dir. */
+TEST(oci_dir_symlinks_resolve_inside)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	ImportedImage *v = NULL;
+	size_t n = 0;
+	_cleanup_free_ char *cwd = getcwd(NULL, 0);
+	_cleanup_free_ char *secret = xasprintf("%s/secret", cwd ? cwd : ".");
+	_cleanup_free_ char *blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
+
+	write_layout_dir(&im);
+	CHECK(rename("layout/index.json", "layout/index2.json") == 0);
+	CHECK(symlink("index2.json", "layout/index.json") == 0);
+	CHECK(import_one(s, "oci:layout", &v, &n) == 0 && n == 1); /* inside: followed */
+	imported_images_free(v, n);
+	CHECK(unlink("layout/index.json") == 0 && symlink(secret, "layout/index.json") == 0);
+	expect_import_error(s, "oci:layout", "'layout/index.json' is a symlink to nothing inside");
+	CHECK(unlink("layout/index.json") == 0 && symlink("../secret", "layout/index.json") == 0);
+	expect_import_error(s, "layout", "'layout/index.json' is a symlink to nothing inside");
+	CHECK(rename("layout/index2.json", "layout/index.json") == 0);
+	CHECK(unlink("layout/oci-layout") == 0 &&
+	      symlink("../../secret", "layout/oci-layout") == 0);
+	expect_import_error(s, "oci:layout", "oci-layout");
+	image_done(&im);
+
+	_cleanup_(store_freep) Store *s2 = open_store("root2");
+	im = make_image("amd64", NULL, "y\n");
+	rm_rf_at(AT_FDCWD, "layout", NULL);
+	write_layout_dir(&im);
+	free(blob);
+	blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
+	CHECK(rename(blob, "gz-outside") == 0 && symlink("../../../gz-outside", blob) == 0);
+	expect_import_error(s2, "oci:layout", "is a symlink to nothing inside");
+	CHECK_EQ_INT(count_entries("root2/blobs/sha256"), 0);
+	image_done(&im);
+}
+
+/* Issue 8 9b: FIFOs in an oci: dir and as the archive path are refused, never waited on. */
+TEST(fifos_refused_without_waiting)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	_cleanup_free_ char *blob = xasprintf("layout/blobs/sha256/%s", digest_hex(im.gz.digest));
+
+	write_layout_dir(&im);
+	CHECK(unlink(blob) == 0 && mkfifo(blob, 0644) == 0);
+	expect_import_error(s, "oci:layout", "is a FIFO, not a regular file");
+	CHECK(unlink("layout/index.json") == 0 && mkfifo("layout/index.json", 0644) == 0);
+	expect_import_error(s, "oci:layout", "'layout/index.json' is a FIFO");
+	CHECK(mkfifo("pipe.tar", 0644) == 0);
+	expect_import_error(s, "oci-archive:pipe.tar", "'pipe.tar' is a FIFO");
+	expect_import_error(s, "docker-archive:pipe.tar", "'pipe.tar' is a FIFO");
+	expect_import_error(s, "pipe.tar", "'pipe.tar' is a FIFO");
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	image_done(&im);
+}
+
+/* Issue 8 10: index.json and manifest.json are capped; a load of many roots sharing one big
+ * child index reads it once. */
+TEST(import_lists_capped_and_roots_walked_as_one_graph)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "x\n");
+	Buf child = fan_out_index(MT_OCI_MANIFEST, &im.manifest, 2000);
+	Fixture f = {0};
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	fx_image_blobs(&f, &im);
+	fx_blob(&f, &child);
+	fx_write_dir(&f, "many");
+	fx_done(&f);
+	f = (Fixture){0};
+	json_t *roots = json_array();
+	for (int i = 0; i < 2000; i++) {
+		/* distinct tiny roots, each an index naming the big child */
+		json_t *d = desc_json(MT_OCI_INDEX, &child);
+		_cleanup_free_ char *num = xasprintf("%d", i);
+		json_object_set_new(d, "annotations", json_pack("{s:s}", "n", num));
+		Buf r = buf_json(one_entry_index(d));
+		_cleanup_free_ char *p = xasprintf("many/blobs/sha256/%s", digest_hex(r.digest));
+		CHECK(write_file_atomic_at(AT_FDCWD, p, r.data, r.len, 0644, NULL) == 0);
+		json_array_append_new(roots, desc_json(MT_OCI_INDEX, &r));
+		free(r.data);
+	}
+	fx_layout(&f, json_pack("{s:i,s:s,s:o}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+				"manifests", roots));
+	fx_write_dir(&f, "many");
+	fx_done(&f);
+	f = (Fixture){0};
+	CHECK(import_one(s, "oci:many", &v, &n) == 0 && n == 2000);
+	OciDescriptor *rv = xcalloc(n + 1, sizeof(*rv));
+	for (size_t i = 0; i < n; i++)
+		rv[i] = v[i].root;
+	OciImage **imgs = NULL;
+	size_t ni = 0;
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	double t0 = now_s();
+	CHECK(oci_images_load(s, rv, n, &imgs, &ni, &e) == 0 && ni == 1);
+	if (e)
+		printf("# %s\n", e->message);
+	CHECK(now_s() - t0 < 5);
+	oci_images_free(imgs, ni);
+	/* each root five times: 10000 roots + 2000 listings of the child + its 2000 entries */
+	rv = xrealloc(rv, 5 * n * sizeof(*rv));
+	for (int k = 1; k < 5; k++)
+		memcpy(rv + k * n, rv, n * sizeof(*rv));
+	CHECK(oci_images_load(s, rv, 5 * n, &imgs, &ni, &e2) == -E2BIG);
+	CHECK(e2 && strstr(e2->message, "more than 10000 descriptors"));
+	free(rv);
+	imported_images_free(v, n);
+
+	fx_image_blobs(&f, &im);
+	fx_add(&f, "oci-layout", buf_take(xstrdup(LAYOUT), strlen(LAYOUT)));
+	fx_add(&f, "index.json",
+	       fan_out_index(MT_OCI_MANIFEST, &im.manifest, OCI_DESCRIPTORS_MAX + 1));
+	fx_write_tar(&f, "wide.tar");
+	fx_done(&f);
+	f = (Fixture){0};
+	expect_import_error(s, "wide.tar", "index.json: index lists 10001 descriptors");
+
+	json_t *layers = json_array();
+	for (int i = 0; i <= OCI_DESCRIPTORS_MAX; i++)
+		json_array_append_new(layers, json_string("l.tar"));
+	fx_add(&f, "manifest.json",
+	       buf_json(json_pack("[{s:s,s:o}]", "Config", "c.json", "Layers", layers)));
+	fx_write_tar(&f, "docker-wide.tar");
+	fx_done(&f);
+	f = (Fixture){0};
+	expect_import_error(s, "docker-archive:docker-wide.tar", "more than 10000");
+	fx_add(&f, "manifest.json", buf_take(xstrdup("[{\"SECRET\"]"), 12));
+	fx_write_tar(&f, "docker-bad.tar");
+	fx_done(&f);
+	expect_import_error(s, "docker-archive:docker-bad.tar",
+			    "manifest.json: not valid JSON at line 1 column");
+	free(child.data);
+	image_done(&im);
+}
+
 TEST(docker_archive_legacy_symlink_and_hardlink)
 {
 	static const char *const kinds[] = {"symlink", "hardlink"};
@@ -952,6 +1275,57 @@ TEST(export_docker_archive_round_trip)
 	image_done(&im);
 }
 
+static bool is_symlink(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0 && S_ISLNK(st.st_mode);
+}
+
+/* Issue 8 4: an OCI layout dir export never writes through a symlink in DEST; archives replace
+ * a symlink at their path instead of following it. */
+TEST(export_never_writes_through_symlinks)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = write_simple_archive("simple.tar");
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL;
+	ImportedImage *v = NULL;
+	size_t n = 0;
+
+	CHECK(import_one(s, "simple.tar", &v, &n) == 0);
+	if (n != 1)
+		return;
+	CHECK(mkdir("outside", 0755) == 0 && mkdir("d1", 0755) == 0 && mkdir("d2", 0755) == 0);
+	CHECK(write_file_atomic_at(AT_FDCWD, "outside/keep", "keep\n", 5, 0644, NULL) == 0);
+	CHECK(symlink("../outside", "d1/blobs") == 0);
+	CHECK(export_oci_dir(s, &v[0].root, NULL, "d1", &e) == -ELOOP);
+	CHECK(e && strstr(e->message, "'d1/blobs' is a symlink"));
+	CHECK(mkdir("d2/blobs", 0755) == 0 && symlink("../../outside", "d2/blobs/sha256") == 0);
+	CHECK(export_oci_dir(s, &v[0].root, NULL, "d2", &e2) == -ELOOP);
+	CHECK(e2 && strstr(e2->message, "'d2/blobs/sha256' is a symlink"));
+	CHECK_EQ_INT(count_entries("outside"), 1);
+
+	/* a symlink at a name kiln writes is replaced, its target untouched */
+	_cleanup_free_ char *blob = xasprintf("d3/blobs/sha256/%s", digest_hex(im.gz.digest));
+	CHECK(mkdir("d3", 0755) == 0 && mkdir("d3/blobs", 0755) == 0);
+	CHECK(mkdir("d3/blobs/sha256", 0755) == 0 && symlink("../../../outside/keep", blob) == 0);
+	CHECK(symlink("../outside/keep", "d3/index.json") == 0);
+	CHECK(export_oci_dir(s, &v[0].root, NULL, "d3", NULL) == 0);
+	CHECK(!is_symlink(blob) && !is_symlink("d3/index.json"));
+	CHECK(symlink("outside/keep", "out.tar") == 0 &&
+	      symlink("outside/keep", "docker.tar") == 0);
+	CHECK(export_oci_archive(s, &v[0].root, NULL, "out.tar", NULL) == 0);
+	_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/amd64");
+	CHECK(img && export_docker_archive(s, img, NULL, "docker.tar", NULL) == 0);
+	CHECK(!is_symlink("out.tar") && !is_symlink("docker.tar"));
+	_cleanup_free_ char *keep = NULL;
+	CHECK(read_file_at(AT_FDCWD, "outside/keep", 100, &keep, NULL, NULL) == 0);
+	CHECK(keep && !strcmp(keep, "keep\n"));
+	CHECK_EQ_INT(count_entries("outside"), 1);
+	imported_images_free(v, n);
+	image_done(&im);
+}
+
 static int run(const char *cmd)
 {
 	int st = system(cmd);
@@ -1031,6 +1405,14 @@ int main(void)
 	RUN(manifest_whose_media_type_says_index);
 	RUN(diff_ids_count_mismatch);
 	RUN(resolve_checks_sizes_and_corruption);
+	RUN(index_fan_out_reads_each_digest_once);
+	RUN(index_fan_out_past_the_cap_refused);
+	RUN(index_nesting_depth_capped);
+	RUN(layer_size_checked_against_descriptor);
+	RUN(json_errors_quote_no_bytes);
+	RUN(oci_dir_symlinks_resolve_inside);
+	RUN(fifos_refused_without_waiting);
+	RUN(import_lists_capped_and_roots_walked_as_one_graph);
 	RUN(docker_archive_legacy_symlink_and_hardlink);
 	RUN(docker_archive_escaping_symlink_refused);
 	RUN(docker_archive_new_layout);
@@ -1040,6 +1422,7 @@ int main(void)
 	RUN(export_refuses_missing_blob_and_bad_name);
 	RUN(export_oci_dir_round_trip);
 	RUN(export_docker_archive_round_trip);
+	RUN(export_never_writes_through_symlinks);
 	RUN(skopeo_reads_export);
 	return tap_done();
 }

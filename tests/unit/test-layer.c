@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <stdbool.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
@@ -16,8 +17,11 @@
 #include "common/fdutil.h"
 #include "common/rootfs.h"
 #include "layers/compress.h"
+#include "layers/export_local.h"
 #include "layers/layer_apply.h"
 #include "layers/layer_write.h"
+#include "layers/oci.h"
+#include "layers/store.h"
 #include "tap.h"
 
 static void put(const char *path, const char *data)
@@ -821,6 +825,222 @@ TEST(empty_dir)
 	CHECK_EQ_STR(diff_id, d.diff_id);
 }
 
+/* ---- type=local export (issue 8 item 3) ---- */
+
+static json_t *put_json_blob(Store *s, json_t *j, const char *mt)
+{
+	char *text = oci_json_dump(j);
+	char digest[DIGEST_STRING_MAX];
+
+	json_decref(j);
+	CHECK(store_put_blob(s, text, strlen(text), NULL, digest, NULL) == 0);
+	json_t *d = json_pack("{s:s,s:s,s:I}", "mediaType", mt, "digest", digest, "size",
+			      (json_int_t)strlen(text));
+	free(text);
+	return d;
+}
+
+/* An image in store s made of plain layer tars; returns its manifest descriptor. */
+static OciDescriptor image_of_layers(Store *s, const char *const *tars, size_t n)
+{
+	json_t *ids = json_array(), *layers = json_array();
+	OciDescriptor ret = {0};
+
+	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *data = NULL;
+		size_t len = 0;
+		char digest[DIGEST_STRING_MAX];
+		CHECK(read_file_at(AT_FDCWD, tars[i], 1 << 24, &data, &len, NULL) == 0);
+		CHECK(store_put_blob(s, data, len, NULL, digest, NULL) == 0);
+		json_array_append_new(ids, json_string(digest));
+		json_array_append_new(layers, json_pack("{s:s,s:s,s:I}", "mediaType", MT_OCI_LAYER,
+							"digest", digest, "size", (json_int_t)len));
+	}
+	json_t *config =
+	    put_json_blob(s,
+			  json_pack("{s:s,s:s,s:{s:s,s:o}}", "architecture", "amd64", "os", "linux",
+				    "rootfs", "type", "layers", "diff_ids", ids),
+			  MT_OCI_CONFIG);
+	json_t *m = put_json_blob(s,
+				  json_pack("{s:i,s:s,s:o,s:o}", "schemaVersion", 2, "mediaType",
+					    MT_OCI_MANIFEST, "config", config, "layers", layers),
+				  MT_OCI_MANIFEST);
+	CHECK(oci_descriptor_from_json(m, &ret, NULL) == 0);
+	json_decref(m);
+	return ret;
+}
+
+static int export_to(Store *s, const OciDescriptor *m, const char *dest, const char *sub,
+		     char **ret_msg)
+{
+	_cleanup_error_ KilnError *err = NULL;
+	int r = export_local(s, m, dest, sub, 0, 0, &err);
+
+	if (r < 0 && !ret_msg)
+		printf("# export_local: %s\n", err->message);
+	if (ret_msg)
+		*ret_msg = err ? xstrdup(err->message) : NULL;
+	return r;
+}
+
+static bool exists(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) == 0;
+}
+
+static bool same_text(const char *path, const char *want)
+{
+	_cleanup_free_ char *got = slurp(path);
+
+	return got && !strcmp(got, want);
+}
+
+/* The buildx idiom -o type=local,dest=. : whiteouts of the image never delete the user's files;
+ * the export is the image's final tree (what a layer removed is not exported). */
+TEST(local_export_never_deletes)
+{
+	static const TarEnt base[] = {{"etc", AE_IFDIR, NULL},
+				      {"etc/passwd", AE_IFREG, "v1"},
+				      {"root", AE_IFDIR, NULL},
+				      {"root/.profile", AE_IFREG, "p"},
+				      {"d", AE_IFDIR, NULL},
+				      {"d/lower.txt", AE_IFREG, "lower"},
+				      {"d/keep.txt", AE_IFREG, "k"},
+				      {".git", AE_IFDIR, NULL},
+				      {".git/config", AE_IFREG, "image git"},
+				      {"link", AE_IFDIR, NULL},
+				      {"link/x", AE_IFREG, "x"},
+				      {"hl1", AE_IFREG, "same"},
+				      {"hl2", 0, "hl1"},
+				      {"sym", AE_IFLNK, "/etc/passwd"}};
+	static const TarEnt top[] = {{".wh.root", AE_IFREG, ""},  {".wh..git", AE_IFREG, ""},
+				     {"d", AE_IFDIR, NULL},	  {"d/.wh.lower.txt", AE_IFREG, ""},
+				     {"etc", AE_IFDIR, NULL},	  {"etc/passwd", AE_IFREG, "v2"},
+				     {"new.txt", AE_IFREG, "new"}};
+	static const TarEnt opaque[] = {{".wh..wh..opq", AE_IFREG, ""},
+					{"top.txt", AE_IFREG, "top"}};
+	_cleanup_(store_freep) Store *s = NULL;
+	const char *const ab[] = {"base.tar", "top.tar"}, *const ao[] = {"base.tar", "opq.tar"};
+	struct stat a, b;
+
+	CHECK(store_open("store", &s, NULL) == 0);
+	make_tar("base.tar", base, ELEMENTSOF(base), false);
+	make_tar("top.tar", top, ELEMENTSOF(top), false);
+	make_tar("opq.tar", opaque, ELEMENTSOF(opaque), false);
+	OciDescriptor img = image_of_layers(s, ab, 2), img_opq = image_of_layers(s, ao, 2);
+
+	/* the user's checkout: .git, a canary, a root/ dir, a symlink to a dir outside */
+	CHECK(mkdir("outside", 0755) == 0 && mkdir("dest", 0755) == 0);
+	CHECK(mkdir("dest/.git", 0755) == 0 && mkdir("dest/root", 0700) == 0);
+	put("dest/.git/HEAD", "ref: main\n");
+	put("dest/canary", "canary\n");
+	put("dest/root/keep", "mine\n");
+	CHECK(symlink("../outside", "dest/link") == 0);
+	CHECK_EQ_INT(export_to(s, &img, "dest", NULL, NULL), 0);
+	CHECK(same_text("dest/.git/HEAD", "ref: main\n") && same_text("dest/canary", "canary\n"));
+	CHECK(same_text("dest/root/keep", "mine\n") && !exists("dest/root/.profile"));
+	CHECK(!exists("dest/.git/config"));
+	CHECK(same_text("dest/etc/passwd", "v2") && same_text("dest/new.txt", "new"));
+	CHECK(same_text("dest/d/keep.txt", "k") && !exists("dest/d/lower.txt"));
+	/* the symlink where the image has a directory became that directory */
+	CHECK(lstat("dest/link", &a) == 0 && S_ISDIR(a.st_mode) && same_text("dest/link/x", "x"));
+	CHECK(!exists("outside/x"));
+	CHECK(lstat("dest/hl1", &a) == 0 && lstat("dest/hl2", &b) == 0 && a.st_ino == b.st_ino);
+	char target[64] = "";
+	CHECK(readlink("dest/sym", target, sizeof(target) - 1) > 0 &&
+	      !strcmp(target, "/etc/passwd"));
+	CHECK(lstat("dest/etc", &a) == 0 && (a.st_mode & 07777) == 0644 && a.st_mtime == 100);
+
+	/* into an empty dir: what the top layer removed is absent */
+	CHECK_EQ_INT(export_to(s, &img, "fresh", NULL, NULL), 0);
+	CHECK(!exists("fresh/root") && !exists("fresh/.git") && !exists("fresh/d/lower.txt"));
+	CHECK(same_text("fresh/d/keep.txt", "k"));
+	/* an opaque root hides every lower entry, deletes nothing of the user's */
+	CHECK_EQ_INT(export_to(s, &img_opq, "dest", NULL, NULL), 0);
+	CHECK(same_text("dest/.git/HEAD", "ref: main\n") && same_text("dest/canary", "canary\n"));
+	CHECK(same_text("dest/top.txt", "top"));
+	CHECK_EQ_INT(export_to(s, &img_opq, "fresh2", NULL, NULL), 0);
+	CHECK(same_text("fresh2/top.txt", "top") && !exists("fresh2/etc"));
+	oci_descriptor_done(&img);
+	oci_descriptor_done(&img_opq);
+}
+
+/* Nothing of dest is written through: symlinks and hard links there are replaced; a directory
+ * of the user's where the image has a file is an error; a platform subdir that is a symlink
+ * becomes a directory. */
+TEST(local_export_never_writes_through)
+{
+	static const TarEnt ents[] = {{"etc", AE_IFDIR, NULL},
+				      {"etc/passwd", AE_IFREG, "image"},
+				      {"f", AE_IFREG, "image f"},
+				      {"conflict", AE_IFREG, "file"}};
+	_cleanup_(store_freep) Store *s = NULL;
+	const char *const l[] = {"l.tar"};
+	_cleanup_free_ char *msg = NULL;
+
+	CHECK(store_open("store", &s, NULL) == 0);
+	make_tar("l.tar", ents, ELEMENTSOF(ents), false);
+	OciDescriptor img = image_of_layers(s, l, 1);
+	CHECK(mkdir("outside", 0755) == 0 && mkdir("dest", 0755) == 0);
+	put("outside/passwd", "host\n");
+	put("outside/f", "host f\n");
+	CHECK(symlink("../outside", "dest/etc") == 0);
+	CHECK(link("outside/f", "dest/f") == 0);
+	CHECK_EQ_INT(export_to(s, &img, "dest", NULL, NULL), 0);
+	CHECK(same_text("outside/passwd", "host\n") && same_text("outside/f", "host f\n"));
+	CHECK(same_text("dest/etc/passwd", "image") && same_text("dest/f", "image f"));
+
+	CHECK(mkdir("dest2", 0755) == 0 && mkdir("dest2/conflict", 0755) == 0);
+	put("dest2/conflict/mine", "mine");
+	CHECK(export_to(s, &img, "dest2", NULL, &msg) == -EEXIST);
+	CHECK(msg && strstr(msg, "'dest2/conflict' is a directory"));
+	CHECK(same_text("dest2/conflict/mine", "mine"));
+
+	CHECK(mkdir("multi", 0755) == 0 && symlink("../outside", "multi/linux_amd64") == 0);
+	CHECK_EQ_INT(export_to(s, &img, "multi", "linux_amd64", NULL), 0);
+	CHECK(same_text("multi/linux_amd64/etc/passwd", "image"));
+	CHECK(!exists("outside/etc") && same_text("outside/passwd", "host\n"));
+	oci_descriptor_done(&img);
+}
+
+/* A tree deeper than the fds the process may open is exported all the same. */
+TEST(local_export_deep_tree_bounded_fds)
+{
+	enum { DEPTH = 600 };
+	static TarEnt ents[DEPTH + 1];
+	char *names[DEPTH + 1];
+	_cleanup_(store_freep) Store *s = NULL;
+	const char *const l[] = {"deep.tar"};
+
+	for (int i = 0; i <= DEPTH; i++) {
+		names[i] = i == 0      ? xstrdup("d")
+			   : i < DEPTH ? xasprintf("%s/d", names[i - 1])
+				       : xasprintf("%s/bottom", names[i - 1]);
+		ents[i] =
+		    (TarEnt){names[i], i < DEPTH ? AE_IFDIR : AE_IFREG, i < DEPTH ? NULL : "deep"};
+	}
+	CHECK(store_open("store", &s, NULL) == 0);
+	make_tar("deep.tar", ents, DEPTH + 1, false);
+	OciDescriptor img = image_of_layers(s, l, 1);
+	pid_t pid = fork();
+	if (pid == 0) {
+		struct rlimit rl = {.rlim_cur = 200, .rlim_max = 200};
+		_exit(setrlimit(RLIMIT_NOFILE, &rl) == 0 &&
+			      export_to(s, &img, "dest", NULL, NULL) == 0
+			  ? 0
+			  : 1);
+	}
+	int st = 0;
+	CHECK(pid > 0 && waitpid(pid, &st, 0) == pid && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	_cleanup_free_ char *bottom = xasprintf("dest/%s", names[DEPTH]);
+	CHECK(same_text(bottom, "deep"));
+	for (int i = 0; i <= DEPTH; i++)
+		free(names[i]);
+	oci_descriptor_done(&img);
+}
+
 int main(void)
 {
 	if (geteuid() != 0)
@@ -855,6 +1075,9 @@ int main(void)
 	RUN(rootless_device_and_chown);
 	RUN(device_as_root);
 	RUN(empty_dir);
+	RUN(local_export_never_deletes);
+	RUN(local_export_never_writes_through);
+	RUN(local_export_deep_tree_bounded_fds);
 	/* again through the path walk that kernels without openat2() get */
 	rootfs_force_fallback(true);
 	RUN(round_trip);

@@ -141,31 +141,59 @@ TEST(network_resolv_conf)
 
 /* ---- userns_enter ---- */
 
-static void body_full(void)
+static void body_root(void)
 {
 	IdMapInfo info, again;
 	char *reason = (char *)"unset";
 	int fds_before = count_fds();
+	struct stat st;
 
 	enter_userns(&info, &reason);
-	CHECK_EQ_INT(info.kind, IDMAP_FULL);
+	CHECK_EQ_INT(info.kind, IDMAP_ROOT);
 	CHECK(reason == NULL);
-	CHECK_EQ_INT(info.n_uids, UINT32_MAX);
+	CHECK(info.n_uids >= 65536 && info.n_gids >= 65536);
+	CHECK(info.host_uid_base > 0 && info.host_gid_base > 0);
+	CHECK_EQ_INT(info.owner_uid, info.n_uids);
+	CHECK_EQ_INT(info.owner_gid, info.n_gids);
 	CHECK_EQ_INT(info.outer_uid, 0);
 	CHECK_EQ_INT(getuid(), 0);
 	CHECK_EQ_INT(count_fds(), fds_before);
+	/* Inside 0 is the range's first host id; host root is the owner id, above the range. */
 	_cleanup_free_ char *map = read_text("/proc/self/uid_map");
-	CHECK(map && strstr(map, "4294967295"));
+	char want[64];
+	snprintf(want, sizeof(want), "%u", info.host_uid_base);
+	CHECK(map && strstr(map, want));
 	write_text("f", "x");
 	CHECK(chown("f", 1000, 1000) == 0);
+	CHECK(stat("/", &st) == 0 && st.st_uid == info.owner_uid);
 	/* A second call is a no-op that reports the same map. */
 	enter_userns(&again, NULL);
-	CHECK_EQ_INT(again.kind, IDMAP_FULL);
+	CHECK_EQ_INT(again.kind, IDMAP_ROOT);
+	CHECK_EQ_INT(again.host_uid_base, info.host_uid_base);
 }
 
-TEST(userns_enter_as_root_is_full)
+TEST(userns_enter_as_root_maps_a_range)
 {
-	CHECK_EQ_INT(run_as(&AS_ROOT, body_full), 0);
+	CHECK_EQ_INT(run_as(&AS_ROOT, body_root), 0);
+}
+
+/* The reservation for root builds: a free, aligned range, recorded once, kept on later calls. */
+TEST(userns_reserve_subid_range)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	uint32_t start = 0, again = 0;
+
+	write_text("subuid", "alice:100000:65536\nkiln-x:1073741824:70000\nbob:1073872896:10");
+	CHECK(userns_reserve_subid_range("subuid", "kiln", 65536, 1073741824u, &start, &e) == 0);
+	/* 2^30 is taken up to 2^30+70000, and bob sits at 2^30 + 2*65536: the next free slot */
+	CHECK_EQ_INT(start, 1073741824u + 3 * 65536);
+	CHECK(userns_reserve_subid_range("subuid", "kiln", 65536, 1073741824u, &again, &e) == 0);
+	CHECK_EQ_INT(again, start);
+	_cleanup_free_ char *text = read_text("subuid");
+	CHECK(text && strstr(text, "bob:1073872896:10\nkiln:1073938432:65536\n"));
+	/* a missing file is created */
+	CHECK(userns_reserve_subid_range("new", "kiln", 65536, 1073741824u, &start, &e) == 0);
+	CHECK_EQ_INT(start, 1073741824u);
 }
 
 static void body_subid(void)
@@ -222,6 +250,31 @@ static void body_single(void)
 TEST(userns_enter_single_forced)
 {
 	CHECK_EQ_INT(run_as(&AS_SINGLE, body_single), 0);
+}
+
+/* Root forcing a single id gets the first id of its range, never host root itself. */
+static void body_root_single(void)
+{
+	IdMapInfo info;
+	_cleanup_free_ char *reason = NULL;
+	struct stat st;
+
+	setenv("KILN_USERNS", "single", 1);
+	enter_userns(&info, &reason);
+	CHECK_EQ_INT(info.kind, IDMAP_SINGLE);
+	CHECK_EQ_INT(info.n_uids, 1);
+	CHECK(info.host_uid_base > 0);
+	CHECK_EQ_INT(info.owner_uid, 1);
+	_cleanup_free_ char *map = read_text("/proc/self/uid_map");
+	unsigned in = 9, out = 0, count = 0;
+	CHECK(map && sscanf(map, "%u %u %u", &in, &out, &count) == 3);
+	CHECK(in == 0 && out == info.host_uid_base && count == 1);
+	CHECK(stat("/", &st) == 0 && st.st_uid == 1);
+}
+
+TEST(userns_enter_single_as_root_is_not_host_root)
+{
+	CHECK_EQ_INT(run_as(&AS_ROOT, body_root_single), 0);
 }
 
 static void body_fallback(void)
@@ -582,10 +635,12 @@ static void body_container_in_userns(void)
 	char *const lowers[] = {(char *)busybox_root, NULL};
 	_cleanup_error_ KilnError *e = NULL;
 
+	/* Made inside, as kiln makes its work dirs: as root, a dir made outside is host root's,
+	 * which a step's root does not own. */
+	enter_userns(&info, NULL);
 	CHECK(mkdir("upper", 0755) == 0);
 	CHECK(mkdir("work", 0755) == 0);
 	CHECK(mkdir("merged", 0755) == 0);
-	enter_userns(&info, NULL);
 	if (overlay_mount("/", lowers, "upper", "work", "merged", &e) < 0) {
 		printf("#   %s\n", e->message);
 		CHECK(0);
@@ -746,9 +801,11 @@ int main(void)
 	RUN(subid_hint_names_the_fix);
 	RUN(network_modes);
 	RUN(network_resolv_conf);
-	RUN(userns_enter_as_root_is_full);
+	RUN(userns_enter_as_root_maps_a_range);
+	RUN(userns_reserve_subid_range);
 	RUN(userns_enter_with_subids);
 	RUN(userns_enter_single_forced);
+	RUN(userns_enter_single_as_root_is_not_host_root);
 	RUN(userns_enter_without_range_falls_back);
 	RUN(userns_parent_propagates_exit_status);
 	RUN(overlay_two_lowers_and_whiteout);
