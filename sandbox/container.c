@@ -52,9 +52,12 @@ typedef struct ChildCtx {
 	const SeccompFilter *seccomp;
 	const CapsPlan *caps;
 	int report_fd, out_fd, err_fd;
-	int ready_fd;	 /* private network: the parent's go-ahead; -1 otherwise */
 	int userns_fd;	 /* the child's end of the socket it asks the parent for its id maps on */
 	int userns_peer; /* the parent's end (closed in the child) */
+
+	/* private network: the child's end of the socket it sends its namespace and gets the
+	 * go-ahead on, and the parent's end (closed in the child); -1 otherwise */
+	int net_fd, net_peer;
 } ChildCtx;
 
 /* A mount point the sandbox needs inside the root; parent NULL means the root itself. */
@@ -430,8 +433,9 @@ static void child_prepare_exec(const ChildCtx *c)
 		child_fail(c, errno, "reset signal mask", NULL);
 }
 
-/* Waits for the parent to connect the network, then joins the step's cgroup and sets the
- * ulimits: last before the fds go, so the command is the first thing the limits hold. */
+/* Hands the parent its net namespace and waits for it to be connected, then joins the step's
+ * cgroup and sets the ulimits: last before the fds go, so the command is the first thing the
+ * limits hold. */
 static void child_before_exec(const ChildCtx *c)
 {
 	const char *what = NULL;
@@ -439,9 +443,12 @@ static void child_before_exec(const ChildCtx *c)
 	char go = 0;
 	int r;
 
-	if (c->ready_fd >= 0) {
+	if (c->net_fd >= 0) {
+		close(c->net_peer);
+		if ((r = network_child_send_netns(c->net_fd)) < 0)
+			child_fail(c, -r, "send the network namespace", NULL);
 		do
-			n = read(c->ready_fd, &go, 1);
+			n = read(c->net_fd, &go, 1);
 		while (n < 0 && errno == EINTR);
 		if (n != 1)
 			child_fail(c, ENETDOWN, "wait for the network", NULL);
@@ -686,17 +693,20 @@ static int wait_child(pid_t pid, int *ret_status, double *ret_cpu_s, KilnError *
 	return 0;
 }
 
-/* Attaches pasta to the child's namespace and lets the child go on. When that fails the child is
- * killed, and its own setup failure, if it reported one, is the error that explains more. */
-static int connect_network(ChildCtx *ctx, pid_t pid, int rep_r, int ready_w, NetworkStack **ret,
+/* Attaches pasta to the namespace the child sends and lets the child go on. When that fails the
+ * child is killed, and its own setup failure, if it reported one, is the error that explains
+ * more. */
+static int connect_network(ChildCtx *ctx, pid_t pid, int rep_r, int sock, NetworkStack **ret,
 			   KilnError **err)
 {
 	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_close_ int nsfd = network_recv_netns(sock, &e);
 	ChildFailure f = {0};
 	char go = 1;
 	int status;
 
-	if (network_stack_start(pid, ret, &e) >= 0 && write(ready_w, &go, 1) == 1)
+	if (nsfd >= 0 && network_stack_start(nsfd, ret, &e) >= 0 &&
+	    send(sock, &go, 1, MSG_NOSIGNAL) == 1)
 		return 0;
 	kill(pid, SIGKILL);
 	wait_child(pid, &status, NULL, NULL);
@@ -729,9 +739,7 @@ static int parent_map_child(pid_t pid, int sock, KilnError **err)
 static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 {
 	_cleanup_close_ int rep_r = -1, rep_w = -1, out_r = -1, out_w = -1, err_r = -1, err_w = -1;
-	/* ready_r stays open here too: the go-ahead to a child that died already cannot raise
-	 * SIGPIPE. */
-	_cleanup_close_ int ready_r = -1, ready_w = -1;
+	_cleanup_close_ int net_parent = -1, net_child = -1;
 	_cleanup_(network_stack_freep) NetworkStack *net = NULL;
 	_cleanup_close_ int us_parent = -1, us_child = -1;
 	unsigned long flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS;
@@ -744,11 +752,12 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 	    (r = pipe_high(&err_r, &err_w, err)) < 0 ||
 	    (r = socketpair_high(&us_parent, &us_child, err)) < 0)
 		return r;
-	if (ctx->spec->network_private && (r = pipe_high(&ready_r, &ready_w, err)) < 0)
+	if (ctx->spec->network_private && (r = socketpair_high(&net_parent, &net_child, err)) < 0)
 		return r;
 	if (ctx->spec->network_none || ctx->spec->network_private)
 		flags |= CLONE_NEWNET;
-	ctx->ready_fd = ready_r;
+	ctx->net_fd = net_child;
+	ctx->net_peer = net_parent;
 	ctx->report_fd = rep_w;
 	ctx->out_fd = out_w;
 	ctx->err_fd = err_w;
@@ -775,7 +784,9 @@ static int spawn_and_wait(ChildCtx *ctx, int *ret_status, KilnError **err)
 		wait_child(pid, &status, NULL, NULL);
 		return r;
 	}
-	if (ready_w >= 0 && (r = connect_network(ctx, pid, rep_r, ready_w, &net, err)) < 0)
+	closep(&net_child);
+	net_child = -1;
+	if (net_parent >= 0 && (r = connect_network(ctx, pid, rep_r, net_parent, &net, err)) < 0)
 		return r;
 	do
 		n = read(rep_r, &f, sizeof(f));

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -299,19 +300,71 @@ void network_stack_free(NetworkStack *s)
 	free(s);
 }
 
-static int netns_open(pid_t pid, KilnError **err)
+int network_child_send_netns(int sock)
 {
-	char path[64];
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	char byte = 0;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {
+	    .msg_iov = &iov,
+	    .msg_iovlen = 1,
+	    .msg_control = u.buf,
+	    .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+	int fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC), e;
+	ssize_t n;
+
+	if (fd < 0)
+		return -errno;
+	memset(u.buf, 0, sizeof(u.buf));
+	c->cmsg_level = SOL_SOCKET;
+	c->cmsg_type = SCM_RIGHTS;
+	c->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(c), &fd, sizeof(int));
+	do
+		n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	e = errno;
+	close(fd);
+	return n == 1 ? 0 : -(n < 0 ? e : EIO);
+}
+
+int network_recv_netns(int sock, KilnError **err)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} u;
+	char byte;
+	struct iovec iov = {.iov_base = &byte, .iov_len = 1};
+	struct msghdr msg = {
+	    .msg_iov = &iov,
+	    .msg_iovlen = 1,
+	    .msg_control = u.buf,
+	    .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *c;
+	ssize_t n;
 	int fd;
 
-	snprintf(path, sizeof(path), "/proc/%d/ns/net", (int)pid);
-	fd = fd_move_high(open(path, O_RDONLY | O_CLOEXEC));
-	if (fd < 0)
-		return kiln_error_errno(err, errno, "open '%s'", path);
+	do
+		n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+	while (n < 0 && errno == EINTR);
+	if (n < 0)
+		return kiln_error_errno(err, errno, "receive the step's network namespace");
+	c = CMSG_FIRSTHDR(&msg);
+	if (n != 1 || !c || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+	    c->cmsg_len != CMSG_LEN(sizeof(int)))
+		return kiln_error(err, EIO, "receive the step's network namespace: none sent");
+	memcpy(&fd, CMSG_DATA(c), sizeof(int));
 	return fd;
 }
 
-int network_stack_start(pid_t pid, NetworkStack **ret, KilnError **err)
+int network_stack_start(int netns_fd, NetworkStack **ret, KilnError **err)
 {
 	_cleanup_(network_stack_freep) NetworkStack *s = xcalloc(1, sizeof(*s));
 	_cleanup_close_ int nsfd = -1, out_w = -1, err_w = -1;
@@ -321,9 +374,9 @@ int network_stack_start(pid_t pid, NetworkStack **ret, KilnError **err)
 	s->out_r = s->err_r = -1;
 	if (!pasta_find(&bin))
 		return kiln_error(err, ENOENT, "pasta not found (install the package passt)");
-	nsfd = netns_open(pid, err);
+	nsfd = fcntl(netns_fd, F_DUPFD_CLOEXEC, 3);
 	if (nsfd < 0)
-		return nsfd;
+		return kiln_error_errno(err, errno, "dup the network namespace fd");
 	if ((r = pipe_for_child(&s->out_r, &out_w, err)) < 0 ||
 	    (r = pipe_for_child(&s->err_r, &err_w, err)) < 0)
 		return r;
@@ -340,49 +393,40 @@ int network_stack_start(pid_t pid, NetworkStack **ret, KilnError **err)
 	return 0;
 }
 
-/* A child in a new net namespace that waits to be killed. */
-static pid_t probe_netns_child(KilnError **err)
+/* A throwaway net namespace, made by a child that sends it over and exits. */
+static int probe_netns(KilnError **err)
 {
-	_cleanup_close_ int r_fd = -1, w_fd = -1;
-	int fds[2];
-	char c = 0;
+	_cleanup_close_ int parent_end = -1, child_end = -1;
+	int fds[2], fd;
 	pid_t pid;
 
-	if (pipe2(fds, O_CLOEXEC) < 0)
-		return kiln_error_errno(err, errno, "pipe");
-	r_fd = fds[0];
-	w_fd = fds[1];
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) < 0)
+		return kiln_error_errno(err, errno, "socketpair");
+	parent_end = fds[0];
+	child_end = fds[1];
 	pid = fork();
 	if (pid < 0)
 		return kiln_error_errno(err, errno, "fork");
 	if (pid == 0) {
-		if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || unshare(CLONE_NEWNET) < 0)
+		if (unshare(CLONE_NEWNET) < 0)
 			_exit(1);
-		c = 1;
-		if (write(w_fd, &c, 1) != 1)
-			_exit(1);
-		for (;;)
-			pause();
+		_exit(network_child_send_netns(child_end) < 0 ? 2 : 0);
 	}
-	closep(&w_fd);
-	w_fd = -1;
-	if (read(r_fd, &c, 1) != 1 || c != 1) {
-		reap(pid, NULL);
-		return kiln_error(err, EPERM, "create a network namespace");
-	}
-	return pid;
+	closep(&child_end);
+	child_end = -1;
+	fd = network_recv_netns(parent_end, err);
+	reap(pid, NULL);
+	if (fd < 0)
+		return kiln_error_wrap(err, fd, "create a network namespace");
+	return fd;
 }
 
 int network_probe(KilnError **err)
 {
 	_cleanup_(network_stack_freep) NetworkStack *s = NULL;
-	pid_t child = probe_netns_child(err);
-	int r;
+	_cleanup_close_ int nsfd = probe_netns(err);
 
-	if (child < 0)
-		return child;
-	r = network_stack_start(child, &s, err);
-	kill(child, SIGKILL);
-	reap(child, NULL);
-	return r;
+	if (nsfd < 0)
+		return nsfd;
+	return network_stack_start(nsfd, &s, err);
 }

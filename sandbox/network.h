@@ -32,16 +32,25 @@ char *network_resolv_conf(const char *host_text);
 
 typedef struct NetworkStack NetworkStack;
 
-/* Connects the network namespace of process pid (a child in a new net namespace) to the
- * outside: starts pasta (in the caller's user and mount namespace, so call it from inside
- * kiln's user namespace) and returns once pasta has configured the namespace: addresses and
- * routes copied from the host, loopback up, DNS at NETWORK_DNS_ADDRESS. No port is forwarded
- * either way and the gateway address does not lead to the host's loopback.
+/* In a child that has its own net namespace, between clone and exec (no allocation): sends an fd
+ * of that namespace over the unix socket sock. The parent cannot open /proc/PID/ns/net itself
+ * when it is not dumpable (a process whose ids changed, as kiln's is in a root build). Returns 0
+ * or -errno. */
+int network_child_send_netns(int sock);
+
+/* Receives what network_child_send_netns() sent: a close-on-exec fd of the namespace, or < 0. */
+int network_recv_netns(int sock, KilnError **err);
+
+/* Connects the network namespace netns_fd (a new one, of a child's) to the outside: starts pasta
+ * (in the caller's user and mount namespace, so call it from inside kiln's user namespace) and
+ * returns once pasta has configured the namespace: addresses and routes copied from the host,
+ * loopback up, DNS at NETWORK_DNS_ADDRESS. No port is forwarded either way and the gateway
+ * address does not lead to the host's loopback. netns_fd stays the caller's.
  *
  * pasta gets SIGKILL when the calling thread exits; network_stack_free() kills and reaps it. The
  * binary is $KILN_PASTA, else pasta in $PATH, /usr/sbin, /usr/bin, /sbin, /bin. On failure the
  * error carries pasta's own message and, when /dev/net/tun is what is missing, the fix. */
-int network_stack_start(pid_t pid, NetworkStack **ret, KilnError **err);
+int network_stack_start(int netns_fd, NetworkStack **ret, KilnError **err);
 
 /* Stops pasta (SIGKILL) and reaps it; NULL is fine. */
 void network_stack_free(NetworkStack *s);
