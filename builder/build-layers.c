@@ -178,7 +178,7 @@ int step_commit(StageRun *r, Mounted *m, const char *created_by, KilnError **err
 	    .source = LAYER_SOURCE_OVERLAY_UPPER,
 	    .compression = b->compression,
 	    .epoch = b->o->epoch,
-	    .clamp_in_place = true,
+	    .sync_source = true,
 	};
 	ret = layer_write(ufd, &wo, blob_sink, w, &d, err);
 	if (ret < 0)

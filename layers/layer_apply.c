@@ -121,34 +121,24 @@ static bool created_has(Applier *ap, const char *path)
 	return tfind(path, &ap->created, (int (*)(const void *, const void *))strcmp) != NULL;
 }
 
+static int clear_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name, const char *path,
+		       const struct stat *st, KilnError **err)
+{
+	Applier *ap = userdata;
+
+	if (ev == DIR_WALK_LEAVE)
+		return 0;
+	if (!created_has(ap, path)) {
+		int r = rm_rf_at(dfd, name, err);
+		return r < 0 ? r : 1;
+	}
+	return S_ISDIR(st->st_mode) ? 0 : 1;
+}
+
 /* MERGE opaque dir: removes what earlier layers left below path, keeping this layer's entries. */
 static int clear_earlier(Applier *ap, int dfd, const char *path, KilnError **err)
 {
-	_cleanup_close_ int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return kiln_error_errno(err, errno, "open '%s'", path);
-	_cleanup_closedir_ DIR *d = fdopendir(fd);
-	if (!d)
-		return kiln_error_errno(err, errno, "open '%s'", path);
-	TAKE_FD(fd);
-	struct dirent *de;
-	int r = 0;
-	while (r == 0 && (de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		_cleanup_free_ char *child = strcmp(path, ".") == 0
-						 ? xstrdup(de->d_name)
-						 : xasprintf("%s/%s", path, de->d_name);
-		if (!created_has(ap, child)) {
-			r = rm_rf_at(dirfd(d), de->d_name, err);
-			continue;
-		}
-		_cleanup_close_ int sub =
-		    openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub >= 0)
-			r = clear_earlier(ap, sub, child, err);
-	}
-	return r;
+	return dir_walk(dfd, strcmp(path, ".") == 0 ? "" : path, 0, clear_visit, ap, err);
 }
 
 /* MERGE mode: the directory a whiteout applies to, in the rootfs. 1 with *ret_fd, or 0 when there
