@@ -794,6 +794,7 @@ int prune_run(Store *s, const PruneOptions *o, PruneReport *ret, KilnError **err
 		cache_evict_lru(items, n_items, &w, blob_use, snap_use, o->keep_storage);
 	prune_cache(s, items, n_items, w.blobs, w.diff_ids, &rep);
 	prune_blobs_snapshots(root, blobs, snaps, blob_use, snap_use, &w, &rep);
+	rep.diffid_records = store_diffid_prune(s);
 	*ret = rep;
 out:
 	cache_items_free(items, n_items);
