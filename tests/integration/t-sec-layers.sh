@@ -4,8 +4,8 @@
 # 0600 files; a root others can enter is warned about); RUN output without newlines is linear in
 # time and bounded in memory; deep trees from a RUN step neither crash kiln nor leave its work dir
 # behind; a layer path through a lower layer's directory symlink becomes a directory (as with
-# BuildKit's overlayfs snapshotter and Docker's overlay2); a socket is in neither the layer nor
-# the snapshot the next step runs on.
+# BuildKit's overlayfs snapshotter and Docker's overlay2), in RUN steps and the local output
+# alike; a socket is in neither the layer nor the snapshot the next step runs on.
 . "$(dirname "$0")/lib.sh"
 require_userns
 load_busybox
@@ -154,9 +154,14 @@ check_eq "deep: kiln prune --all removes the deep snapshot" "$(ls "$RD/snapshots
 
 # --- 15a: a path through a lower layer's directory symlink ---------------------------------------
 dockerfile $'FROM base\nRUN test -d /lib && test ! -L /lib && test -f /lib/foo && test ! -e /usr/lib/foo && test "$(cat /usr/lib/a)" = a && echo shadowed'
-check "lower dir symlink: the layer's lib/ is a directory shadowing the lower lib -> usr/lib" \
-	build --build-context "base=oci-archive:$corpus/lower-dir-symlink.oci.tar" "$C" &&
+if check "lower dir symlink: the layer's lib/ is a directory shadowing the lower lib -> usr/lib" \
+	build --build-context "base=oci-archive:$corpus/lower-dir-symlink.oci.tar" \
+	-o "type=local,dest=$T/shadow" "$C"; then
 	check_grep "lower dir symlink: as BuildKit and Docker overlay2 have it" '^#2 [0-9.]+ shadowed$' "$OUT"
+	check "lower dir symlink: the local output is what the step saw" \
+		test -d "$T/shadow/lib" -a ! -L "$T/shadow/lib" -a -f "$T/shadow/lib/foo" \
+		-a ! -e "$T/shadow/usr/lib/foo" -a -f "$T/shadow/usr/lib/a"
+fi
 
 # --- 15b: a socket is in neither the layer nor the next step's snapshot ---------------------------
 printf '%s\n' '#include <string.h>' '#include <sys/socket.h>' '#include <sys/un.h>' \

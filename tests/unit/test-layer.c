@@ -645,6 +645,40 @@ TEST(dir_replaced_by_symlink)
 	CHECK_EQ_STR(in, "in");
 }
 
+/* Flattening layers (MERGE with whiteouts) reads as their overlay stack: an entry's parent is a
+ * dir of its own layer, shadowing a lower layer's symlink to a dir (or file) instead of
+ * following it; whiteouts too. ADD (no whiteouts) follows the symlink inside the root. */
+TEST(merge_parents_shadow_lower_symlinks)
+{
+	static const TarEnt lower[] = {{"usr/", AE_IFDIR, NULL},     {"usr/lib/", AE_IFDIR, NULL},
+				       {"usr/lib/a", AE_IFREG, "a"}, {"usr/lib/x", AE_IFREG, "x"},
+				       {"lib", AE_IFLNK, "usr/lib"}, {"wl", AE_IFLNK, "usr/lib"},
+				       {"f", AE_IFREG, "file"}};
+	static const TarEnt upper[] = {
+	    {"lib/foo", AE_IFREG, "foo"}, {"wl/.wh.x", AE_IFREG, ""}, {"f/g", AE_IFREG, "g"}};
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_MERGE);
+	struct stat st;
+
+	make_tar("lower", lower, ELEMENTSOF(lower), false);
+	make_tar("upper", upper, ELEMENTSOF(upper), false);
+	CHECK_EQ_INT(apply_file("lower", "root", &o, NULL, NULL), 0);
+	CHECK_EQ_INT(apply_file("upper", "root", &o, NULL, NULL), 0);
+	CHECK(lstat("root/lib", &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755);
+	CHECK(lstat("root/lib/foo", &st) == 0);
+	CHECK(lstat("root/usr/lib/foo", &st) < 0 && errno == ENOENT);
+	CHECK(lstat("root/wl", &st) == 0 && S_ISDIR(st.st_mode));
+	CHECK(lstat("root/usr/lib/x", &st) == 0);
+	CHECK(lstat("root/f/g", &st) == 0);
+	CHECK(lstat("root/usr/lib/a", &st) == 0);
+	/* ADD of a user's tar follows it, as Docker does */
+	o.whiteouts = false;
+	make_tar("add.tar", upper, 1, false);
+	CHECK_EQ_INT(apply_file("lower", "add", &o, NULL, NULL), 0);
+	CHECK_EQ_INT(apply_file("add.tar", "add", &o, NULL, NULL), 0);
+	CHECK(lstat("add/lib", &st) == 0 && S_ISLNK(st.st_mode));
+	CHECK(lstat("add/usr/lib/foo", &st) == 0);
+}
+
 TEST(hostile_symlink_root)
 {
 	static const TarEnt ents[] = {{"etc", AE_IFLNK, "/"},
@@ -1154,6 +1188,7 @@ int main(void)
 	RUN(symlink_named_dot);
 	RUN(bare_whiteout);
 	RUN(dir_replaced_by_symlink);
+	RUN(merge_parents_shadow_lower_symlinks);
 	RUN(scan_only);
 	RUN(write_refuses_whiteout_name);
 	RUN(zstd_window_cap);
@@ -1176,6 +1211,7 @@ int main(void)
 	RUN(hostile_hardlink_outside);
 	RUN(hostile_hardlink_via_symlink);
 	RUN(hostile_symlink_root);
+	RUN(merge_parents_shadow_lower_symlinks);
 	rootfs_force_fallback(false);
 	return tap_done();
 }
