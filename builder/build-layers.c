@@ -12,47 +12,56 @@ uint64_t build_max_layer_entries(const BuildOptions *o)
 	return o->max_layer_entries ? o->max_layer_entries : LAYER_MAX_ENTRIES_DEFAULT;
 }
 
+/* Reads the layer blob with its diff_id checked, unpacking it into dfd (or, dfd < 0, only
+ * checking every entry), and records the diff_id as verified. */
+static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
+{
+	_cleanup_close_ int blob = -1;
+	LayerApplyOptions ao = {
+	    .mode = LAYER_APPLY_OVERLAY,
+	    .whiteouts = true,
+	    .keep_owner = true,
+	    .force_uid = (uid_t)-1,
+	    .force_gid = (gid_t)-1,
+	    .expected_diff_id = l->diff_id,
+	    .max_bytes = build_max_layer_bytes(b->o),
+	    .max_entries = build_max_layer_entries(b->o),
+	};
+	int r = store_open_blob(b->store, l->desc.digest, &blob, err);
+
+	if (r >= 0)
+		r = layer_apply(blob, dfd, &ao, NULL, err);
+	if (r == -EFBIG)
+		kiln_error_wrap(err, r,
+				"exceeds a per-layer cap (raise it with --max-layer-size or "
+				"--max-layer-entries)");
+	if (r == -EINVAL && b->o->idmap && b->o->idmap->kind == IDMAP_SINGLE)
+		kiln_error_wrap(err, r, "%s", userns_subid_hint());
+	if (r < 0)
+		return kiln_error_wrap(err, r, "%s layer %s", dfd >= 0 ? "unpack" : "check",
+				       l->desc.digest);
+	return store_diffid_record(b->store, l->desc.digest, l->diff_id, err);
+}
+
+/* A snapshot is reused for a blob only when kiln computed that blob's diff_id (what a config
+ * claims is checked once, by reading the blob); else the blob is unpacked and checked. */
 int snapshot_ensure(Build *b, const LayerRef *l, KilnError **err)
 {
 	_cleanup_free_ char *final = xasprintf("%s/%s", b->snapdir, digest_hex(l->diff_id));
 	_cleanup_free_ char *tmp = NULL;
-	_cleanup_close_ int blob = -1, dfd = -1;
+	_cleanup_close_ int dfd = -1;
 	int r;
 
 	if (access(final, F_OK) == 0)
-		return 0;
+		return store_diffid_verified(b->store, l->desc.digest, l->diff_id)
+			   ? 0
+			   : layer_verify(b, l, -1, err);
 	tmp = xasprintf("%s/.tmp-%d-%u", b->snapdir, (int)getpid(),
 			__atomic_add_fetch(&b->seq, 1, __ATOMIC_RELAXED));
 	if (mkdir(tmp, 0755) < 0)
 		return kiln_error_errno(err, errno, "mkdir '%s'", tmp);
-	r = store_open_blob(b->store, l->desc.digest, &blob, err);
-	if (r >= 0) {
-		dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0)
-			r = kiln_error_errno(err, errno, "open '%s'", tmp);
-	}
-	if (r >= 0) {
-		LayerApplyOptions ao = {
-		    .mode = LAYER_APPLY_OVERLAY,
-		    .whiteouts = true,
-		    .keep_owner = true,
-		    .force_uid = (uid_t)-1,
-		    .force_gid = (gid_t)-1,
-		    .expected_diff_id = l->diff_id,
-		    .max_bytes = build_max_layer_bytes(b->o),
-		    .max_entries = build_max_layer_entries(b->o),
-		};
-		r = layer_apply(blob, dfd, &ao, NULL, err);
-		if (r == -EFBIG)
-			kiln_error_wrap(
-			    err, r,
-			    "exceeds a per-layer cap (raise it with --max-layer-size or "
-			    "--max-layer-entries)");
-		if (r == -EINVAL && b->o->idmap && b->o->idmap->kind == IDMAP_SINGLE)
-			kiln_error_wrap(err, r, "%s", userns_subid_hint());
-		if (r < 0)
-			kiln_error_wrap(err, r, "unpack layer %s", l->desc.digest);
-	}
+	dfd = open(tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	r = dfd < 0 ? kiln_error_errno(err, errno, "open '%s'", tmp) : layer_verify(b, l, dfd, err);
 	if (r >= 0 && rename(tmp, final) < 0 && errno != EEXIST && errno != ENOTEMPTY)
 		r = kiln_error_errno(err, errno, "rename snapshot '%s'", final);
 	if (r < 0 || access(tmp, F_OK) == 0)
@@ -178,7 +187,7 @@ int step_commit(StageRun *r, Mounted *m, const char *created_by, KilnError **err
 	    .source = LAYER_SOURCE_OVERLAY_UPPER,
 	    .compression = b->compression,
 	    .epoch = b->o->epoch,
-	    .clamp_in_place = true,
+	    .sync_source = true,
 	};
 	ret = layer_write(ufd, &wo, blob_sink, w, &d, err);
 	if (ret < 0)
@@ -194,6 +203,9 @@ int step_commit(StageRun *r, Mounted *m, const char *created_by, KilnError **err
 	snprintf(l.desc.media_type, sizeof(l.desc.media_type), "%s",
 		 layer_media_type(b->compression));
 	memcpy(l.diff_id, d.diff_id, DIGEST_STRING_MAX);
+	ret = store_diffid_record(b->store, l.desc.digest, l.diff_id, err);
+	if (ret < 0)
+		goto out;
 	snap = xasprintf("%s/%s", b->snapdir, digest_hex(d.diff_id));
 	if (rename(upper, snap) < 0 && errno != EEXIST && errno != ENOTEMPTY) {
 		ret = kiln_error_errno(err, errno, "move snapshot to '%s'", snap);

@@ -700,6 +700,8 @@ static int build_prepare(Build *b, KilnError **err)
 		*eq = 0;
 		vars_set(&b->build_args, kv, eq + 1);
 	}
+	if (store_warning(b->store))
+		progress_note(b->progress, "warning: %s", store_warning(b->store));
 	b->snapdir = xasprintf("%s/snapshots", store_path(b->store));
 	k = mkdir_p(b->snapdir, 0700, err);
 	/* ROOT/work/<pid>, held by a lock so other builds can tell a dead build's leftovers

@@ -75,8 +75,8 @@ static char *default_root(void)
 	return xasprintf("%s/.local/share/kiln", e && *e ? e : "/tmp");
 }
 
-/* Enters kiln's user namespace and opens the store. */
-static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
+/* Enters kiln's user namespace and opens the store; its warning is the caller's to print. */
+static int store_enter_quiet(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
 {
 	_cleanup_free_ char *root = root_opt ? xstrdup(root_opt) : default_root();
 	_cleanup_free_ char *reason = NULL;
@@ -96,6 +96,16 @@ static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, Kiln
 	if (reason && getenv("KILN_DEBUG"))
 		fprintf(stderr, "kiln: %s\n", reason);
 	return store_open(abs, ret, err);
+}
+
+/* store_enter_quiet(), printing the store's warning (a build prints it with its progress). */
+static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
+{
+	int r = store_enter_quiet(root_opt, idmap, ret, err);
+
+	if (r >= 0 && store_warning(*ret))
+		fprintf(stderr, "kiln: warning: %s\n", store_warning(*ret));
+	return r;
 }
 
 /* ---------- build ---------- */
@@ -212,7 +222,7 @@ static int build_in_store(const char *root, BuildOptions *o, KilnError **err)
 {
 	IdMapInfo idmap;
 	_cleanup_(store_freep) Store *store = NULL;
-	int r = store_enter(root, &idmap, &store, err);
+	int r = store_enter_quiet(root, &idmap, &store, err);
 
 	if (r < 0)
 		return r;
@@ -592,6 +602,8 @@ static int load_check_layers(Store *s, const ImportedImage *imgs, size_t n,
 			r = store_open_blob(s, digest, &fd, err);
 			if (r >= 0)
 				r = layer_apply(fd, -1, &o, NULL, err);
+			if (r >= 0)
+				r = store_diffid_record(s, digest, v[i]->diff_ids[j], err);
 			if (r == -EFBIG)
 				kiln_error_wrap(
 				    err, r,

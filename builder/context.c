@@ -415,68 +415,14 @@ static int clear_entry(int dirfd, const char *name, bool keep_dir, bool *ret_is_
 	return rm_rf_at(dirfd, name, err);
 }
 
-static int copy_entry(int src_dir, const char *name, const char *src_rel, int dest_dir,
-		      const char *dest_name, const char *dest_path, const CopyJob *j,
-		      KilnError **err);
-
-static int copy_dir_contents(int src_fd, const char *src_rel, int dest_fd, const char *dest_path,
-			     const CopyJob *j, KilnError **err)
+/* Copies one non-directory entry src_dir/name to dest_dir/dest_name (which is clear). */
+static int copy_leaf(int src_dir, const char *name, const char *src_rel, const struct stat *st,
+		     int dest_dir, const char *dest_name, const char *dest_path, const CopyJob *j,
+		     KilnError **err)
 {
-	_cleanup_strv_free_ char **names = NULL;
-	int k = dir_list_sorted(src_fd, &names, err);
-
-	if (k < 0)
-		return kiln_error_wrap(err, k, "'%s'", src_rel);
-	size_t n = strv_length(names);
-	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *rel = rel_join(src_rel, names[i]);
-		_cleanup_free_ char *dp = strcmp(dest_path, "/") == 0
-					      ? xasprintf("/%s", names[i])
-					      : xasprintf("%s/%s", dest_path, names[i]);
-		if (ignored(j->o, rel) && !(j->o->from_context && j->o->ignore &&
-					    dockerignore_may_include_below(j->o->ignore, rel)))
-			continue;
-		int r = copy_entry(src_fd, names[i], rel, dest_fd, names[i], dp, j, err);
-		if (r < 0)
-			return r;
-	}
-	return 0;
-}
-
-static int copy_entry(int src_dir, const char *name, const char *src_rel, int dest_dir,
-		      const char *dest_name, const char *dest_path, const CopyJob *j,
-		      KilnError **err)
-{
-	struct stat st;
-	bool is_dir;
 	int r;
 
-	if (fstatat(src_dir, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-		return kiln_error_errno(err, errno, "stat '%s'", src_rel);
-	bool excluded = ignored(j->o, src_rel);
-	if (excluded && !S_ISDIR(st.st_mode))
-		return 0;
-	r = clear_entry(dest_dir, dest_name, S_ISDIR(st.st_mode), &is_dir, err);
-	if (r < 0)
-		return r;
-	if (S_ISDIR(st.st_mode)) {
-		if (!is_dir && mkdirat(dest_dir, dest_name, 0700) < 0)
-			return kiln_error_errno(err, errno, "mkdir '%s'", dest_path);
-		_cleanup_close_ int s =
-		    openat(src_dir, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		_cleanup_close_ int d =
-		    openat(dest_dir, dest_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (s < 0 || d < 0)
-			return kiln_error_errno(err, errno, "open '%s'",
-						s < 0 ? src_rel : dest_path);
-		r = copy_dir_contents(s, src_rel, d, dest_path, j, err);
-		if (r < 0)
-			return r;
-		if (excluded && is_dir)
-			return 0;
-		return apply_meta(d, NULL, &st, j, false, dest_path, err);
-	}
-	if (S_ISLNK(st.st_mode)) {
+	if (S_ISLNK(st->st_mode)) {
 		char target[PATH_MAX + 1];
 		ssize_t n = readlinkat(src_dir, name, target, PATH_MAX);
 		if (n < 0)
@@ -484,9 +430,9 @@ static int copy_entry(int src_dir, const char *name, const char *src_rel, int de
 		target[n] = 0;
 		if (symlinkat(target, dest_dir, dest_name) < 0)
 			return kiln_error_errno(err, errno, "symlink '%s'", dest_path);
-		return apply_meta(dest_dir, dest_name, &st, j, true, dest_path, err);
+		return apply_meta(dest_dir, dest_name, st, j, true, dest_path, err);
 	}
-	if (S_ISREG(st.st_mode)) {
+	if (S_ISREG(st->st_mode)) {
 		_cleanup_close_ int in = open_regular_at(src_dir, name, O_NOFOLLOW, src_rel, err);
 		if (in < 0)
 			return in;
@@ -498,11 +444,122 @@ static int copy_entry(int src_dir, const char *name, const char *src_rel, int de
 		r = copy_file_data(in, out, dest_path, err);
 		if (r < 0)
 			return r;
-		return apply_meta(out, NULL, &st, j, false, dest_path, err);
+		return apply_meta(out, NULL, st, j, false, dest_path, err);
 	}
-	if (mknodat(dest_dir, dest_name, st.st_mode & (S_IFMT | 07777), st.st_rdev) < 0)
+	if (mknodat(dest_dir, dest_name, st->st_mode & (S_IFMT | 07777), st->st_rdev) < 0)
 		return kiln_error_errno(err, errno, "mknod '%s'", dest_path);
-	return apply_meta(dest_dir, dest_name, &st, j, false, dest_path, err);
+	return apply_meta(dest_dir, dest_name, st, j, false, dest_path, err);
+}
+
+/* The destination side of a dir_walk() over a source tree: the dest dir matching the walk's
+ * current dir, and per dir entered its inode (".." is checked on the way up) and whether its
+ * metadata is left alone (an excluded dir that existed). */
+typedef struct DestDir {
+	dev_t dev;
+	ino_t ino;
+	bool keep_meta;
+} DestDir;
+
+typedef struct CopyWalk {
+	const CopyJob *j;
+	size_t src_len; /* length of the source top's path (the walk's prefix) */
+	const char *dest_top;
+	int dest;
+	DestDir *stack;
+	size_t n;
+} CopyWalk;
+
+static char *copy_dest_path(const CopyWalk *cw, const char *src_path)
+{
+	const char *rel = src_path + cw->src_len + (cw->src_len ? 1 : 0);
+
+	return strcmp(cw->dest_top, "/") == 0 ? xasprintf("/%s", rel)
+					      : xasprintf("%s/%s", cw->dest_top, rel);
+}
+
+static int copy_enter_dir(CopyWalk *cw, const char *name, bool existed, bool keep_meta,
+			  const char *dest_path, KilnError **err)
+{
+	struct stat st;
+
+	if (!existed && mkdirat(cw->dest, name, 0700) < 0)
+		return kiln_error_errno(err, errno, "mkdir '%s'", dest_path);
+	int fd = openat(cw->dest, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		int r = kiln_error_errno(err, errno, "open '%s'", dest_path);
+		closep(&fd);
+		return r;
+	}
+	cw->stack = xrealloc(cw->stack, (cw->n + 1) * sizeof(DestDir));
+	cw->stack[cw->n++] = (DestDir){.dev = st.st_dev, .ino = st.st_ino, .keep_meta = keep_meta};
+	closep(&cw->dest);
+	cw->dest = fd;
+	return 0;
+}
+
+/* After a dir's entries: its metadata (last, so its mode cannot keep them out), then up. */
+static int copy_leave_dir(CopyWalk *cw, const struct stat *src_st, const char *dest_path,
+			  KilnError **err)
+{
+	DestDir d = cw->stack[--cw->n];
+	const DestDir *parent = &cw->stack[cw->n - 1];
+	struct stat st;
+	int r = 0;
+
+	int fd = openat(cw->dest, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || fstat(fd, &st) < 0 || st.st_dev != parent->dev || st.st_ino != parent->ino)
+		r = kiln_error(err, ESTALE, "'%s' was moved while it was copied", dest_path);
+	if (r >= 0 && !d.keep_meta)
+		r = apply_meta(cw->dest, NULL, src_st, cw->j, false, dest_path, err);
+	closep(&cw->dest);
+	cw->dest = fd;
+	return r;
+}
+
+static int copy_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name, const char *path,
+		      const struct stat *st, KilnError **err)
+{
+	CopyWalk *cw = userdata;
+	const CopyOptions *o = cw->j->o;
+	_cleanup_free_ char *dest_path = copy_dest_path(cw, path);
+	bool dir = S_ISDIR(st->st_mode), existed;
+	int r;
+
+	if (ev == DIR_WALK_LEAVE)
+		return copy_leave_dir(cw, st, dest_path, err);
+	bool excluded = ignored(o, path);
+	if (excluded && !(dir && o->from_context && o->ignore &&
+			  dockerignore_may_include_below(o->ignore, path)))
+		return 1;
+	r = clear_entry(cw->dest, name, dir, &existed, err);
+	if (r < 0)
+		return r;
+	if (dir)
+		return copy_enter_dir(cw, name, existed, excluded && existed, dest_path, err);
+	r = copy_leaf(dfd, name, path, st, cw->dest, name, dest_path, cw->j, err);
+	return r < 0 ? r : 1;
+}
+
+/* Copies the entries below src_fd (at src_rel) into dest_fd (at dest_path), any depth. */
+static int copy_dir_contents(int src_fd, const char *src_rel, int dest_fd, const char *dest_path,
+			     const CopyJob *j, KilnError **err)
+{
+	CopyWalk cw = {.j = j, .src_len = strlen(src_rel), .dest_top = dest_path};
+	struct stat st;
+	int r;
+
+	cw.dest = fcntl(dest_fd, F_DUPFD_CLOEXEC, 3);
+	if (cw.dest < 0 || fstat(cw.dest, &st) < 0) {
+		r = kiln_error_errno(err, errno, "open '%s'", dest_path);
+		closep(&cw.dest);
+		return r;
+	}
+	cw.stack = xcalloc(1, sizeof(DestDir));
+	cw.stack[cw.n++] = (DestDir){.dev = st.st_dev, .ino = st.st_ino};
+	r = dir_walk(src_fd, src_rel, 0, copy_visit, &cw, err);
+	closep(&cw.dest);
+	free(cw.stack);
+	return r;
 }
 
 static bool looks_like_archive(int fd)
@@ -723,36 +780,33 @@ static int manifest_add(int dirfd, const char *name, const char *rel, const stru
 	return 0;
 }
 
+typedef struct ManifestWalk {
+	const CopyOptions *o;
+	json_t *out;
+} ManifestWalk;
+
+static int manifest_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name,
+			  const char *path, const struct stat *st, KilnError **err)
+{
+	ManifestWalk *mw = userdata;
+	bool dir = S_ISDIR(st->st_mode);
+
+	if (ev == DIR_WALK_LEAVE)
+		return 0;
+	bool excluded = ignored(mw->o, path);
+	if (excluded &&
+	    !(dir && mw->o->ignore && dockerignore_may_include_below(mw->o->ignore, path)))
+		return 1;
+	int r = excluded ? 0 : manifest_add(dfd, name, path, st, mw->o, mw->out, err);
+	return r < 0 ? r : dir ? 0 : 1;
+}
+
 static int manifest_dir(int dfd, const char *rel, const CopyOptions *o, json_t *out,
 			KilnError **err)
 {
-	_cleanup_strv_free_ char **names = NULL;
-	int k = dir_list_sorted(dfd, &names, err);
+	ManifestWalk mw = {.o = o, .out = out};
 
-	if (k < 0)
-		return kiln_error_wrap(err, k, "'%s'", rel);
-	size_t n = strv_length(names);
-	for (size_t i = 0; i < n; i++) {
-		_cleanup_free_ char *child = rel_join(rel, names[i]);
-		struct stat st;
-		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
-			return kiln_error_errno(err, errno, "stat '%s'", child);
-		bool excluded = ignored(o, child);
-		if (excluded && !(S_ISDIR(st.st_mode) && o->ignore &&
-				  dockerignore_may_include_below(o->ignore, child)))
-			continue;
-		int r = excluded ? 0 : manifest_add(dfd, names[i], child, &st, o, out, err);
-		if (r >= 0 && S_ISDIR(st.st_mode)) {
-			_cleanup_close_ int sub =
-			    openat(dfd, names[i], O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-			if (sub < 0)
-				return kiln_error_errno(err, errno, "open '%s'", child);
-			r = manifest_dir(sub, child, o, out, err);
-		}
-		if (r < 0)
-			return r;
-	}
-	return 0;
+	return dir_walk(dfd, strcmp(rel, ".") ? rel : "", 0, manifest_visit, &mw, err);
 }
 
 int copy_manifest(int src_root_fd, char *const *srcs, const CopyOptions *opts, json_t **ret,

@@ -13,11 +13,15 @@
 #include "common/fdutil.h"
 
 #define TAIL_LINES 8 /* output lines kept per step for the tty display and its error report */
+/* Output without a newline is shown in pieces of at most this many bytes (BuildKit's progress
+ * splits long lines too): what a step's output costs stays linear in time and bounded in
+ * memory however long its lines are. */
+#define LINE_MAX_BYTES 8192
 
 typedef struct StepState {
 	double start;
 	char *name;
-	char *partial; /* an output line not ended by '\n' yet */
+	char *partial; /* an output line not ended by '\n' yet, LINE_MAX_BYTES allocated */
 	size_t partial_len;
 	bool done;
 	char *tail[TAIL_LINES]; /* the last output lines, a ring */
@@ -254,25 +258,62 @@ static void emit_line(Progress *p, unsigned step, const char *line, size_t len)
 	}
 }
 
+/* Where a piece of the len bytes at s ends so that it does not split a UTF-8 sequence (JSON
+ * needs whole characters): before a sequence the bytes do not complete, else len. */
+static size_t utf8_cut(const char *s, size_t len)
+{
+	for (size_t back = 1; back <= 3 && back <= len; back++) {
+		unsigned char c = (unsigned char)s[len - back];
+		if ((c & 0xC0) == 0x80)
+			continue;
+		size_t need = c >= 0xF0 ? 4 : c >= 0xE0 ? 3 : c >= 0xC0 ? 2 : 1;
+		return need > back && back < len ? len - back : len;
+	}
+	return len;
+}
+
+/* Feeds output: each byte is looked at once or twice, and a step holds at most LINE_MAX_BYTES
+ * of a line; a longer line is emitted in pieces. */
+static void step_feed(Progress *p, unsigned step, const char *buf, size_t len)
+{
+	StepState *s = &p->steps[step - 1];
+
+	while (len > 0) {
+		const char *nl = memchr(buf, '\n', len);
+		size_t n = nl ? (size_t)(nl - buf) : len;
+		if (!s->partial_len && nl && n <= LINE_MAX_BYTES) {
+			emit_line(p, step, buf, n);
+			buf += n + 1;
+			len -= n + 1;
+			continue;
+		}
+		if (!s->partial)
+			s->partial = xcalloc(1, LINE_MAX_BYTES);
+		size_t take = LINE_MAX_BYTES - s->partial_len;
+		take = n < take ? n : take;
+		memcpy(s->partial + s->partial_len, buf, take);
+		s->partial_len += take;
+		buf += take;
+		len -= take;
+		if (take == n && nl) {
+			emit_line(p, step, s->partial, s->partial_len);
+			s->partial_len = 0;
+			buf++;
+			len--;
+		} else if (s->partial_len == LINE_MAX_BYTES && len > 0) {
+			size_t cut = utf8_cut(s->partial, s->partial_len);
+			emit_line(p, step, s->partial, cut);
+			memmove(s->partial, s->partial + cut, s->partial_len - cut);
+			s->partial_len -= cut;
+		}
+	}
+}
+
 void progress_step_output(Progress *p, unsigned step, const char *buf, size_t len)
 {
 	pthread_mutex_lock(&p->lock);
-	if (step == 0 || step > p->n_steps || p->mode == OUT_QUIET) {
-		pthread_mutex_unlock(&p->lock);
-		return;
-	}
-	StepState *s = &p->steps[step - 1];
-	s->partial = xrealloc(s->partial, s->partial_len + len + 1);
-	memcpy(s->partial + s->partial_len, buf, len);
-	s->partial_len += len;
-	size_t start = 0;
-	for (size_t i = 0; i < s->partial_len; i++)
-		if (s->partial[i] == '\n') {
-			emit_line(p, step, s->partial + start, i - start);
-			start = i + 1;
-		}
-	memmove(s->partial, s->partial + start, s->partial_len - start);
-	s->partial_len -= start;
+	if (step >= 1 && step <= p->n_steps && p->mode != OUT_QUIET)
+		step_feed(p, step, buf, len);
 	pthread_mutex_unlock(&p->lock);
 }
 

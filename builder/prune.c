@@ -123,32 +123,35 @@ static int dir_list(int at, const char *path, char ***ret, KilnError **err)
 	return 0;
 }
 
-/* Disk usage of dirfd/name and everything below it (du(1) without hardlink dedup). */
+static int usage_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name, const char *path,
+		       const struct stat *st, KilnError **err)
+{
+	(void)dfd, (void)name, (void)path, (void)err;
+	if (ev == DIR_WALK_ENTRY)
+		*(uint64_t *)userdata += (uint64_t)st->st_blocks * 512;
+	return 0;
+}
+
+/* Disk usage of dirfd/name and everything below it (du(1) without hardlink dedup); what cannot
+ * be read counts as nothing. */
 static uint64_t disk_usage_at(int at, const char *name)
 {
+	_cleanup_close_ int fd = -1;
 	struct stat st;
-	uint64_t total;
+	uint64_t total = 0;
 
 	if (fstatat(at, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
 		return 0;
-	total = (uint64_t)st.st_blocks * 512;
-	if (!S_ISDIR(st.st_mode))
-		return total;
-	int fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
-	if (fd < 0)
-		return total;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return total;
-	}
-	struct dirent *de;
-	while ((de = readdir(d)))
-		if (!is_dot(de->d_name))
-			total += disk_usage_at(dirfd(d), de->d_name);
-	closedir(d);
-	return total;
+	if (S_ISDIR(st.st_mode))
+		fd = openat(at, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+	if (fd >= 0)
+		(void)dir_walk(fd, name, DIR_WALK_MISSING_OK, usage_visit, &total, NULL);
+	return total + (uint64_t)st.st_blocks * 512;
 }
+
+/* Where temporaries live: every entry of all_in, the "*.tmp-*" files of tmp_files_in. */
+static const char *const all_in[] = {"tmp", "work"};
+static const char *const tmp_files_in[] = {".", "cache", "cache/slots", "diffids"};
 
 /* A pid at the start of s (decimal, > 0), and where its digits end; 0 when there is none. */
 static pid_t parse_pid(const char *s, const char **ret_end)
@@ -639,8 +642,6 @@ static void remove_temp(int root, const char *path, PruneReport *rep)
 /* Under the exclusive lock nobody else runs: every temporary file is an orphan. */
 static void prune_temps(Store *s, PruneReport *rep)
 {
-	static const char *const all_in[] = {"tmp", "work"};
-	static const char *const tmp_files_in[] = {".", "cache", "cache/slots"};
 	int root = store_dirfd(s);
 
 	for (size_t d = 0; d < ELEMENTSOF(all_in); d++) {
@@ -793,6 +794,7 @@ int prune_run(Store *s, const PruneOptions *o, PruneReport *ret, KilnError **err
 		cache_evict_lru(items, n_items, &w, blob_use, snap_use, o->keep_storage);
 	prune_cache(s, items, n_items, w.blobs, w.diff_ids, &rep);
 	prune_blobs_snapshots(root, blobs, snaps, blob_use, snap_use, &w, &rep);
+	rep.diffid_records = store_diffid_prune(s);
 	*ret = rep;
 out:
 	cache_items_free(items, n_items);
@@ -885,8 +887,6 @@ static void verify_blob(int blobsfd, const char *name, Walk *w, VerifyReport *re
 
 static size_t count_temps(int root)
 {
-	static const char *const all_in[] = {"tmp", "work"};
-	static const char *const tmp_files_in[] = {".", "cache", "cache/slots"};
 	size_t n = 0;
 
 	for (size_t d = 0; d < ELEMENTSOF(all_in); d++) {

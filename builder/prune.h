@@ -45,6 +45,7 @@ typedef struct PruneReport {
 	size_t blobs, snapshots, cache_entries, cache_slots, temps; /* removed */
 	uint64_t blob_bytes, snapshot_bytes, temp_bytes;	    /* removed, disk usage */
 	size_t stale_cache_entries; /* of cache_entries: damaged or pointing at a missing blob */
+	size_t diffid_records;	    /* removed with their blobs (store_diffid_prune()) */
 	size_t kept_blobs, kept_snapshots, kept_cache_entries;
 	uint64_t kept_bytes; /* blobs + snapshots left */
 } PruneReport;
@@ -55,10 +56,11 @@ typedef struct PruneReport {
  * options (least recently used first, by file mtime; slots last written at or before the last
  * evicted entry go with them); blobs reachable neither from an index.json descriptor (indexes,
  * manifests, configs, layers, nested indexes) nor from a kept cache entry; snapshots whose
- * diff_id no reachable config or kept cache entry names. Snapshots are renamed to .del-* before
- * they are deleted, so an interrupted prune never leaves a partial snapshot under its name.
- * Fails without removing any blob when a reachable index, manifest or config cannot be parsed
- * (the store is damaged: see prune_verify()). */
+ * diff_id no reachable config or kept cache entry names; the verified diff_ids of removed blobs
+ * (store_diffid_prune()). Snapshots are renamed to .del-* before they are deleted, so an
+ * interrupted prune never leaves a partial snapshot under its name. Fails without removing any blob
+ * when a reachable index, manifest or config cannot be parsed (the store is damaged: see
+ * prune_verify()). */
 int prune_run(Store *s, const PruneOptions *o, PruneReport *ret, KilnError **err);
 
 /* Prints what prune_run() removed and kept, one line each. */

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +15,7 @@
 
 #include "cleanup.h"
 #include "owner.h"
+#include "strbuf.h"
 
 int write_all(int fd, const void *buf, size_t len)
 {
@@ -211,55 +213,200 @@ int mkdir_p_owned(const char *path, mode_t mode, KilnError **err)
 	return mkdir_p_impl(path, mode, true, err);
 }
 
-static int rm_rf_children(int dfd, KilnError **err)
+/* Opens dirfd/name as a directory; with unlock, one without permission is made 0700 first. */
+static int open_dir_unlock(int dirfd, const char *name, bool unlock)
 {
-	DIR *d = fdopendir(dfd);
-	struct dirent *de;
-	int r = 0;
+	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 
-	if (!d) {
-		close(dfd);
-		return kiln_error_errno(err, errno, "opendir");
+	if (fd < 0 && errno == EACCES && unlock) {
+		fchmodat(dirfd, name, 0700, 0);
+		fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	}
-	while ((de = readdir(d))) {
-		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
-			continue;
-		r = rm_rf_at(dirfd(d), de->d_name, err);
-		if (r < 0)
-			break;
-	}
-	closedir(d);
-	return r;
+	return fd;
+}
+
+static int rm_rf_visit(void *ud, DirWalkEvent ev, int dfd, const char *name, const char *path,
+		       const struct stat *st, KilnError **err)
+{
+	bool dir = S_ISDIR(st->st_mode);
+
+	(void)ud;
+	if (ev == DIR_WALK_ENTRY && dir)
+		return 0;
+	if (unlinkat(dfd, name, dir ? AT_REMOVEDIR : 0) < 0 && errno != ENOENT)
+		return kiln_error_errno(err, errno, "%s '%s'", dir ? "rmdir" : "unlink", path);
+	return 0;
 }
 
 int rm_rf_at(int dirfd, const char *name, KilnError **err)
 {
+	_cleanup_close_ int fd = -1;
 	struct stat st;
+	int r;
 
 	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return 0;
 		return kiln_error_errno(err, errno, "stat '%s'", name);
 	}
-	if (S_ISDIR(st.st_mode)) {
-		int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0 && errno == EACCES) {
-			/* A directory without search permission (a RUN step's chmod 000). */
-			fchmodat(dirfd, name, 0700, 0);
-			fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		}
-		if (fd < 0)
-			return kiln_error_errno(err, errno, "open '%s'", name);
-		int r = rm_rf_children(fd, err);
-		if (r < 0)
-			return r;
-		if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
-			return kiln_error_errno(err, errno, "rmdir '%s'", name);
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
+			return kiln_error_errno(err, errno, "unlink '%s'", name);
 		return 0;
 	}
-	if (unlinkat(dirfd, name, 0) < 0 && errno != ENOENT)
-		return kiln_error_errno(err, errno, "unlink '%s'", name);
+	fd = open_dir_unlock(dirfd, name, true);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", name);
+	r = dir_walk(fd, name, DIR_WALK_UNLOCK | DIR_WALK_MISSING_OK, rm_rf_visit, NULL, err);
+	if (r < 0)
+		return r;
+	if (unlinkat(dirfd, name, AT_REMOVEDIR) < 0 && errno != ENOENT)
+		return kiln_error_errno(err, errno, "rmdir '%s'", name);
 	return 0;
+}
+
+/* ---------- dir_walk ---------- */
+
+typedef struct WalkFrame {
+	char **names; /* the directory's entries, sorted */
+	size_t next;
+	struct stat st;	 /* the directory's own: for LEAVE and the check on the way back up */
+	char *name;	 /* its name in its parent; NULL for the top */
+	size_t path_len; /* length of its path in Walk.path */
+} WalkFrame;
+
+typedef struct Walk {
+	DirWalkFn fn;
+	void *userdata;
+	unsigned flags;
+	int cur; /* the directory of the innermost frame */
+	WalkFrame *frames;
+	size_t n, cap;
+	StrBuf path;
+} Walk;
+
+static void walk_done(Walk *w)
+{
+	closep(&w->cur);
+	for (size_t i = 0; i < w->n; i++) {
+		strv_free(w->frames[i].names);
+		free(w->frames[i].name);
+	}
+	free(w->frames);
+	strbuf_done(&w->path);
+}
+
+static bool same_inode(const struct stat *a, const struct stat *b)
+{
+	return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Makes fd (the directory entered as name, NULL for the top) the innermost frame. */
+static int walk_push(Walk *w, int fd, const char *name, const struct stat *st, KilnError **err)
+{
+	char **names = NULL;
+	int r = dir_list_sorted(fd, &names, err);
+
+	if (r < 0) {
+		close(fd);
+		return kiln_error_wrap(err, r, "read dir '%s'", w->path.len ? w->path.s : ".");
+	}
+	if (w->n == w->cap) {
+		w->cap = w->cap ? w->cap * 2 : 16;
+		w->frames = xrealloc(w->frames, w->cap * sizeof(WalkFrame));
+	}
+	w->frames[w->n++] = (WalkFrame){
+	    .names = names,
+	    .st = *st,
+	    .name = name ? xstrdup(name) : NULL,
+	    .path_len = w->path.len,
+	};
+	closep(&w->cur);
+	w->cur = fd;
+	return 0;
+}
+
+/* Leaves the innermost directory through ".." and reports LEAVE for it. */
+static int walk_pop(Walk *w, KilnError **err)
+{
+	WalkFrame f = w->frames[--w->n];
+	_cleanup_free_ char *name = f.name;
+	struct stat st;
+	int r;
+
+	strv_free(f.names);
+	if (w->n == 0)
+		return 0;
+	WalkFrame *parent = &w->frames[w->n - 1];
+	strbuf_truncate(&w->path, f.path_len);
+	int fd = openat(w->cur, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/..'", w->path.s);
+	if (fstat(fd, &st) < 0 || !same_inode(&st, &parent->st)) {
+		close(fd);
+		return kiln_error(err, ESTALE, "'%s' was moved while it was read", w->path.s);
+	}
+	closep(&w->cur);
+	w->cur = fd;
+	r = w->fn(w->userdata, DIR_WALK_LEAVE, w->cur, name, w->path.s, &f.st, err);
+	strbuf_truncate(&w->path, parent->path_len);
+	return r < 0 ? r : 0;
+}
+
+static int walk_entry(Walk *w, const char *name, KilnError **err)
+{
+	struct stat st, now;
+	int r, fd;
+
+	strbuf_truncate(&w->path, w->frames[w->n - 1].path_len);
+	if (w->path.len)
+		strbuf_addc(&w->path, '/');
+	strbuf_adds(&w->path, name);
+	if (fstatat(w->cur, name, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+		if (errno == ENOENT && (w->flags & DIR_WALK_MISSING_OK))
+			return 0;
+		return kiln_error_errno(err, errno, "stat '%s'", w->path.s);
+	}
+	r = w->fn(w->userdata, DIR_WALK_ENTRY, w->cur, name, w->path.s, &st, err);
+	if (r != 0 || !S_ISDIR(st.st_mode))
+		return r < 0 ? r : 0;
+	fd = open_dir_unlock(w->cur, name, w->flags & DIR_WALK_UNLOCK);
+	if (fd < 0 && errno == ENOENT && (w->flags & DIR_WALK_MISSING_OK))
+		return 0;
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s'", w->path.s);
+	if (fstat(fd, &now) < 0 || !same_inode(&now, &st)) {
+		close(fd);
+		return kiln_error(err, ESTALE, "'%s' was replaced while it was read", w->path.s);
+	}
+	return walk_push(w, fd, name, &st, err);
+}
+
+int dir_walk(int top_fd, const char *prefix, unsigned flags, DirWalkFn fn, void *userdata,
+	     KilnError **err)
+{
+	_cleanup_(walk_done) Walk w = {.fn = fn, .userdata = userdata, .flags = flags, .cur = -1};
+	struct stat st;
+	int r, fd = openat(top_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0 || fstat(fd, &st) < 0) {
+		r = kiln_error_errno(err, errno, "open '%s'", prefix && *prefix ? prefix : ".");
+		closep(&fd);
+		return r;
+	}
+	strbuf_adds(&w.path, prefix ? prefix : "");
+	r = walk_push(&w, fd, NULL, &st, err);
+	while (r >= 0 && w.n > 0) {
+		WalkFrame *f = &w.frames[w.n - 1];
+		const char *name = f->names[f->next];
+		if (name) {
+			f->next++;
+			r = walk_entry(&w, name, err);
+		} else {
+			r = walk_pop(&w, err);
+		}
+	}
+	return r < 0 ? r : 0;
 }
 
 static int cmp_strp(const void *a, const void *b)

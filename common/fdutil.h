@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "error.h"
@@ -44,8 +45,35 @@ int mkdirat_owned(int dfd, const char *name, mode_t mode);
  * its position is untouched (a duplicate is read). */
 int dir_list_sorted(int dfd, char ***ret_names, KilnError **err);
 
-/* rm -rf below dirfd/name without following symlinks; ENOENT is success. */
+/* rm -rf below dirfd/name without following symlinks; ENOENT is success. A directory without
+ * read or search permission (a RUN step's chmod 000) is made 0700 first. Iterative (see
+ * dir_walk()): any depth, a bounded number of fds. */
 int rm_rf_at(int dirfd, const char *name, KilnError **err);
+
+/* Walking a tree iteratively. Trees made by RUN steps and unpacked from layers are hostile
+ * input: a 20,000-deep tree must neither overflow the stack nor need an fd per level, so the
+ * walk keeps ONE directory fd (plus a transient one while listing) and goes back up through
+ * ".." (checked against the device and inode it came down from: a directory moved during the
+ * walk is an error, never a way out of the tree). */
+typedef enum { DIR_WALK_ENTRY, DIR_WALK_LEAVE } DirWalkEvent;
+
+/* Called for every entry below the top, each directory's entries in byte order: ENTRY (before
+ * the entries of a directory, which follow when it returns 0) and, for a directory that was
+ * entered, LEAVE after them. dfd is the directory holding the entry and name its name there
+ * (both valid during the call only); path is prefix + "/" + the path below the top (no leading
+ * "/" when prefix is ""); st is its lstat (for LEAVE: as it was at ENTRY). Returns < 0 to stop
+ * the walk with that error, 0 to go on, 1 to skip a directory's entries (and its LEAVE). */
+typedef int (*DirWalkFn)(void *userdata, DirWalkEvent ev, int dfd, const char *name,
+			 const char *path, const struct stat *st, KilnError **err);
+
+enum {
+	DIR_WALK_UNLOCK = 1 << 0,     /* chmod 0700 a directory that cannot be opened (EACCES) */
+	DIR_WALK_MISSING_OK = 1 << 1, /* an entry gone before it was visited is skipped */
+};
+
+/* Walks the tree below top_fd (which stays open and untouched). */
+int dir_walk(int top_fd, const char *prefix, unsigned flags, DirWalkFn fn, void *userdata,
+	     KilnError **err);
 
 /* Strings: NULL-terminated arrays of malloc'd strings. */
 size_t strv_length(char *const *v);

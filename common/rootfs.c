@@ -69,12 +69,13 @@ int path_clean_relative(const char *path, char **ret)
 	return clean_path(path, false, ret);
 }
 
-static int open_with_openat2(int root_fd, const char *path, int flags, mode_t mode)
+static int open_with_openat2(int root_fd, const char *path, int flags, mode_t mode,
+			     uint64_t resolve)
 {
 	struct open_how how = {
 	    .flags = (uint64_t)(flags | O_CLOEXEC),
 	    .mode = (flags & (O_CREAT | O_TMPFILE)) ? mode : 0,
-	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS,
+	    .resolve = RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS | resolve,
 	};
 
 	/* RESOLVE_IN_ROOT fails with EAGAIN when a rename races with ".." resolution. */
@@ -192,12 +193,23 @@ int rootfs_open(int root_fd, const char *path, int flags, mode_t mode)
 	if (!path || !*path)
 		path = ".";
 	if (!force_fallback && !openat2_missing) {
-		int fd = open_with_openat2(root_fd, path, flags, mode);
+		int fd = open_with_openat2(root_fd, path, flags, mode, 0);
 		if (fd != -ENOSYS)
 			return fd;
 		openat2_missing = true;
 	}
 	return open_with_walk(root_fd, path, flags, mode);
+}
+
+int rootfs_open_no_symlinks(int root_fd, const char *path, int flags)
+{
+	if (force_fallback || openat2_missing)
+		return -ENOSYS;
+	int fd =
+	    open_with_openat2(root_fd, path && *path ? path : ".", flags, 0, RESOLVE_NO_SYMLINKS);
+	if (fd == -ENOSYS)
+		openat2_missing = true;
+	return fd;
 }
 
 static bool is_dot_name(const char *s)

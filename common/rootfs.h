@@ -13,6 +13,11 @@
  * the last component from being followed. Returns an fd or -errno. */
 int rootfs_open(int root_fd, const char *path, int flags, mode_t mode);
 
+/* rootfs_open() for a path none of whose components is a symlink (RESOLVE_NO_SYMLINKS): -ELOOP
+ * when one is, -ENOSYS where openat2() is missing or the fallback is forced (the caller then
+ * walks the components itself). */
+int rootfs_open_no_symlinks(int root_fd, const char *path, int flags);
+
 /* Resolves all but the last component inside the root; returns the parent dir fd (O_DIRECTORY)
  * in *ret_dirfd and the last component in *ret_name (malloc'd; "." for the root itself or when
  * the path ends in "." or ".."), so callers can create, replace or unlink the last entry without

@@ -25,6 +25,14 @@ void strbuf_addc(StrBuf *b, char c)
 	strbuf_add(b, &c, 1);
 }
 
+void strbuf_truncate(StrBuf *b, size_t len)
+{
+	if (b->s && len < b->len) {
+		b->len = len;
+		b->s[len] = 0;
+	}
+}
+
 char *strbuf_steal(StrBuf *b)
 {
 	char *s = b->s ? b->s : xstrdup("");

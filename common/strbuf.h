@@ -13,6 +13,8 @@ typedef struct StrBuf {
 void strbuf_add(StrBuf *b, const char *s, size_t n);
 void strbuf_adds(StrBuf *b, const char *s);
 void strbuf_addc(StrBuf *b, char c);
+/* Cuts the string back to its first len bytes (len <= b->len). */
+void strbuf_truncate(StrBuf *b, size_t len);
 /* Returns the string (never NULL: "" when empty) and leaves b empty. */
 char *strbuf_steal(StrBuf *b);
 void strbuf_done(StrBuf *b);

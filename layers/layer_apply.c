@@ -121,67 +121,106 @@ static bool created_has(Applier *ap, const char *path)
 	return tfind(path, &ap->created, (int (*)(const void *, const void *))strcmp) != NULL;
 }
 
+static int clear_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name, const char *path,
+		       const struct stat *st, KilnError **err)
+{
+	Applier *ap = userdata;
+
+	if (ev == DIR_WALK_LEAVE)
+		return 0;
+	if (!created_has(ap, path)) {
+		int r = rm_rf_at(dfd, name, err);
+		return r < 0 ? r : 1;
+	}
+	return S_ISDIR(st->st_mode) ? 0 : 1;
+}
+
 /* MERGE opaque dir: removes what earlier layers left below path, keeping this layer's entries. */
 static int clear_earlier(Applier *ap, int dfd, const char *path, KilnError **err)
 {
-	_cleanup_close_ int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return kiln_error_errno(err, errno, "open '%s'", path);
-	_cleanup_closedir_ DIR *d = fdopendir(fd);
-	if (!d)
-		return kiln_error_errno(err, errno, "open '%s'", path);
-	TAKE_FD(fd);
-	struct dirent *de;
-	int r = 0;
-	while (r == 0 && (de = readdir(d))) {
-		if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-			continue;
-		_cleanup_free_ char *child = strcmp(path, ".") == 0
-						 ? xstrdup(de->d_name)
-						 : xasprintf("%s/%s", path, de->d_name);
-		if (!created_has(ap, child)) {
-			r = rm_rf_at(dirfd(d), de->d_name, err);
-			continue;
-		}
-		_cleanup_close_ int sub =
-		    openat(dirfd(d), de->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-		if (sub >= 0)
-			r = clear_earlier(ap, sub, child, err);
-	}
-	return r;
+	return dir_walk(dfd, strcmp(path, ".") == 0 ? "" : path, 0, clear_visit, ap, err);
 }
 
-/* MERGE mode: the directory a whiteout applies to, in the rootfs. 1 with *ret_fd, or 0 when there
- * is no such directory (nothing to white out). */
-static int merge_dir_open(Applier *ap, const char *dir, int *ret_fd, KilnError **err)
+/* One component of parent_open(): name in *cur becomes a dir (made 0755 when missing; a non-dir
+ * an earlier layer left there is replaced) and *cur moves into it. prefix: the path so far. */
+static int merge_step(int *cur, const char *prefix, const char *name, KilnError **err)
 {
-	int fd = rootfs_open(ap->dest, dir, O_RDONLY | O_DIRECTORY, 0);
+	struct stat st;
+	int r, fd;
 
-	if (fd == -ENOENT || fd == -ENOTDIR)
-		return 0;
+	if (fstatat(*cur, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
+	    (r = rm_rf_at(*cur, name, err)) < 0)
+		return r;
+	bool made = mkdirat(*cur, name, 0755) == 0;
+	if (!made && errno != EEXIST)
+		return kiln_error_errno(err, errno, "mkdir '%s'", prefix);
+	fd = openat(*cur, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 	if (fd < 0)
-		return kiln_error_errno(err, -fd, "open '%s'", dir);
-	*ret_fd = fd;
-	return 1;
+		return kiln_error_errno(err, errno, "open '%s'", prefix);
+	if (made && fchmod(fd, 0755) < 0) {
+		close(fd);
+		return kiln_error_errno(err, errno, "chmod '%s'", prefix);
+	}
+	closep(cur);
+	*cur = fd;
+	return 0;
+}
+
+/* The dir an entry (or whiteout) goes into, made when missing. MERGE with whiteouts flattens
+ * image layers the way their overlay stack reads, each layer its own dir (kiln's snapshots,
+ * BuildKit's overlayfs snapshotter, Docker's overlay2): every parent of an entry is a directory
+ * of the entry's layer, so what an earlier layer has there that is not a directory, a symlink
+ * to one included, is replaced, not followed. A symlink this layer made is followed inside the
+ * root, as in OVERLAY mode; so are all symlinks for ADD (no whiteouts), as Docker does. */
+static int parent_open(Applier *ap, const char *dir, int *ret_fd, KilnError **err)
+{
+	_cleanup_free_ char *prefix = xstrdup(dir);
+	_cleanup_close_ int cur = -1;
+	int r;
+
+	if (ap->o->mode != LAYER_APPLY_MERGE || !ap->o->whiteouts || strcmp(dir, ".") == 0)
+		return rootfs_mkdir_p(ap->dest, dir, 0755, (uid_t)-1, (gid_t)-1, ret_fd, err);
+	/* The usual case in one call: every parent already a real directory. */
+	cur = rootfs_open_no_symlinks(ap->dest, dir, O_RDONLY | O_DIRECTORY);
+	if (cur >= 0 || cur == -ENAMETOOLONG) {
+		if (cur < 0)
+			return kiln_error_errno(err, -cur, "open '%s'", dir);
+		*ret_fd = TAKE_FD(cur);
+		return 0;
+	}
+	cur = openat(ap->dest, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (cur < 0)
+		return kiln_error_errno(err, errno, "open the image root");
+	for (char *p = prefix, *slash = prefix; slash; p = slash + 1) {
+		struct stat st;
+		slash = strchr(p, '/');
+		if (slash)
+			*slash = 0;
+		if (fstatat(cur, p, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISLNK(st.st_mode) &&
+		    created_has(ap, prefix))
+			return rootfs_mkdir_p(ap->dest, dir, 0755, (uid_t)-1, (gid_t)-1, ret_fd,
+					      err);
+		if ((r = merge_step(&cur, prefix, p, err)) < 0)
+			return r;
+		if (slash)
+			*slash = '/';
+	}
+	*ret_fd = TAKE_FD(cur);
+	return 0;
 }
 
 static int apply_opaque(Applier *ap, const char *dir, KilnError **err)
 {
 	_cleanup_close_ int fd = -1;
-	int r;
+	int r = parent_open(ap, dir, &fd, err);
 
-	if (ap->o->mode == LAYER_APPLY_OVERLAY) {
-		r = rootfs_mkdir_p(ap->dest, dir, 0755, (uid_t)-1, (gid_t)-1, &fd, err);
-		if (r < 0)
-			return r;
-		if (fsetxattr(fd, "user.overlay.opaque", "y", 1, 0) < 0)
-			return kiln_error_errno(err, errno, "mark '%s' opaque", dir);
-		return 0;
-	}
-	r = merge_dir_open(ap, dir, &fd, err);
-	if (r <= 0)
+	if (r < 0)
 		return r;
-	return clear_earlier(ap, fd, dir, err);
+	if (ap->o->mode == LAYER_APPLY_MERGE)
+		return clear_earlier(ap, fd, dir, err);
+	if (fsetxattr(fd, "user.overlay.opaque", "y", 1, 0) < 0)
+		return kiln_error_errno(err, errno, "mark '%s' opaque", dir);
+	return 0;
 }
 
 /* A bare ".wh." would name the dir itself (image-spec: implementations must refuse it). */
@@ -206,20 +245,13 @@ static int apply_whiteout(Applier *ap, const char *dir, const char *base, const 
 	/* Other ".wh..wh." names are aufs bookkeeping (hard link dirs), not content. */
 	if (strncmp(base, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0)
 		return 0;
-	if ((r = whiteout_check(base, raw, err)) < 0)
+	if ((r = whiteout_check(base, raw, err)) < 0 || (r = parent_open(ap, dir, &fd, err)) < 0 ||
+	    (r = rm_rf_at(fd, name, err)) < 0)
 		return r;
-	if (ap->o->mode == LAYER_APPLY_OVERLAY) {
-		r = rootfs_mkdir_p(ap->dest, dir, 0755, (uid_t)-1, (gid_t)-1, &fd, err);
-		if (r < 0 || (r = rm_rf_at(fd, name, err)) < 0)
-			return r;
-		if (mknodat(fd, name, S_IFCHR | 0000, makedev(0, 0)) < 0)
-			return kiln_error_errno(err, errno, "create whiteout for '%s'", raw);
-		return 0;
-	}
-	r = merge_dir_open(ap, dir, &fd, err);
-	if (r <= 0)
-		return r;
-	return rm_rf_at(fd, name, err);
+	if (ap->o->mode == LAYER_APPLY_OVERLAY &&
+	    mknodat(fd, name, S_IFCHR | 0000, makedev(0, 0)) < 0)
+		return kiln_error_errno(err, errno, "create whiteout for '%s'", raw);
+	return 0;
 }
 
 static int pwrite_all(int fd, const void *buf, size_t len, off_t off)
@@ -506,7 +538,7 @@ static int apply_entry(Applier *ap, struct archive_entry *e, KilnError **err)
 	if (ap->o->whiteouts && strncmp(base, WHITEOUT_PREFIX, strlen(WHITEOUT_PREFIX)) == 0)
 		return apply_whiteout(ap, dir, base, raw, err);
 
-	r = rootfs_mkdir_p(ap->dest, dir, 0755, (uid_t)-1, (gid_t)-1, &pfd, err);
+	r = parent_open(ap, dir, &pfd, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "layer entry '%s'", raw);
 	if (slash)

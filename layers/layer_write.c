@@ -33,7 +33,8 @@ typedef struct Writer {
 	void *userdata;
 	int64_t size, usize;
 	size_t n_entries;
-	void *links; /* tsearch() tree of HardLink, keyed by (dev, ino) */
+	size_t n_dropped; /* sockets removed from the source (sync_source) */
+	void *links;	  /* tsearch() tree of HardLink, keyed by (dev, ino) */
 	KilnError *cb_err;
 	char *buf;
 } Writer;
@@ -229,18 +230,23 @@ static const char *hard_link_lookup(Writer *w, const struct stat *st, const char
 	return NULL;
 }
 
-static time_t clamp_mtime(Writer *w, int dfd, const char *name, const struct stat *st)
+static time_t entry_mtime(const Writer *w, const struct stat *st)
 {
 	time_t mtime = st->st_mtim.tv_sec;
 
 	if (w->opts->epoch >= 0 && mtime > w->opts->epoch)
 		mtime = (time_t)w->opts->epoch;
-	if (w->opts->clamp_in_place && (mtime != st->st_mtim.tv_sec || st->st_mtim.tv_nsec != 0)) {
-		struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = mtime}};
-		/* Best effort: the tar is right either way, only snapshot reuse would differ. */
-		(void)utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
-	}
 	return mtime;
+}
+
+/* sync_source: the source entry gets the mtime written for it. Best effort: the tar is right
+ * either way, only snapshot reuse would differ. */
+static void source_set_mtime(const Writer *w, int dfd, const char *name, time_t mtime)
+{
+	struct timespec ts[2] = {{.tv_nsec = UTIME_OMIT}, {.tv_sec = mtime}};
+
+	if (w->opts->sync_source)
+		(void)utimensat(dfd, name, ts, AT_SYMLINK_NOFOLLOW);
 }
 
 /* Fills the type-specific parts of e; *ret_fd gets an open fd for files and dirs. Returns 1
@@ -293,13 +299,29 @@ static int entry_fill(Writer *w, struct archive_entry *e, int dfd, const char *n
 	}
 }
 
-static int write_entry(Writer *w, int dfd, const char *name, const char *prefix,
-		       const struct stat *st, int *ret_dir_fd, KilnError **err)
+/* A socket has no tar form (BuildKit and containerd leave it out of the diff too); when the
+ * source is kept as the layer's snapshot it goes from there as well, so the next step sees
+ * what the layer holds. */
+static int drop_socket(Writer *w, int dfd, const char *name, const char *path, KilnError **err)
 {
-	_cleanup_free_ char *path = xasprintf("%s%s", prefix, name);
+	if (!w->opts->sync_source)
+		return 0;
+	if (unlinkat(dfd, name, 0) < 0 && errno != ENOENT)
+		return kiln_error_errno(err, errno, "remove socket '%s'", path);
+	w->n_dropped++;
+	return 0;
+}
+
+/* One entry; dirs are left open for their entries (dir_walk() descends into them). */
+static int write_entry(Writer *w, int dfd, const char *name, const char *path,
+		       const struct stat *st, KilnError **err)
+{
 	_cleanup_close_ int fd = -1;
-	time_t mtime = clamp_mtime(w, dfd, name, st);
+	time_t mtime = entry_mtime(w, st);
 	int r;
+
+	if (mtime != st->st_mtim.tv_sec || st->st_mtim.tv_nsec != 0)
+		source_set_mtime(w, dfd, name, mtime);
 
 	/* A tar has no way to escape the name: ".wh.x" would read back as a whiteout deleting x
 	 * (podman #3582, image-spec layer.md), so such a file cannot be stored at all. */
@@ -310,7 +332,8 @@ static int write_entry(Writer *w, int dfd, const char *name, const char *prefix,
 				  path);
 	if (w->opts->source == LAYER_SOURCE_OVERLAY_UPPER && S_ISCHR(st->st_mode) &&
 	    st->st_rdev == 0) {
-		_cleanup_free_ char *wh = xasprintf("%s.wh.%s", prefix, name);
+		_cleanup_free_ char *wh =
+		    xasprintf("%.*s.wh.%s", (int)(strlen(path) - strlen(name)), path, name);
 		return write_marker(w, wh, st, 0600, mtime, err);
 	}
 	struct archive_entry *e = archive_entry_new();
@@ -328,44 +351,34 @@ static int write_entry(Writer *w, int dfd, const char *name, const char *prefix,
 		r = archive_fail(w, path, err);
 	bool has_data = archive_entry_size(e) > 0;
 	archive_entry_free(e);
-	if (r != 0)
-		return r < 0 ? r : 0;
+	if (r > 0)
+		return drop_socket(w, dfd, name, path, err);
+	if (r < 0)
+		return r;
 	w->n_entries++;
 	if (S_ISREG(st->st_mode) && has_data)
 		return copy_data(w, fd, path, st->st_size, err);
-	if (S_ISDIR(st->st_mode)) {
-		if (w->opts->source == LAYER_SOURCE_OVERLAY_UPPER && dir_is_opaque(fd)) {
-			_cleanup_free_ char *opq = xasprintf("%s/.wh..wh..opq", path);
-			r = write_marker(w, opq, st, st->st_mode & 0777, mtime, err);
-			if (r < 0)
-				return r;
-		}
-		*ret_dir_fd = TAKE_FD(fd);
+	if (S_ISDIR(st->st_mode) && w->opts->source == LAYER_SOURCE_OVERLAY_UPPER &&
+	    dir_is_opaque(fd)) {
+		_cleanup_free_ char *opq = xasprintf("%s/.wh..wh..opq", path);
+		return write_marker(w, opq, st, st->st_mode & 0777, mtime, err);
 	}
 	return 0;
 }
 
-/* Depth first: each entry, then (for a dir) everything below it, siblings in byte order. */
-static int write_tree(Writer *w, int dfd, const char *prefix, KilnError **err)
+/* Depth first (dir_walk()): each entry, then (for a dir) everything below it, siblings in byte
+ * order. */
+static int write_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name, const char *path,
+		       const struct stat *st, KilnError **err)
 {
-	_cleanup_strv_free_ char **names = NULL;
-	int r = dir_list_sorted(dfd, &names, err);
+	Writer *w = userdata;
 
-	if (r < 0)
-		return kiln_error_wrap(err, r, "read dir '%s'", *prefix ? prefix : ".");
-
-	for (size_t i = 0; r == 0 && names && names[i]; i++) {
-		_cleanup_close_ int child = -1;
-		struct stat st;
-		if (fstatat(dfd, names[i], &st, AT_SYMLINK_NOFOLLOW) < 0)
-			return kiln_error_errno(err, errno, "stat '%s%s'", prefix, names[i]);
-		r = write_entry(w, dfd, names[i], prefix, &st, &child, err);
-		if (r == 0 && child >= 0) {
-			_cleanup_free_ char *sub = xasprintf("%s%s/", prefix, names[i]);
-			r = write_tree(w, child, sub, err);
-		}
-	}
-	return r;
+	if (ev == DIR_WALK_ENTRY)
+		return write_entry(w, dfd, name, path, st, err);
+	/* Removing a socket touched its dir: give the dir back the mtime its entry has. */
+	if (w->n_dropped)
+		source_set_mtime(w, dfd, name, entry_mtime(w, st));
+	return 0;
 }
 
 static int writer_init(Writer *w, KilnError **err)
@@ -400,7 +413,7 @@ int layer_write(int dirfd, const LayerWriteOptions *opts, LayerSinkFn sink, void
 
 	if (r < 0)
 		return r;
-	r = write_tree(&w, dirfd, "", err);
+	r = dir_walk(dirfd, "", 0, write_visit, &w, err);
 	if (r < 0)
 		return r;
 	if (archive_write_close(w.a) != ARCHIVE_OK)

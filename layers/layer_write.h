@@ -21,8 +21,9 @@ typedef struct LayerWriteOptions {
 	Compression compression;
 	int level;     /* 0 = default */
 	int64_t epoch; /* >= 0: every mtime later than epoch is written as epoch; < 0: unchanged */
-	bool clamp_in_place; /* also set the clamped mtimes on the source files (lutimensat) so the
-			      * dir, reused as a snapshot, matches the tar */
+	bool sync_source; /* make the source dir match the tar, so that it can be reused as the
+			   * layer's snapshot: the clamped mtimes are set on the source files
+			   * (lutimensat) and sockets, which a tar cannot hold, are removed */
 } LayerWriteOptions;
 
 typedef struct LayerDigests {
@@ -40,6 +41,7 @@ typedef struct LayerDigests {
  * hard links (same inode) written as link entries to the first path, xattrs
  * (security.capability and user.* other than user.overlay.*, on files and dirs) sorted; the
  * archive ends right after the two zero blocks (no 10240-byte record padding). Sockets are
- * skipped. Same tree -> same bytes. */
+ * skipped (and removed with sync_source). Same tree -> same bytes. The tree is walked with
+ * dir_walk(): any depth, a bounded number of fds. */
 int layer_write(int dirfd, const LayerWriteOptions *opts, LayerSinkFn sink, void *userdata,
 		LayerDigests *ret, KilnError **err);

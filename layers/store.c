@@ -18,12 +18,14 @@
 struct Store {
 	char *path;
 	int dirfd;
-	int blobsfd; /* ROOT/blobs/sha256 */
-	int tmpfd;   /* ROOT/tmp */
-	int gcfd;    /* ROOT/gc.lock, shared (or exclusive after store_gc_lock_exclusive) */
-	int workfd;  /* ROOT/work/<pid>.lock while this process owns ROOT/work/<pid> */
+	int blobsfd;   /* ROOT/blobs/sha256 */
+	int tmpfd;     /* ROOT/tmp */
+	int gcfd;      /* ROOT/gc.lock, shared (or exclusive after store_gc_lock_exclusive) */
+	int diffidsfd; /* ROOT/diffids */
+	int workfd;    /* ROOT/work/<pid>.lock while this process owns ROOT/work/<pid> */
 	char *work;
 	char workname[16]; /* "<pid>" */
+	char *warning;	   /* store_warning() */
 };
 
 struct BlobWriter {
@@ -38,7 +40,7 @@ struct BlobWriter {
 
 static int open_dir_at(int dirfd, const char *name, bool create, int *ret_fd, KilnError **err)
 {
-	if (create && mkdirat(dirfd, name, 0755) < 0 && errno != EEXIST)
+	if (create && mkdirat(dirfd, name, 0700) < 0 && errno != EEXIST)
 		return kiln_error_errno(err, errno, "mkdir '%s'", name);
 	int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
@@ -50,7 +52,7 @@ static int open_dir_at(int dirfd, const char *name, bool create, int *ret_fd, Ki
 int store_lock(Store *s, int *ret_fd, KilnError **err)
 {
 	_cleanup_close_ int fd =
-	    openat(s->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	    openat(s->dirfd, "lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 
 	if (fd < 0)
 		return kiln_error_errno(err, errno, "open '%s/lock'", s->path);
@@ -67,7 +69,7 @@ static int write_if_missing(Store *s, const char *name, const char *data, KilnEr
 		return 0;
 	if (errno != ENOENT)
 		return kiln_error_errno(err, errno, "access '%s/%s'", s->path, name);
-	return write_file_atomic_at(s->dirfd, name, data, strlen(data), 0644, err);
+	return write_file_atomic_at(s->dirfd, name, data, strlen(data), 0600, err);
 }
 
 static int flock_retry(int fd, int op)
@@ -81,7 +83,7 @@ static int flock_retry(int fd, int op)
 /* Every process using the store holds ROOT/gc.lock shared for as long as the store is open. */
 static int gc_lock_take(Store *s, KilnError **err)
 {
-	s->gcfd = openat(s->dirfd, "gc.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	s->gcfd = openat(s->dirfd, "gc.lock", O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (s->gcfd < 0)
 		return kiln_error_errno(err, errno, "open '%s/gc.lock'", s->path);
 	int r = flock_retry(s->gcfd, LOCK_SH);
@@ -125,7 +127,7 @@ int store_work_acquire(Store *s, char **ret_path, KilnError **err)
 	snprintf(lockname, sizeof(lockname), "%s.lock", idname);
 	for (;;) {
 		_cleanup_close_ int fd =
-		    openat(workdir, lockname, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+		    openat(workdir, lockname, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (fd < 0)
 			return kiln_error_errno(err, errno, "open '%s/work/%s'", s->path, lockname);
 		/* Blocking: another process may hold it for a moment to check that the id is
@@ -186,7 +188,7 @@ int store_work_probe(Store *s, pid_t pid, int *ret_fd, KilnError **err)
 	snprintf(name, sizeof(name), "%d.lock", (int)pid);
 	/* Created when missing: holding it keeps a new process of that pid from starting to use
 	 * the id while the caller removes what the dead one left. */
-	fd = openat(workdir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	fd = openat(workdir, name, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return kiln_error_errno(err, errno, "open '%s/work/%s'", s->path, name);
 	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
@@ -202,9 +204,11 @@ int store_work_probe(Store *s, pid_t pid, int *ret_fd, KilnError **err)
 	return 0;
 }
 
+/* Everything inside is created 0700 (dirs) and 0600 (files): blobs and snapshots hold the
+ * images' files, which other local users must not read. */
 static int store_init_layout(Store *s, KilnError **err)
 {
-	_cleanup_close_ int blobs = -1, lock = -1;
+	_cleanup_close_ int blobs = -1, lock = -1, snapshots = -1;
 	int r;
 
 	r = open_dir_at(s->dirfd, "blobs", true, &blobs, err);
@@ -214,6 +218,12 @@ static int store_init_layout(Store *s, KilnError **err)
 	if (r < 0)
 		return r;
 	r = open_dir_at(s->dirfd, "tmp", true, &s->tmpfd, err);
+	if (r < 0)
+		return r;
+	r = open_dir_at(s->dirfd, "diffids", true, &s->diffidsfd, err);
+	if (r < 0)
+		return r;
+	r = open_dir_at(s->dirfd, "snapshots", true, &snapshots, err);
 	if (r < 0)
 		return r;
 	r = store_lock(s, &lock, err);
@@ -227,19 +237,38 @@ static int store_init_layout(Store *s, KilnError **err)
 	    "{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX "\",\"manifests\":[]}", err);
 }
 
+/* A root that others may enter exposes whatever inside is not 0700/0600 (stores made by older
+ * versions, or a root made by hand): the caller is told, kiln never chmods a dir it did not
+ * make. */
+static void store_check_mode(Store *s)
+{
+	struct stat st;
+
+	if (fstat(s->dirfd, &st) == 0 && (st.st_mode & 077))
+		s->warning = xasprintf("store root '%s' is accessible to other users (mode %04o): "
+				       "they may read its images; run chmod 700 '%s'",
+				       s->path, (unsigned)(st.st_mode & 07777), s->path);
+}
+
+const char *store_warning(const Store *s)
+{
+	return s->warning;
+}
+
 int store_open(const char *root, Store **ret, KilnError **err)
 {
 	_cleanup_(store_freep) Store *s = xcalloc(1, sizeof(*s));
 	int r;
 
-	s->dirfd = s->blobsfd = s->tmpfd = s->gcfd = s->workfd = -1;
+	s->dirfd = s->blobsfd = s->tmpfd = s->gcfd = s->workfd = s->diffidsfd = -1;
 	s->path = xstrdup(root);
-	r = mkdir_p(root, 0755, err);
+	r = mkdir_p(root, 0700, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "open store '%s'", root);
 	s->dirfd = open(root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (s->dirfd < 0)
 		return kiln_error_errno(err, errno, "open store '%s'", root);
+	store_check_mode(s);
 	r = store_init_layout(s, err);
 	if (r >= 0)
 		r = gc_lock_take(s, err);
@@ -258,6 +287,8 @@ void store_free(Store *s)
 	closep(&s->dirfd);
 	closep(&s->blobsfd);
 	closep(&s->tmpfd);
+	closep(&s->diffidsfd);
+	free(s->warning);
 	free(s->path);
 	free(s);
 }
@@ -291,7 +322,7 @@ int store_blob_writer_new(Store *s, BlobWriter **ret, KilnError **err)
 		snprintf(w->tmpname, sizeof(w->tmpname), "blob-%016llx%016llx",
 			 (unsigned long long)rnd[0], (unsigned long long)rnd[1]);
 		w->fd = openat(s->tmpfd, w->tmpname,
-			       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+			       O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
 		if (w->fd < 0 && (errno != EEXIST || tries > 8)) {
 			w->tmpname[0] = 0;
 			return kiln_error_errno(err, errno, "create temp file in '%s/tmp'",
@@ -488,6 +519,47 @@ int store_read_blob(Store *s, const char *digest, size_t max, char **ret_data, s
 	return 0;
 }
 
+/* Verified diff_ids */
+
+int store_diffid_record(Store *s, const char *blob_digest, const char *diff_id, KilnError **err)
+{
+	if (!digest_is_valid(blob_digest) || !digest_is_valid(diff_id))
+		return kiln_error(err, EINVAL, "invalid digest '%s' or '%s'", blob_digest, diff_id);
+	int r = write_file_atomic_at(s->diffidsfd, digest_hex(blob_digest), diff_id,
+				     strlen(diff_id), 0600, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "record the diff_id of layer %s", blob_digest);
+	return 0;
+}
+
+bool store_diffid_verified(Store *s, const char *blob_digest, const char *diff_id)
+{
+	_cleanup_free_ char *data = NULL;
+
+	if (!digest_is_valid(blob_digest) || read_file_at(s->diffidsfd, digest_hex(blob_digest),
+							  DIGEST_STRING_MAX, &data, NULL, NULL) < 0)
+		return false;
+	return strcmp(data, diff_id) == 0;
+}
+
+size_t store_diffid_prune(Store *s)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	size_t removed = 0;
+
+	if (dir_list_sorted(s->diffidsfd, &names, NULL) < 0)
+		return 0;
+	for (size_t i = 0; names[i]; i++) {
+		struct stat st;
+		if (strlen(names[i]) != 64 || strchr(names[i], '.'))
+			continue; /* temp files: removed with the others */
+		if (fstatat(s->blobsfd, names[i], &st, AT_SYMLINK_NOFOLLOW) == 0 || errno != ENOENT)
+			continue;
+		removed += unlinkat(s->diffidsfd, names[i], 0) == 0;
+	}
+	return removed;
+}
+
 /* Names: the distribution/reference grammar. */
 
 static bool is_lower_alnum(char c)
@@ -672,7 +744,7 @@ static int index_save(Store *s, json_t *index, KilnError **err)
 {
 	_cleanup_free_ char *text = oci_json_dump(index);
 
-	return write_file_atomic_at(s->dirfd, "index.json", text, strlen(text), 0644, err);
+	return write_file_atomic_at(s->dirfd, "index.json", text, strlen(text), 0600, err);
 }
 
 static const char *entry_name(json_t *entry)

@@ -10,6 +10,11 @@
  *   ROOT/gc.lock               flock(2): shared by every open store, exclusive for garbage
  *                              collection (kiln prune)
  *   ROOT/work/<pid>/, <pid>.lock  a process's scratch dir and the flock(2) that says it is alive
+ *   ROOT/snapshots/<diff_id hex>  a layer unpacked (the builder makes and names them)
+ *   ROOT/diffids/<blob hex>      the diff_id kiln computed for that layer blob
+ *
+ * Everything kiln creates inside is 0700 (dirs) or 0600 (files), so other local users cannot
+ * read the images; a root they can enter is reported by store_warning().
  *
  * Blobs are published with link(2) from the verified temp file, so an existing blob is never
  * replaced and a crash leaves at most a stray temp file, never a blob under a wrong name. */
@@ -37,6 +42,9 @@ static inline void store_freep(Store **s)
 	store_free(*s);
 }
 const char *store_path(const Store *s);
+/* NULL, or a one-line warning for the user (the builder prints it): the root is accessible to
+ * group or others. */
+const char *store_warning(const Store *s);
 /* The store root directory fd (owned by the store). */
 int store_dirfd(const Store *s);
 
@@ -93,6 +101,19 @@ int store_open_blob(Store *s, const char *digest, int *ret_fd, KilnError **err);
  * digest (mismatch -> EIO error naming the digest). */
 int store_read_blob(Store *s, const char *digest, size_t max, char **ret_data, size_t *ret_len,
 		    KilnError **err);
+
+/* Verified diff_ids. A layer's snapshot (ROOT/snapshots/<diff_id>) may serve a layer blob only
+ * when kiln itself computed that blob's diff_id: rootfs.diff_ids of a config is untrusted, and a
+ * config claiming another layer's diff_id would otherwise make RUN steps run on that layer
+ * while the image ships the blob. Record after the check (a layer unpacked or read with its
+ * diff_id verified, or a layer kiln wrote); the record is ROOT/diffids/<blob hex>, written
+ * atomically. */
+int store_diffid_record(Store *s, const char *blob_digest, const char *diff_id, KilnError **err);
+/* Whether blob_digest was recorded with exactly diff_id. */
+bool store_diffid_verified(Store *s, const char *blob_digest, const char *diff_id);
+/* Garbage collection, under the exclusive gc lock: removes the records of blobs no longer in
+ * the store (their temp files are "*.tmp-*" like every atomic write's). Returns how many. */
+size_t store_diffid_prune(Store *s);
 
 /* Validates a name against the distribution reference grammar ([domain[:port]/]path[:tag],
  * lowercase path components, tag [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}, at most 255 bytes of name)

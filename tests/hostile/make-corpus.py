@@ -35,6 +35,13 @@ Image cases (the layer entries, in order):
   diffid-mismatch  the config's last diff_id is not the layer's
   manifest-huge    a 5 MiB manifest (past the 4 MiB cap)
 
+Two cases are not a base + one layer:
+  diffid-claim     the base's last layer blob replaced by a tar holding /claim-marker while the
+                   config keeps the base's diff_id for it (a config claiming another layer's
+                   diff_id: the snapshot of that diff_id must not be reused for this blob)
+  lower-dir-symlink  base + a layer with usr/lib/a and lib -> usr/lib + a layer with only
+                   lib/foo (its parent comes through the lower layer's directory symlink)
+
 Also base-root-owned.oci.tar: BASE with every entry owned by 0:0 (ref "base-root-owned:latest"),
 for tests that run kiln with a one-id map.
 
@@ -160,12 +167,38 @@ class Base:
         config.setdefault("history", []).append({"created_by": "hostile " + name})
         if mutate:
             mutate(blobs, manifest, config)
+        return self._finish(blobs, manifest, config, "hostile-%s:latest" % name)
+
+    def _finish(self, blobs, manifest, config, ref):
         config_b = jbytes(config)
         blobs[sha(config_b)] = config_b
         manifest["config"]["digest"], manifest["config"]["size"] = sha(config_b), len(config_b)
         manifest_b = jbytes(manifest)
         blobs[sha(manifest_b)] = manifest_b
-        return oci_archive(blobs, manifest_b, "hostile-%s:latest" % name)
+        return oci_archive(blobs, manifest_b, ref)
+
+    def claim(self, name, layer_tar):
+        """The base with its last layer blob replaced, the config's diff_ids unchanged."""
+        blobs = dict(self.blobs)
+        manifest = json.loads(json.dumps(self.manifest))
+        blob = gz(layer_tar)
+        blobs[sha(blob)] = blob
+        manifest["layers"][-1].update(digest=sha(blob), size=len(blob))
+        return self._finish(blobs, manifest, json.loads(json.dumps(self.config)),
+                            "hostile-%s:latest" % name)
+
+    def stacked(self, name, layer_tars):
+        """The base plus one layer per tar, in order."""
+        blobs = dict(self.blobs)
+        manifest = json.loads(json.dumps(self.manifest))
+        config = json.loads(json.dumps(self.config))
+        for plain in layer_tars:
+            blob = gz(plain)
+            blobs[sha(blob)] = blob
+            manifest["layers"].append({"mediaType": MT_LAYER, "digest": sha(blob),
+                                       "size": len(blob)})
+            config["rootfs"]["diff_ids"].append(sha(plain))
+        return self._finish(blobs, manifest, config, "hostile-%s:latest" % name)
 
     def root_owned(self, ref):
         """The base image with every entry owned by 0:0, for a user namespace that maps one id
@@ -184,12 +217,7 @@ class Base:
             blobs[sha(blob)] = blob
             l["digest"], l["size"] = sha(blob), len(blob)
             config["rootfs"]["diff_ids"][i] = sha(plain)
-        config_b = jbytes(config)
-        blobs[sha(config_b)] = config_b
-        manifest["config"]["digest"], manifest["config"]["size"] = sha(config_b), len(config_b)
-        manifest_b = jbytes(manifest)
-        blobs[sha(manifest_b)] = manifest_b
-        return oci_archive(blobs, manifest_b, ref)
+        return self._finish(blobs, manifest, config, ref)
 
 
 def main():
@@ -276,6 +304,13 @@ def main():
         manifest["annotations"] = {"padding": "x" * (5 << 20)}
     layer("manifest-huge", [ti("f", data=b"x")], mutate=manifest_huge)
 
+    out["diffid-claim.oci.tar"] = base.claim("diffid-claim", tar_bytes([
+        ti("claim-marker", data=b"crafted\n")]))
+    out["lower-dir-symlink.oci.tar"] = base.stacked("lower-dir-symlink", [
+        tar_bytes([ti("usr/", "dir", 0o755), ti("usr/lib/", "dir", 0o755),
+                   ti("usr/lib/a", data=b"a\n"), ti("lib", "symlink", 0o777, target="usr/lib")]),
+        tar_bytes([ti("lib/foo", data=b"foo\n")]),
+    ])
     out["base-root-owned.oci.tar"] = base.root_owned("base-root-owned:latest")
     out["add-dotdot.tar"] = tar_bytes([ti("ok", data=b"ok"),
                                        ti("../%s-add" % token, data=b"pwned")])

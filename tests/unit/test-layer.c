@@ -5,7 +5,9 @@
 #include <stdbool.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/socket.h>
 #include <sys/sysmacros.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <sys/xattr.h>
 #include <time.h>
@@ -22,6 +24,7 @@
 #include "layers/layer_write.h"
 #include "layers/oci.h"
 #include "layers/store.h"
+#include "deeptree.h"
 #include "tap.h"
 
 static void put(const char *path, const char *data)
@@ -276,12 +279,11 @@ TEST(determinism)
 	CHECK(strcmp(a.diff_id, e.diff_id) != 0);
 }
 
-TEST(clamp_in_place)
+TEST(sync_source_clamps_mtimes)
 {
 	_cleanup_close_ int dfd = -1, ofd = open("out", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
 	_cleanup_error_ KilnError *err = NULL;
-	LayerWriteOptions o = {
-	    .compression = COMPRESSION_NONE, .epoch = 1000, .clamp_in_place = true};
+	LayerWriteOptions o = {.compression = COMPRESSION_NONE, .epoch = 1000, .sync_source = true};
 	LayerDigests d;
 	struct stat st;
 
@@ -291,6 +293,90 @@ TEST(clamp_in_place)
 	CHECK(lstat("src/d/f", &st) == 0 && st.st_mtime == 1000);
 	CHECK(lstat("src/abs", &st) == 0 && st.st_mtime == 1000);
 	CHECK(lstat("src/d", &st) == 0 && st.st_mtime == 1000);
+}
+
+static int make_socket(const char *path)
+{
+	struct sockaddr_un a = {.sun_family = AF_UNIX};
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	snprintf(a.sun_path, sizeof(a.sun_path), "%s", path);
+	return fd < 0 ? -1 : bind(fd, (struct sockaddr *)&a, sizeof(a));
+}
+
+static char *tar_names(const char *path, bool *ret_overlay_xattr);
+
+/* A socket has no tar form: it is left out, and (sync_source) removed from the tree that
+ * becomes the snapshot, whose dir keeps the mtime written for it. */
+TEST(sync_source_drops_sockets)
+{
+	_cleanup_close_ int dfd = -1, ofd = open("out", O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	LayerWriteOptions o = {.compression = COMPRESSION_NONE, .epoch = 1000};
+	LayerDigests d;
+	struct stat st;
+	bool ovl;
+
+	mkdir("src", 0755);
+	mkdir("src/run", 0755);
+	put("src/run/f", "f");
+	CHECK_EQ_INT(make_socket("src/run/s"), 0);
+	set_mtimes("src/run", 5000);
+	dfd = open("src", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	CHECK_EQ_INT(layer_write(dfd, &o, sink_fd, &ofd, &d, NULL), 0);
+	CHECK(lstat("src/run/s", &st) == 0 && S_ISSOCK(st.st_mode));
+	o.sync_source = true;
+	CHECK_EQ_INT(layer_write(dfd, &o, sink_fd, &ofd, &d, NULL), 0);
+	CHECK(lstat("src/run/s", &st) < 0 && errno == ENOENT);
+	CHECK(lstat("src/run", &st) == 0 && st.st_mtime == 1000);
+	CHECK_EQ_INT(d.n_entries, 2);
+	CHECK_EQ_INT(write_layer("src", LAYER_SOURCE_PLAIN, COMPRESSION_NONE, 1000, "l", &d), 0);
+	_cleanup_free_ char *names = tar_names("l", &ovl);
+	CHECK_EQ_STR(names, "run/ run/f ");
+}
+
+static int write_deep(void *ud)
+{
+	_cleanup_close_ int dfd = open("src", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	_cleanup_close_ int ofd = open("/dev/null", O_WRONLY | O_CLOEXEC);
+	_cleanup_error_ KilnError *err = NULL;
+	LayerWriteOptions o = {.compression = COMPRESSION_ZSTD, .epoch = -1};
+	LayerDigests d;
+	int r = layer_write(dfd, &o, sink_fd, &ofd, &d, &err);
+
+	if (r < 0)
+		printf("#   layer_write: %s\n", err->message);
+	return r < 0 || d.n_entries != *(size_t *)ud;
+}
+
+/* A RUN step's deep tree: no recursion, no fd per level. */
+TEST(write_deep_tree_bounded)
+{
+	size_t depth = 5000;
+
+	CHECK_EQ_INT(deep_tree_make(AT_FDCWD, "src", (int)depth), 0);
+	CHECK_EQ_INT(deep_run_limited(write_deep, &depth), 0);
+}
+
+static int apply_opaque_layer(void *ud)
+{
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_MERGE);
+
+	(void)ud;
+	return apply_file("l", "root", &o, NULL, NULL) < 0;
+}
+
+TEST(merge_opaque_clears_a_deep_tree)
+{
+	static const TarEnt ents[] = {
+	    {"o/", AE_IFDIR, NULL}, {"o/.wh..wh..opq", AE_IFREG, ""}, {"o/new", AE_IFREG, "n"}};
+	struct stat st;
+
+	mkdir("root", 0755);
+	CHECK_EQ_INT(deep_tree_make(AT_FDCWD, "root/o", 5000), 0);
+	make_tar("l", ents, ELEMENTSOF(ents), false);
+	CHECK_EQ_INT(deep_run_limited(apply_opaque_layer, NULL), 0);
+	CHECK(lstat("root/o/d", &st) < 0 && errno == ENOENT);
+	CHECK(lstat("root/o/new", &st) == 0);
 }
 
 /* Lists a tar's entry names (and whether any carries a user.overlay.* xattr). */
@@ -557,6 +643,40 @@ TEST(dir_replaced_by_symlink)
 	CHECK(lstat("dst/e", &st) == 0 && S_ISLNK(st.st_mode));
 	_cleanup_free_ char *in = slurp("dst/sub/f");
 	CHECK_EQ_STR(in, "in");
+}
+
+/* Flattening layers (MERGE with whiteouts) reads as their overlay stack: an entry's parent is a
+ * dir of its own layer, shadowing a lower layer's symlink to a dir (or file) instead of
+ * following it; whiteouts too. ADD (no whiteouts) follows the symlink inside the root. */
+TEST(merge_parents_shadow_lower_symlinks)
+{
+	static const TarEnt lower[] = {{"usr/", AE_IFDIR, NULL},     {"usr/lib/", AE_IFDIR, NULL},
+				       {"usr/lib/a", AE_IFREG, "a"}, {"usr/lib/x", AE_IFREG, "x"},
+				       {"lib", AE_IFLNK, "usr/lib"}, {"wl", AE_IFLNK, "usr/lib"},
+				       {"f", AE_IFREG, "file"}};
+	static const TarEnt upper[] = {
+	    {"lib/foo", AE_IFREG, "foo"}, {"wl/.wh.x", AE_IFREG, ""}, {"f/g", AE_IFREG, "g"}};
+	LayerApplyOptions o = apply_opts(LAYER_APPLY_MERGE);
+	struct stat st;
+
+	make_tar("lower", lower, ELEMENTSOF(lower), false);
+	make_tar("upper", upper, ELEMENTSOF(upper), false);
+	CHECK_EQ_INT(apply_file("lower", "root", &o, NULL, NULL), 0);
+	CHECK_EQ_INT(apply_file("upper", "root", &o, NULL, NULL), 0);
+	CHECK(lstat("root/lib", &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 07777) == 0755);
+	CHECK(lstat("root/lib/foo", &st) == 0);
+	CHECK(lstat("root/usr/lib/foo", &st) < 0 && errno == ENOENT);
+	CHECK(lstat("root/wl", &st) == 0 && S_ISDIR(st.st_mode));
+	CHECK(lstat("root/usr/lib/x", &st) == 0);
+	CHECK(lstat("root/f/g", &st) == 0);
+	CHECK(lstat("root/usr/lib/a", &st) == 0);
+	/* ADD of a user's tar follows it, as Docker does */
+	o.whiteouts = false;
+	make_tar("add.tar", upper, 1, false);
+	CHECK_EQ_INT(apply_file("lower", "add", &o, NULL, NULL), 0);
+	CHECK_EQ_INT(apply_file("add.tar", "add", &o, NULL, NULL), 0);
+	CHECK(lstat("add/lib", &st) == 0 && S_ISLNK(st.st_mode));
+	CHECK(lstat("add/usr/lib/foo", &st) == 0);
 }
 
 TEST(hostile_symlink_root)
@@ -1048,7 +1168,10 @@ int main(void)
 	RUN(round_trip);
 	RUN(compressions);
 	RUN(determinism);
-	RUN(clamp_in_place);
+	RUN(sync_source_clamps_mtimes);
+	RUN(sync_source_drops_sockets);
+	RUN(write_deep_tree_bounded);
+	RUN(merge_opaque_clears_a_deep_tree);
 	RUN(overlay_upper_write);
 	RUN(apply_overlay_mode);
 	RUN(apply_merge_mode);
@@ -1065,6 +1188,7 @@ int main(void)
 	RUN(symlink_named_dot);
 	RUN(bare_whiteout);
 	RUN(dir_replaced_by_symlink);
+	RUN(merge_parents_shadow_lower_symlinks);
 	RUN(scan_only);
 	RUN(write_refuses_whiteout_name);
 	RUN(zstd_window_cap);
@@ -1087,6 +1211,7 @@ int main(void)
 	RUN(hostile_hardlink_outside);
 	RUN(hostile_hardlink_via_symlink);
 	RUN(hostile_symlink_root);
+	RUN(merge_parents_shadow_lower_symlinks);
 	rootfs_force_fallback(false);
 	return tap_done();
 }

@@ -14,6 +14,7 @@
 #include "common/fdutil.h"
 #include "layers/oci.h"
 #include "layers/store.h"
+#include "deeptree.h"
 #include "tap.h"
 
 #define DIGEST_HEX_A "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
@@ -185,6 +186,50 @@ TEST(prune_keeps_reachable_removes_the_rest)
 	CHECK_EQ_INT(rep.kept_blobs, 4);
 	CHECK_EQ_INT(rep.kept_snapshots, 1);
 	CHECK(rep.blob_bytes > 0 && rep.kept_bytes > 0);
+}
+
+/* A verified diff_id goes with its blob; a leftover temp of its atomic write too. */
+TEST(prune_removes_diffid_records_with_their_blobs)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	TestImage a, b;
+	PruneReport rep;
+
+	if (!s)
+		return;
+	make_image(s, "a:1", "a", &a);
+	make_image(s, NULL, "b", &b);
+	CHECK(store_diffid_record(s, a.layer, a.diff_id, NULL) == 0);
+	CHECK(store_diffid_record(s, b.layer, b.diff_id, NULL) == 0);
+	CHECK(write_file_atomic_at(AT_FDCWD, "root/diffids/x.tmp-999999-999999", "", 0, 0600,
+				   NULL) == 0);
+	CHECK(run_prune(s, &(PruneOptions){0}, &rep) == 0);
+	CHECK(store_diffid_verified(s, a.layer, a.diff_id));
+	CHECK(!store_diffid_verified(s, b.layer, b.diff_id));
+	CHECK_EQ_INT(rep.diffid_records, 1);
+	CHECK_EQ_INT(rep.temps, 1);
+	CHECK(!exists("root/diffids/x.tmp-999999-999999"));
+}
+
+static int prune_limited(void *ud)
+{
+	PruneReport rep;
+
+	return run_prune(ud, &(PruneOptions){0}, &rep) < 0 || rep.temps != 2;
+}
+
+/* What a dead build left (a RUN step's deep tree in its work dir) goes, whatever its depth. */
+TEST(prune_removes_a_deep_work_dir)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+
+	if (!s)
+		return;
+	mkdir("root/work", 0700);
+	CHECK_EQ_INT(deep_tree_make(AT_FDCWD, "root/work/999999", DEEP_DEPTH), 0);
+	CHECK(write_file_atomic_at(AT_FDCWD, "root/work/999999.lock", "", 0, 0600, NULL) == 0);
+	CHECK_EQ_INT(deep_run_limited(prune_limited, s), 0);
+	CHECK(!exists("root/work/999999") && !exists("root/work/999999.lock"));
 }
 
 TEST(prune_walks_nested_index_and_unnamed_entries)
@@ -634,6 +679,8 @@ int main(void)
 {
 	RUN(size_parse);
 	RUN(prune_keeps_reachable_removes_the_rest);
+	RUN(prune_removes_diffid_records_with_their_blobs);
+	RUN(prune_removes_a_deep_work_dir);
 	RUN(prune_walks_nested_index_and_unnamed_entries);
 	RUN(prune_refuses_when_a_reachable_manifest_is_damaged);
 	RUN(prune_removes_temporaries);

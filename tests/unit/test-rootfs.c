@@ -181,6 +181,20 @@ TEST(mkdir_p_fallback)
 	rootfs_force_fallback(false);
 }
 
+TEST(open_no_symlinks)
+{
+	_cleanup_close_ int root = make_tree(), fd = -1;
+
+	fd = rootfs_open_no_symlinks(root, "a/b", O_RDONLY | O_DIRECTORY);
+	CHECK(fd >= 0);
+	CHECK_EQ_INT(rootfs_open_no_symlinks(root, "abs/b", O_RDONLY | O_DIRECTORY), -ELOOP);
+	CHECK_EQ_INT(rootfs_open_no_symlinks(root, "etc", O_RDONLY | O_DIRECTORY), -ELOOP);
+	CHECK_EQ_INT(rootfs_open_no_symlinks(root, "a/f/x", O_RDONLY), -ENOTDIR);
+	rootfs_force_fallback(true);
+	CHECK_EQ_INT(rootfs_open_no_symlinks(root, "a/b", O_RDONLY | O_DIRECTORY), -ENOSYS);
+	rootfs_force_fallback(false);
+}
+
 static void check_clean(const char *in, const char *want)
 {
 	_cleanup_free_ char *out = NULL;
@@ -221,6 +235,7 @@ int main(void)
 	RUN(open_parent_fallback);
 	RUN(mkdir_p_openat2);
 	RUN(mkdir_p_fallback);
+	RUN(open_no_symlinks);
 	RUN(path_clean);
 	return tap_done();
 }

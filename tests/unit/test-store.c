@@ -425,6 +425,92 @@ TEST(descriptor_json_round_trip)
 	}
 }
 
+/* The mode bits of path, or -1. */
+static int mode_of(const char *path)
+{
+	struct stat st;
+
+	return lstat(path, &st) < 0 ? -1 : (int)(st.st_mode & 07777);
+}
+
+/* Other local users must not read the images: 0700 dirs, 0600 files, whatever the umask. */
+TEST(layout_is_private)
+{
+	static const char *const dirs[] = {"root",     "root/blobs",	 "root/blobs/sha256",
+					   "root/tmp", "root/snapshots", "root/diffids",
+					   "root/work"};
+	static const char *const files[] = {"root/oci-layout", "root/index.json", "root/lock",
+					    "root/gc.lock"};
+	mode_t old = umask(0);
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_free_ char *work = NULL, *blob = NULL;
+	char d[DIGEST_STRING_MAX];
+	int fd = -1;
+
+	umask(old);
+	if (!s)
+		return;
+	CHECK(store_put_blob(s, "x", 1, NULL, d, NULL) == 0);
+	CHECK(store_diffid_record(s, d, d, NULL) == 0);
+	CHECK(store_work_acquire(s, &work, NULL) == 0);
+	CHECK(store_lock(s, &fd, NULL) == 0);
+	close(fd);
+	for (size_t i = 0; i < ELEMENTSOF(dirs); i++)
+		CHECK_EQ_INT(mode_of(dirs[i]), 0700);
+	for (size_t i = 0; i < ELEMENTSOF(files); i++)
+		CHECK_EQ_INT(mode_of(files[i]), 0600);
+	blob = xasprintf("root/blobs/sha256/%s", digest_hex(d));
+	CHECK_EQ_INT(mode_of(blob), 0600);
+	free(blob);
+	blob = xasprintf("root/diffids/%s", digest_hex(d));
+	CHECK_EQ_INT(mode_of(blob), 0600);
+	CHECK_EQ_INT(mode_of(work), 0700);
+	CHECK(store_warning(s) == NULL);
+}
+
+TEST(warning_for_a_root_others_can_enter)
+{
+	Store *s = NULL;
+
+	CHECK(mkdir("open", 0755) == 0 && chmod("open", 0755) == 0);
+	CHECK(store_open("open", &s, NULL) == 0);
+	CHECK(s && store_warning(s) && strstr(store_warning(s), "store root 'open'") &&
+	      strstr(store_warning(s), "mode 0755"));
+	/* kiln never widens or narrows a root it did not make */
+	CHECK_EQ_INT(mode_of("open"), 0755);
+	store_free(s);
+	CHECK(chmod("open", 0700) == 0);
+	CHECK(store_open("open", &s, NULL) == 0);
+	CHECK(s && store_warning(s) == NULL);
+	store_free(s);
+}
+
+TEST(diffid_records)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	char blob[DIGEST_STRING_MAX], other[DIGEST_STRING_MAX], diff[DIGEST_STRING_MAX];
+	_cleanup_error_ KilnError *e = NULL;
+
+	if (!s)
+		return;
+	CHECK(store_put_blob(s, "layer", 5, NULL, blob, NULL) == 0);
+	digest_buffer("tar", 3, diff);
+	digest_buffer("other", 5, other);
+	CHECK(!store_diffid_verified(s, blob, diff));
+	CHECK(store_diffid_record(s, blob, diff, NULL) == 0);
+	CHECK(store_diffid_verified(s, blob, diff));
+	/* only that blob, only that diff_id */
+	CHECK(!store_diffid_verified(s, blob, other));
+	CHECK(!store_diffid_verified(s, other, diff));
+	CHECK(store_diffid_record(s, "sha256:../../x", diff, &e) == -EINVAL);
+	CHECK(!store_diffid_verified(s, "sha256:../../x", diff));
+	/* a record outlives nothing: gone with its blob */
+	CHECK(store_diffid_record(s, other, diff, NULL) == 0);
+	CHECK_EQ_INT(store_diffid_prune(s), 1);
+	CHECK(store_diffid_verified(s, blob, diff));
+	CHECK(!store_diffid_verified(s, other, diff));
+}
+
 int main(void)
 {
 	RUN(open_creates_layout);
@@ -443,5 +529,8 @@ int main(void)
 	RUN(tag_keeps_descriptor_annotations_and_platform);
 	RUN(corrupt_index_is_an_error);
 	RUN(descriptor_json_round_trip);
+	RUN(layout_is_private);
+	RUN(warning_for_a_root_others_can_enter);
+	RUN(diffid_records);
 	return tap_done();
 }
