@@ -100,6 +100,46 @@ DF
 	check "no setuid bit on any host QEMU" test -z "$(find $qemus -perm -4000 2>/dev/null)"
 fi
 
+# --- the host's own registration (root only: it takes host root to register one) ---------------
+# A native build whose step runs a foreign binary goes through the host's binfmt_misc entry (as
+# Debian's qemu-user-static with binfmt-support registers it, flag F): /proc/PID/exe of that
+# process is the host's QEMU file itself. The step's root must not be able to change it.
+if [ "$me" = 0 ] && [ -f "$FIX/busybox-arm64.oci.tar" ] && [ -x /usr/bin/qemu-aarch64-static ]; then
+	bm=/proc/sys/fs/binfmt_misc
+	entry=kiln-test-host-aarch64-$$
+	mounted=
+	if [ ! -e "$bm/register" ]; then
+		mount -t binfmt_misc binfmt_misc "$bm" && mounted=1
+	fi
+	qbefore=$(qstat)
+	c=$(newdir hostreg)
+	cat >"$c/Dockerfile" <<'DF'
+FROM --platform=linux/arm64 secroot-arm:1 AS arm
+FROM busybox
+COPY --from=arm /bin/busybox /arm/busybox
+RUN echo "arch=$(/arm/busybox uname -m)"; /arm/busybox sleep 30 & p=$!; sleep 0.5; \
+    echo "exe=$(readlink /proc/$p/exe)"; chmod 4755 /proc/$p/exe 2>&1; chown 0:0 /proc/$p/exe 2>&1; \
+    if (echo x >> /proc/$p/exe) 2>/dev/null; then echo exewrite=ok; else echo exewrite=refused; fi; \
+    kill $p
+DF
+	magic='\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00'
+	mask='\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff'
+	if check "register a host binfmt_misc entry for aarch64 (flag F)" \
+		sh -c "echo ':$entry:M::$magic:$mask:/usr/bin/qemu-aarch64-static:F' >$bm/register"; then
+		check "native build: a step runs an arm64 binary through the host's entry" \
+			build --no-cache --platform linux/amd64 "$c"
+		cp "$OUT" "$T/hostreg.log"
+		echo -1 >"$bm/$entry"
+		check_grep "the arm64 binary ran" 'arch=aarch64' "$T/hostreg.log"
+		check_grep "/proc/PID/exe is the host's QEMU" 'exe=/usr/bin/qemu-aarch64-static' "$T/hostreg.log"
+		check_grep "chmod of the host's QEMU is refused" 'chmod: /proc/[0-9]+/exe: Operation not permitted' "$T/hostreg.log"
+		check_grep "writing the host's QEMU is refused" 'exewrite=refused' "$T/hostreg.log"
+		check_eq "the host's QEMU is unchanged (mode, owner, mtime, sha256)" "$(qstat)" "$qbefore"
+	fi
+	[ -e "$bm/$entry" ] && echo -1 >"$bm/$entry"
+	[ -n "$mounted" ] && umount "$bm"
+fi
+
 # --- a store whose snapshots were made under another id map ----------------------------------
 # Snapshot files carry the ids of the map they were unpacked under; ROOT/idmap records it and a
 # build under another map unpacks them again. As root, a store of an older kiln had them owned
