@@ -3,7 +3,10 @@
 #   - trivial steps: a build of 10 `RUN true` steps; the first RUN step of a build also pays the
 #     once-per-build check that pasta works here, the others only their own pasta;
 #   - downloads from the Debian mirror, like apt-get's: `wget` of bookworm's Release file and of
-#     main/binary-amd64/Packages.xz (skipped, with a note, when the mirror is unreachable).
+#     main/binary-amd64/Packages.xz (skipped, with a note, when the mirror is unreachable);
+#   - the Debian workload's own step, `RUN apt-get update` on a Debian bookworm base (as root: the
+#     base is made once with mmdebstrap --variant=apt, installed when missing, cached in
+#     /var/cache/kiln-bench, and imported with kiln itself: FROM scratch + ADD of the tarball).
 # Each run builds with --no-cache once per network, alternating; the times are the steps' wall_s
 # from kiln's --report. Prints the median per step and the difference private - host.
 #
@@ -48,6 +51,27 @@ if ! python3 -c "import urllib.request; urllib.request.urlopen('$mirror/Release'
 	fetch=0
 fi
 
+debian=0
+if [ "$fetch" = 1 ] && [ "$(id -u)" -eq 0 ]; then
+	cache=/var/cache/kiln-bench
+	tarball=$cache/debian-bookworm-apt.tar
+	if [ ! -s "$tarball" ]; then
+		command -v mmdebstrap >/dev/null ||
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends mmdebstrap >&2
+		mkdir -p "$cache"
+		log "making a Debian bookworm base with mmdebstrap (once; cached in $cache)"
+		# mmdebstrap picks the output format by the name: the temp name ends in .tar too
+		mmdebstrap --quiet --variant=apt --skip=output/dev bookworm "$cache/.tmp-$$.tar" \
+			http://deb.debian.org/debian >&2 && mv "$cache/.tmp-$$.tar" "$tarball"
+	fi
+	mkdir -p "$work/debbase" "$work/apt"
+	ln -f "$tarball" "$work/debbase/debian.tar" 2>/dev/null || cp "$tarball" "$work/debbase/debian.tar"
+	printf 'FROM scratch\nADD debian.tar /\nCMD ["bash"]\n' >"$work/debbase/Dockerfile"
+	printf 'FROM bench-debian:bookworm\nRUN apt-get update\n' >"$work/apt/Dockerfile"
+	"$KILN" build --progress quiet -t bench-debian:bookworm "$work/debbase" >/dev/null && debian=1
+fi
+[ "$debian" = 1 ] || log "the apt-get update step is left out (needs root and the Debian mirror)"
+
 build() { # CTX NETWORK RUN
 	local rep=$work/$(basename "$1")-$2-$3.json
 	"$KILN" build --no-cache --progress quiet --network "$2" --report "$rep" "$1" \
@@ -63,13 +87,14 @@ for n in $(seq "$runs"); do
 	for net in default host; do
 		build "$work/trivial" "$net" "$n"
 		[ "$fetch" = 0 ] || build "$work/fetch" "$net" "$n"
+		[ "$debian" = 0 ] || build "$work/apt" "$net" "$n"
 	done
 	log "run $n/$runs done"
 done
 
-python3 - "$work" "$runs" "$fetch" <<'PY'
+python3 - "$work" "$runs" "$fetch" "$debian" <<'PY'
 import json, statistics, sys
-work, runs, fetch = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+work, runs, fetch, debian = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4] == "1"
 
 def run_steps(ctx, net, n):
     rep = json.load(open(f"{work}/{ctx}-{net}-{n}.json"))
@@ -88,6 +113,8 @@ row("whole build of 10 RUN true", lambda w: sum(w), "trivial")
 if fetch:
     row("wget Release (150 KB)", lambda w: w[1], "fetch")
     row("wget Packages.xz (8.8 MB)", lambda w: w[2], "fetch")
+if debian:
+    row("apt-get update (Debian bookworm base)", lambda w: w[0], "apt")
 
 print("%-38s %12s %12s %12s   %s" % ("step", "private_ms", "host_ms", "cost_ms", "private runs_ms"))
 for name, p, h, d, r in rows:
