@@ -300,6 +300,10 @@ def main():
         config["rootfs"]["diff_ids"][-1] = sha(b"something else")
     layer("diffid-mismatch", [ti("f", data=b"x")], mutate=diffid_mismatch)
 
+    def size_mismatch(blobs, manifest, config):
+        manifest["layers"][-1]["size"] += 1
+    layer("size-mismatch", [ti("f", data=b"x")], mutate=size_mismatch)
+
     def manifest_huge(blobs, manifest, config):
         manifest["annotations"] = {"padding": "x" * (5 << 20)}
     layer("manifest-huge", [ti("f", data=b"x")], mutate=manifest_huge)

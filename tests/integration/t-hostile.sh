@@ -52,6 +52,7 @@ blob-mismatch|blob 'blobs/sha256/[0-9a-f]{64}': digest mismatch: expected $D|
 digest-traversal|invalid digest 'sha256:\.\./\.\./$TOKEN'|
 manifest-index|manifest $D: image manifest has a 'manifests' list|
 diffid-mismatch|layer $D: layer diff_id mismatch: expected $D, got $D|
+size-mismatch|manifest $D: layer $D has 92 bytes, its descriptor says 93|
 manifest-huge|blob $D is larger than 4194304 bytes|
 gzip-bomb|layer $D: exceeds a per-layer cap .*: layer is larger than 16777216 bytes uncompressed|--max-layer-size 16MB
 entries-bomb|layer $D: exceeds a per-layer cap .*: layer has more than 1000 entries|--max-layer-entries 1000
