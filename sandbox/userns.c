@@ -222,12 +222,13 @@ static int root_range(const char *file, uint32_t *ret_start, uint32_t *ret_count
 	/* An entry is usable by the user of that name (newuidmap): a real user "kiln" could become
 	 * the ids root's build steps run as. */
 	if (r == 0 && getpwnam(USERNS_RESERVED_NAME))
-		return kiln_error(err, EEXIST,
-				  "root builds need an unprivileged id range, but a user named '%s' "
-				  "exists, so kiln cannot reserve one under that name in '%s': give "
-				  "root a range of its own (usermod --add-subuids N-M --add-subgids N-M "
-				  "root)",
-				  USERNS_RESERVED_NAME, file);
+		return kiln_error(
+		    err, EEXIST,
+		    "root builds need an unprivileged id range, but a user named '%s' "
+		    "exists, so kiln cannot reserve one under that name in '%s': give "
+		    "root a range of its own (usermod --add-subuids N-M --add-subgids N-M "
+		    "root)",
+		    USERNS_RESERVED_NAME, file);
 	if (r == 0) {
 		*ret_count = USERNS_RESERVED_COUNT;
 		r = userns_reserve_subid_range(file, USERNS_RESERVED_NAME, USERNS_RESERVED_COUNT,
