@@ -6,7 +6,7 @@ pkgs=(
 	# build
 	gcc meson ninja-build pkg-config clang-format
 	libarchive-dev libzstd-dev zlib1g-dev libssl-dev libseccomp-dev libcap-dev
-	libjansson-dev
+	libjansson-dev libcurl4-openssl-dev
 	# runtime: subordinate id maps for rootless builds; pasta (passt) for RUN steps' private
 	# network
 	uidmap passt
