@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "builder/build.h"
+#include "builder/cli-registry.h"
 #include "builder/context.h"
 #include "builder/dockerfile.h"
 #include "builder/imageconf.h"
@@ -43,6 +44,10 @@ static const char usage_text[] =
     "                               remove unreferenced blobs, snapshots and cache entries\n"
     "  doctor [--verify]            check what this host allows kiln to do; --verify: re-hash\n"
     "                               the store and report damage\n"
+    "  login [-u USER] [--password-stdin] [--tls-ca FILE] [HOST]\n"
+    "                               check credentials against a registry and keep them in\n"
+    "                               docker's config.json (HOST: default docker.io)\n"
+    "  logout [HOST]                remove a registry's credentials\n"
     "\n"
     "layer caps (build, load): --max-layer-size SIZE (uncompressed, default 32GB),\n"
     "                           --max-layer-entries N (default 4000000)\n"
@@ -1274,11 +1279,14 @@ int cli_main(int argc, char **argv)
 		const char *name;
 		int (*fn)(int, char **, KilnError **);
 	} cmds[] = {
-	    {"build", cmd_build},   {"load", cmd_load},	      {"images", cmd_images},
-	    {"rmi", cmd_rmi},	    {"inspect", cmd_inspect}, {"parse", cmd_parse},
-	    {"doctor", cmd_doctor}, {"merge", cmd_merge},     {"prune", cmd_prune},
+	    {"build", cmd_build},     {"load", cmd_load},
+	    {"images", cmd_images},   {"rmi", cmd_rmi},
+	    {"inspect", cmd_inspect}, {"parse", cmd_parse},
+	    {"doctor", cmd_doctor},   {"merge", cmd_merge},
+	    {"prune", cmd_prune},     {"login", cmd_login},
+	    {"logout", cmd_logout},   {"registry-debug", cmd_registry_debug},
 	};
-	static const char *const later[] = {"push", "pull", "run", "login"};
+	static const char *const later[] = {"push", "pull", "run"};
 	_cleanup_error_ KilnError *err = NULL;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

@@ -437,7 +437,7 @@ bool http_host_is_loopback(const char *hostport)
 	return false;
 }
 
-static bool url_host_is_loopback(const char *url)
+bool http_url_is_loopback(const char *url)
 {
 	CURLU *u = url_parse(url);
 	_cleanup_free_ char *host = u ? url_part(u, CURLUPART_HOST, 0) : NULL;
@@ -769,7 +769,7 @@ static void set_options(HttpClient *c, Transfer *t, const char *url, struct curl
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)stall);
 	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
-	if (url_host_is_loopback(url))
+	if (http_url_is_loopback(url))
 		curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
 	set_method(h, t);
 	set_tls(h, t->req->tls ? t->req->tls : c->default_tls);
@@ -831,7 +831,7 @@ static int transfer_follow(HttpClient *c, Transfer *t, char **ret_url, KilnError
 		if (hop == REDIRECTS_MAX)
 			return kiln_error(err, ELOOP, "%s %s: more than %d redirects", req->method,
 					  u, REDIRECTS_MAX);
-		if (url_is_https(url) && !url_is_https(loc) && !url_host_is_loopback(loc))
+		if (url_is_https(url) && !url_is_https(loc) && !http_url_is_loopback(loc))
 			return kiln_error(err, EPROTO, "%s %s: redirect to plain HTTP '%s' refused",
 					  req->method, u, to);
 		/* Blob storage (S3, a CDN) must never see the registry's credentials. */

@@ -171,3 +171,5 @@ char *http_url_redact(const char *url);
 /* Whether HOST[:PORT] (an IPv6 literal in brackets when a port follows) names the loopback:
  * "localhost", 127.0.0.0/8 or ::1, by its literal form (nothing is resolved: DNS could lie). */
 bool http_host_is_loopback(const char *hostport);
+/* Whether an http(s) URL's host is a loopback host (as above). */
+bool http_url_is_loopback(const char *url);
