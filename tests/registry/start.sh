@@ -60,11 +60,19 @@ watch_pid=${REG_WATCH_PID:-$PPID}
 py=/usr/bin/python3 # Debian's: python3-jwt and python3-cryptography live there
 umask 077
 
+claimed=0 # DIR is ours to clean up after a failure
+finished=0
 die() {
 	echo "start.sh: $*" >&2
-	"$tools/stop.sh" "$dir" >/dev/null 2>&1 || true
 	exit 1
 }
+# any failure (die, or a command failing under set -e) stops what was started
+on_exit() {
+	if [ $claimed = 1 ] && [ $finished = 0 ]; then
+		"$tools/stop.sh" "$dir" >/dev/null 2>&1 || true
+	fi
+}
+trap on_exit EXIT
 
 for bin in docker-registry openssl htpasswd curl "$py"; do
 	command -v "$bin" >/dev/null || die "$bin is not installed"
@@ -74,6 +82,7 @@ if [ -e "$dir/pids" ] && [ ! -e "$dir/stopped" ]; then
 fi
 rm -f "$dir/env" "$dir/pids" "$dir/stopped"
 : >"$dir/pids"
+claimed=1
 env_lines=()
 setenv() { env_lines+=("$1=$(printf '%q' "$2")"); }
 
@@ -245,7 +254,7 @@ start_registry() {
 	register "$pid" "registry-$name"
 	# "listening on 127.0.0.1:PORT[, tls]" in the registry's own log
 	while :; do
-		port=$(sed -n 's/.*msg="listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$d/registry.log" | head -n 1)
+		port=$(sed -n 's/.*msg="listening on 127\.0\.0\.1:\([0-9][0-9]*\).*/\1/p' "$d/registry.log" | head -n 1) || port=
 		[ -n "$port" ] && break
 		kill -0 "$pid" 2>/dev/null || die "docker-registry ($name) exited: $(tail -n 3 "$d/registry.log")"
 		[ $SECONDS -lt $end ] || die "docker-registry ($name) did not listen within ${timeout_s}s; log: $d/registry.log"
@@ -281,4 +290,5 @@ fi
 printf '%s\n' "# written by tests/registry/start.sh; . this file" "${env_lines[@]/#/export }" >"$dir/env.tmp"
 mv "$dir/env.tmp" "$dir/env"
 chmod 644 "$dir/env"
+finished=1
 echo "start.sh: $instances up; . $dir/env" >&2

@@ -39,6 +39,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+sys.dont_write_bytecode = True  # no __pycache__ beside the tests
 from suiteserver import loopback, write_ready
 
 
