@@ -140,8 +140,8 @@ rules() { printf '%s\n' "$1" >"$REG_PROXY_P1_RULES.tmp" && mv "$REG_PROXY_P1_RUL
 # plog FILTER: jq -s FILTER over the proxy's log
 plog() { jq -s -c "$1" "$REG_PROXY_P1_LOG"; }
 codes() { # N URL: the statuses of N GETs of URL
-	local i
-	for i in $(seq 1 "$1"); do curl -s -o /dev/null -w '%{http_code} ' --cacert "$REG_CA" "$2"; done
+	local _
+	for _ in $(seq 1 "$1"); do curl -s -o /dev/null -w '%{http_code} ' --cacert "$REG_CA" "$2"; done
 }
 
 check "proxy: skopeo pushes through it (chunked PATCH, Location back to the proxy)" skopeo copy -q \
@@ -196,6 +196,17 @@ check "proxy fault: skopeo pulls through the redirects" skopeo copy -q --src-cer
 	--src-creds "$C" "docker://$REG_PROXY_P1_HOST/kiln/busybox:1" "oci:$T/redirect-layout:x"
 check_jq "proxy log: ... every blob came from the store without Authorization" \
 	'map(select(.listener == "store")) | length >= 3 and (.[-2:] | all(.auth == false and .status == 200))' <(jq -s . "$REG_PROXY_P1_LOG")
+
+check "proxy.sh: proxies in front of token (https) and plain (http)" sh -c \
+	"'$R/proxy.sh' '$reg' p2 token && '$R/proxy.sh' '$reg' p3 plain"
+# shellcheck disable=SC1091
+. "$reg/env"
+check_eq "proxy: the bearer flow works through it (token registry)" \
+	"$(raw_digest "$REG_PROXY_P2_HOST/private/busybox:1" "${tls[@]}" --creds "$C")" "$want"
+check_eq "proxy: plain HTTP in front of the plain registry" "${REG_PROXY_P3_URL%%://*}" http
+check "proxy: skopeo pushes over plain HTTP through it" skopeo copy -q --dest-tls-verify=false \
+	"oci-archive:$img" "docker://$REG_PROXY_P3_HOST/kiln/via-proxy:1"
+check_eq "proxy: ... and reads it back" "$(raw_digest "$REG_PROXY_P3_HOST/kiln/via-proxy:1" --tls-verify=false)" "$want"
 
 rules '[{"fault": "bogus"}]'
 check_eq "proxy: a malformed rules file fails every request with 500" "$(codes 1 "$P/v2/")" "500 "
