@@ -153,6 +153,11 @@ check_jq "proxy log: method, target, status, auth, bytes of every request" \
 
 rules '[{"fault": "status", "status": 503, "path": "^/v2/$", "times": 2}]'
 check_eq "proxy fault: 2 x 503, then the registry answers" "$(codes 3 "$P/v2/")" "503 503 401 "
+rules '[{"fault": "status", "status": 503, "path": "^/v2/$", "skip": 1, "times": 1}]'
+check_eq "proxy fault: skip 1 then 1 x 503" "$(codes 3 "$P/v2/")" "401 503 401 "
+rules '[{"fault": "delay", "seconds": 1.5, "path": "^/v2/$", "times": 1}]'
+check "proxy fault: delay 1.5 s" sh -c "curl -s -o /dev/null -w '%{time_total}\n' --cacert '$REG_CA' '$P/v2/' |
+	awk '{ print; exit !(\$1 >= 1.5) }'"
 rules '{"rules": [{"fault": "status", "status": 429, "retry_after": 1, "path": "^/v2/$", "times": 1}]}'
 curl -s -D "$T/h429" -o /dev/null --cacert "$REG_CA" "$P/v2/"
 check_grep "proxy fault: 429 with Retry-After: 1" '^Retry-After: 1' <(tr -d '\r' <"$T/h429")
