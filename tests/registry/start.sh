@@ -33,10 +33,14 @@
 #   REG_NAME_HOST        127.0.0.1:PORT        REG_NAME_PORT, REG_NAME_URL (https:// or http://)
 #   REG_NAME_ACCESS_LOG  the registry's access log (combined format, one request a line;
 #                        accesslog.sh counts blob uploads, mounts and manifest PUTs in it)
-#   REG_NAME_LOG         the registry's own log     REG_NAME_PID, REG_NAME_DATA (storage root)
-#   REG_TOKEN_REALM, REG_TOKEN_SERVICE, REG_TOKEN_ISSUER, REG_TOKEN_SERVER_HOST,
-#   REG_TOKEN_SERVER_PID, REG_TOKEN_REQUESTS (JSON lines, one per token request: user, auth
-#   none|basic|bad, status, requested scopes, granted access; never a password or a token)
+#   REG_NAME_LOG         the registry's own log     REG_NAME_PID, REG_NAME_DATA (storage root),
+#   REG_NAME_CONFIG      its config.yml
+#   REG_TOKEN_REALM (https://127.0.0.1:PORT/token: the token server has its own port, with the
+#   same certificate), REG_TOKEN_SERVICE, REG_TOKEN_ISSUER, REG_TOKEN_SERVER_HOST,
+#   REG_TOKEN_SERVER_PID, REG_TOKEN_SERVER_LOG, REG_TOKEN_REQUESTS (JSON lines, one per token
+#   request: user, auth none|basic|bad, status, requested scopes, granted access; never a
+#   password or a token: count token fetches with it)
+# The TLS registries offer HTTP/2 (Go's server); proxy.sh's fault proxies speak HTTP/1.1.
 #
 # Environment: REG_INSTANCES; REG_TOKEN_ALG (ES256, the default, or RS256); REG_TOKEN_EXPIRES
 # (token lifetime in seconds, default 300); REG_START_TIMEOUT; REG_WATCH_PID (default: the
