@@ -14,6 +14,9 @@ pkgs=(
 	qemu-user-static
 	# tests: fixtures, independent readers of kiln's output, process checks
 	skopeo umoci jq python3 dpkg-dev procps
+	# registry tests and bench/push.sh (tests/registry): real registries, the suite's CA, htpasswd
+	# users, the token server (Debian's /usr/bin/python3 with jwt and cryptography)
+	docker-registry apache2-utils openssl curl python3-jwt python3-cryptography
 )
 
 missing=()

@@ -242,6 +242,7 @@ if [ "$only" != unit ]; then
 		cp -r tests/integration "$it/integration"
 		cp -r tests/fixtures "$it/fixtures"
 		cp -r tests/hostile "$it/hostile"
+		cp -r tests/registry "$it/registry"
 		mkdir "$it/fix"
 		cp "$fix"/busybox-* "$it/fix/"
 		chmod -R a+rX "$it"
