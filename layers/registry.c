@@ -208,20 +208,30 @@ static int ping_once(RegistryClient *c, HostState *hs, bool plain, HttpResponse 
 	return http_request(c->http, &rq, resp, err);
 }
 
-static int ping_hint(const RegistryEndpoint *ep, int r, KilnError **err)
+/* Adds a hint after an error's message: "...: what failed (hint)". */
+static void error_add_hint(KilnError **err, const char *hint)
 {
-	if (r == -EKEYREJECTED && err && *err)
-		return kiln_error_wrap(err, r,
-				       "registry '%s' (to trust its CA: --tls-ca FILE, "
-				       "certs.d/%s/ca.crt, or \"ca\" in the config)",
-				       ep->host, ep->host);
-	if (r == -EPROTO && !ep->plain_http_ok)
-		return kiln_error_wrap(err, r,
-				       "registry '%s' (plain HTTP is used only for localhost, "
-				       "127.0.0.0/8, ::1 and registries marked \"insecure\" in the "
-				       "config)",
-				       ep->host);
-	return kiln_error_wrap(err, r, "registry '%s'", ep->host);
+	if (err && *err && (*err)->message) {
+		char *m = xasprintf("%s (%s)", (*err)->message, hint);
+		free((*err)->message);
+		(*err)->message = m;
+	}
+}
+
+static int ping_failed(const RegistryEndpoint *ep, int r, KilnError **err)
+{
+	r = kiln_error_wrap(err, r, "registry '%s'", ep->host);
+	if (r == -EKEYREJECTED) {
+		_cleanup_free_ char *h =
+		    xasprintf("to trust its CA: --tls-ca FILE, certs.d/%s/ca.crt "
+			      "or \"ca\" in the config",
+			      ep->host);
+		error_add_hint(err, h);
+	} else if (r == -EPROTO && !ep->plain_http_ok) {
+		error_add_hint(err, "kiln uses plain HTTP only for localhost, 127.0.0.0/8, ::1 and "
+				    "registries marked \"insecure\" in the config");
+	}
+	return r;
 }
 
 /* The /v2/ ping, once per host: HTTPS (or plain HTTP where allowed and HTTPS does not speak TLS)
@@ -250,7 +260,7 @@ static int host_ping(RegistryClient *c, const RegistryEndpoint *ep, HostState *h
 	if (r < 0) {
 		if (err && !*err)
 			*err = TAKE_PTR(e);
-		return ping_hint(ep, r, err);
+		return ping_failed(ep, r, err);
 	}
 	if (resp.status != 200 && resp.status != 401)
 		return kiln_error(err, EPROTO,
@@ -910,19 +920,18 @@ static int blob_write(void *userdata, const void *data, size_t len, KilnError **
 	return 0;
 }
 
-static int blob_get_fn(Call *call, void *userdata, KilnError **err)
+/* One download into the sink: 0, 1 when the bytes are wrong (size or digest: worth one more
+ * try, as a transfer may corrupt them), or an error. */
+static int blob_get_once(Call *call, BlobGet *g, const char *what, KilnError **err)
 {
-	BlobGet *g = userdata;
 	_cleanup_free_ char *url = xasprintf("%s/blobs/%s", call->base, g->digest);
-	_cleanup_free_ char *what = xasprintf("blob %s", g->digest);
 	_cleanup_http_response_ HttpResponse resp = {0};
 	HttpSink sink = {blob_write, blob_restart, g};
 	HttpRequest rq = HTTP_REQUEST_INIT;
 	char got[DIGEST_STRING_MAX];
 	int r;
 
-	g->call = call;
-	/* What an earlier endpoint wrote goes. */
+	/* What an earlier try wrote goes. */
 	r = blob_restart(g, err);
 	if (r < 0) {
 		call->fatal = true;
@@ -939,14 +948,37 @@ static int blob_get_fn(Call *call, void *userdata, KilnError **err)
 	}
 	if (resp.status != 200 && resp.status != 206)
 		return status_error(call, what, &resp, err);
-	if (g->size >= 0 && g->got != (uint64_t)g->size)
-		return kiln_error(err, EIO, "%s: %s: %llu bytes, its descriptor says %lld",
-				  call->name, what, (unsigned long long)g->got, (long long)g->size);
+	if (g->size >= 0 && g->got != (uint64_t)g->size) {
+		kiln_error(err, EIO, "%s: %s: %llu bytes, its descriptor says %lld", call->name,
+			   what, (unsigned long long)g->got, (long long)g->size);
+		return 1;
+	}
 	sha256_final(g->hash, got);
-	if (strcmp(got, g->digest) != 0)
-		return kiln_error(err, EIO, "%s: %s: the bytes received have digest %s", call->name,
-				  what, got);
+	if (strcmp(got, g->digest) != 0) {
+		kiln_error(err, EIO, "%s: %s: the bytes received have digest %s", call->name, what,
+			   got);
+		return 1;
+	}
 	return 0;
+}
+
+static int blob_get_fn(Call *call, void *userdata, KilnError **err)
+{
+	BlobGet *g = userdata;
+	_cleanup_free_ char *what = xasprintf("blob %s", g->digest);
+
+	g->call = call;
+	for (int attempt = 1;; attempt++) {
+		_cleanup_error_ KilnError *e = NULL;
+		int r = blob_get_once(call, g, what, &e);
+		if (r == 0)
+			return 0;
+		if (r < 0 || attempt == 2) {
+			if (err && !*err)
+				*err = TAKE_PTR(e);
+			return r < 0 ? r : -EIO;
+		}
+	}
 }
 
 int registry_blob_get(RegistryClient *c, const RegistryRepo *repo, const char *digest, int64_t size,
