@@ -389,7 +389,8 @@ static int call_request(Call *call, HttpRequest *rq, HttpResponse *resp, KilnErr
 			return r;
 		size_t n = strv_length(orig);
 		char **h = xcalloc(n + 2, sizeof(char *));
-		memcpy(h, orig, n * sizeof(char *));
+		if (n)
+			memcpy(h, orig, n * sizeof(char *));
 		h[n] = auth;
 		rq->headers = h;
 		rq->tls = call->hs->tls;
