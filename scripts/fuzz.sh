@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz-dockerfile fuzz-dockerignore fuzz-expand fuzz-layer fuzz-oci fuzz-import)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz-dockerfile fuzz-dockerignore fuzz-expand fuzz-layer fuzz-oci fuzz-import fuzz-registry)
 build=build-fuzz
 
 if [ "${KILN_SKIP_DEPS:-}" != 1 ]; then
@@ -25,7 +25,12 @@ ninja -C "$build" "${targets[@]/#/tests/}" >/dev/null
 
 # Seeds: the repo's own Dockerfiles and ignore files, plus small generated layers and manifests.
 seeds=$build/seeds
-mkdir -p "$seeds"/{fuzz-dockerfile,fuzz-dockerignore,fuzz-expand,fuzz-layer,fuzz-oci,fuzz-import} "$build/crashes"
+mkdir -p "$seeds"/{fuzz-dockerfile,fuzz-dockerignore,fuzz-expand,fuzz-layer,fuzz-oci,fuzz-import,fuzz-registry} "$build/crashes"
+# fuzz-registry: a kind byte (0 challenges, 1 config, 2 names, 3 base64), then the text
+printf '\000Bearer realm="https://a/t?x=\\"y\\"",service="s", Basic realm=r\nNegotiate abc==' >"$seeds/fuzz-registry/challenge"
+printf '\001{"registries": {"docker.io": {"mirrors": ["m.io:5000/p"], "mirror-only": true, "insecure": false, "ca": "/c"}}}' >"$seeds/fuzz-registry/config"
+printf '\002https://index.docker.io/v1/=m.io:5000/prefix' >"$seeds/fuzz-registry/names"
+printf '\003dXNlcjpwYXNz' >"$seeds/fuzz-registry/base64"
 find examples tests -name 'Dockerfile*' -type f -exec cp {} "$seeds/fuzz-dockerfile/" \; 2>/dev/null || true
 printf '*.log\n!keep.log\n**/tmp\n/abs\n[a-c]?\n' >"$seeds/fuzz-dockerignore/basic"
 # expander seeds: escape-choice byte, the word, NUL, the value of V

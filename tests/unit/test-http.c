@@ -603,6 +603,47 @@ TEST(tls_settings_validate_ca_files)
 	CHECK(http_tls_new(&none, &t, NULL) == 0);
 }
 
+typedef struct Worker {
+	HttpClient *c;
+	const char *url;
+	int ok;
+} Worker;
+
+static void *worker_main(void *ud)
+{
+	Worker *w = ud;
+
+	for (int i = 0; i < 25; i++) {
+		_cleanup_http_response_ HttpResponse resp = {0};
+		if (get(w->c, w->url, true, &resp, NULL) == 0 && resp.status == 200 &&
+		    resp.body_len == 5 && memcmp(resp.body, "hello", 5) == 0)
+			w->ok++;
+	}
+	return NULL;
+}
+
+TEST(one_client_many_threads)
+{
+	_cleanup_(http_client_freep) HttpClient *c = NULL;
+	Worker w[4];
+	pthread_t th[4];
+	Srv s;
+
+	CHECK(http_client_new(&c, NULL) == 0);
+	CHECK(srv_start(&s, h_hello, NULL) == 0);
+	_cleanup_free_ char *u = url_of(&s, "127.0.0.1", "/x");
+	for (int i = 0; i < 4; i++) {
+		w[i] = (Worker){c, u, 0};
+		CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0);
+	}
+	for (int i = 0; i < 4; i++) {
+		pthread_join(th[i], NULL);
+		CHECK_EQ_INT(w[i].ok, 25);
+	}
+	CHECK_EQ_INT(srv_count(&s), 100);
+	srv_stop(&s);
+}
+
 TEST(url_helpers)
 {
 	_cleanup_free_ char *a = http_url_resolve("https://r.io:5000/v2/x/blobs/uploads/",
@@ -664,6 +705,7 @@ int main(void)
 	RUN(errors_name_the_url_without_its_query);
 	RUN(proxies_from_environment);
 	RUN(tls_settings_validate_ca_files);
+	RUN(one_client_many_threads);
 	RUN(url_helpers);
 	RUN(loopback_hosts);
 	return tap_done();

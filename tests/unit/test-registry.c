@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 
 #include "builder/credhelper.h"
+#include "httpserver.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "layers/registry_auth.h"
@@ -776,6 +777,202 @@ TEST(login_store_through_helper)
 	CHECK(e && !strstr(e->message, "tok123"));
 }
 
+/* ---------- tokens (the local server plays the token server) ---------- */
+
+typedef struct TokenSrv {
+	int status;
+	const char *body; /* printf format with %u: the request number */
+} TokenSrv;
+
+static void h_token(Srv *s, const SrvReq *rq, int fd, unsigned n)
+{
+	TokenSrv *ts = s->data;
+	_cleanup_free_ char *body = xasprintf(ts->body, n);
+
+	srv_respond(fd, ts->status, NULL, body, strlen(body));
+}
+
+typedef struct AuthFixture {
+	Srv srv;
+	TokenSrv ts;
+	HttpClient *http;
+	RegistryAuth *auth;
+	RegistryChallenge ch;
+	char *realm;
+} AuthFixture;
+
+static void fixture_start(AuthFixture *f, const char *body)
+{
+	f->ts = (TokenSrv){200, body};
+	CHECK(srv_start(&f->srv, h_token, &f->ts) == 0);
+	CHECK(http_client_new(&f->http, NULL) == 0);
+	f->auth = registry_auth_new(f->http, &helper);
+	f->realm = xasprintf("http://127.0.0.1:%d/token", f->srv.port);
+	f->ch = (RegistryChallenge){.scheme = REGISTRY_AUTH_BEARER,
+				    .realm = xstrdup(f->realm),
+				    .service = xstrdup("svc one")};
+}
+
+static void fixture_stop(AuthFixture *f)
+{
+	srv_stop(&f->srv);
+	registry_auth_free(f->auth);
+	http_client_free(f->http);
+	registry_challenge_done(&f->ch);
+	free(f->realm);
+}
+
+static int header_for(AuthFixture *f, char *const *scopes, const RegistryCreds *creds, char **ret,
+		      KilnError **err)
+{
+	RegistryAuthRequest rq = {.host = "r.test:5000",
+				  .cred_domain = "r.test:5000",
+				  .repository = "a/b",
+				  .challenge = &f->ch,
+				  .scopes = scopes,
+				  .creds = creds};
+	*ret = NULL;
+	return registry_auth_header(f->auth, &rq, ret, err);
+}
+
+TEST(bearer_tokens_cached_per_scope_set)
+{
+	AuthFixture f;
+	char *ab[] = {"repository:a/b:pull", "repository:c:pull", NULL};
+	char *ba[] = {"repository:c:pull", "repository:a/b:pull", NULL};
+	char *other[] = {"repository:a/b:pull,push", NULL};
+	char *h = NULL;
+
+	creds_env();
+	fixture_start(&f, "{\"token\": \"tok-%u\", \"expires_in\": 300}");
+	CHECK(header_for(&f, ab, NULL, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer tok-0");
+	free(h);
+	const char *req = srv_log(&f.srv, 0);
+	CHECK(strstr(req, "GET /token?service=svc%20one&scope=repository%3Aa%2Fb%3Apull&scope="
+			  "repository%3Ac%3Apull HTTP/1.1") != NULL);
+	CHECK(strstr(req, "Authorization") == NULL);
+	/* The same set in another order: the cached token. */
+	CHECK(header_for(&f, ba, NULL, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer tok-0");
+	free(h);
+	CHECK_EQ_INT(srv_count(&f.srv), 1);
+	/* Another set: another token. */
+	CHECK(header_for(&f, other, NULL, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer tok-1");
+	free(h);
+	/* Forgotten after a 401. */
+	RegistryAuthRequest rq = {
+	    .host = "r.test:5000", .cred_domain = "r.test:5000", .challenge = &f.ch, .scopes = ab};
+	registry_auth_invalidate(f.auth, &rq);
+	CHECK(header_for(&f, ab, NULL, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer tok-2");
+	free(h);
+	CHECK(header_for(&f, other, NULL, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer tok-1");
+	free(h);
+	CHECK_EQ_INT(srv_count(&f.srv), 3);
+	fixture_stop(&f);
+}
+
+TEST(bearer_with_credentials)
+{
+	AuthFixture f;
+	char *scopes[] = {"repository:a/b:pull", NULL};
+	_cleanup_free_ char *basic = b64("stored:storedpw");
+	_cleanup_free_ char *cfg = NULL;
+	char *h = NULL;
+
+	creds_env();
+	mkdir_p("home/.docker", 0700, NULL);
+	cfg = xasprintf("{\"auths\": {\"r.test:5000\": {\"auth\": \"%s\"}}}", basic);
+	put("home/.docker/config.json", cfg);
+	fixture_start(&f, "{\"access_token\": \"at-%u\"}");
+	CHECK(header_for(&f, scopes, NULL, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer at-0");
+	free(h);
+	_cleanup_free_ char *want = xasprintf("Authorization: Basic %s", basic);
+	CHECK(strstr(srv_log(&f.srv, 0), want) != NULL);
+	CHECK(strstr(srv_log(&f.srv, 0), "account=") == NULL);
+
+	/* kiln login's own credentials: never cached, the account named. */
+	RegistryCreds login = {.username = "me", .secret = "pw", .source = "the command line"};
+	CHECK(header_for(&f, NULL, &login, &h, NULL) == 0);
+	CHECK_EQ_STR(h, "Authorization: Bearer at-1");
+	free(h);
+	CHECK(header_for(&f, NULL, &login, &h, NULL) == 0);
+	free(h);
+	CHECK_EQ_INT(srv_count(&f.srv), 3);
+	CHECK(strstr(srv_log(&f.srv, 1), "GET /token?service=svc%20one&account=me ") != NULL);
+
+	/* Refused: the message names the user and where they came from, not the secret. */
+	_cleanup_error_ KilnError *e = NULL;
+	f.ts.status = 401;
+	f.ts.body = "{\"details\": \"bad pw\"}";
+	login.secret = "SECRET-PW";
+	CHECK_EQ_INT(header_for(&f, NULL, &login, &h, &e), -EACCES);
+	CHECK(e && strstr(e->message, "refused the credentials of 'me' from the command line"));
+	CHECK(e && !strstr(e->message, "SECRET"));
+	fixture_stop(&f);
+}
+
+TEST(bearer_bad_answers)
+{
+	AuthFixture f;
+	char *scopes[] = {"repository:a/b:pull", NULL};
+	static const char *const bad[] = {"{}", "{\"token\": \"two words\"}", "{\"token\": 1}",
+					  "not json", "{\"token\": \"\"}"};
+	char *h = NULL;
+
+	creds_env();
+	fixture_start(&f, "{}");
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		_cleanup_error_ KilnError *e = NULL;
+		f.ts.body = bad[i];
+		CHECK_EQ_INT(header_for(&f, scopes, NULL, &h, &e), -EPROTO);
+		CHECK(e && strstr(e->message, "no usable"));
+	}
+	_cleanup_error_ KilnError *e = NULL;
+	f.ts.status = 401;
+	CHECK_EQ_INT(header_for(&f, scopes, NULL, &h, &e), -EACCES);
+	CHECK(e && strstr(e->message, "anonymous access"));
+	/* A plain HTTP realm elsewhere than loopback gets nothing. */
+	kiln_error_free(TAKE_PTR(e));
+	free(f.ch.realm);
+	f.ch.realm = xstrdup("http://realm.invalid/token");
+	CHECK_EQ_INT(header_for(&f, scopes, NULL, &h, &e), -EPROTO);
+	CHECK(e && strstr(e->message, "plain HTTP token realm"));
+	kiln_error_free(TAKE_PTR(e));
+	free(f.ch.realm);
+	f.ch.realm = xstrdup("ftp://x/token");
+	CHECK_EQ_INT(header_for(&f, scopes, NULL, &h, &e), -EPROTO);
+	fixture_stop(&f);
+}
+
+TEST(basic_auth_header)
+{
+	AuthFixture f;
+	char *h = NULL;
+	RegistryCreds c = {.username = "u", .secret = "p:w", .source = "x"};
+
+	creds_env();
+	fixture_start(&f, "{}");
+	f.ch.scheme = REGISTRY_AUTH_BASIC;
+	CHECK(header_for(&f, NULL, &c, &h, NULL) == 0);
+	_cleanup_free_ char *want = b64("u:p:w");
+	_cleanup_free_ char *line = xasprintf("Authorization: Basic %s", want);
+	CHECK_EQ_STR(h, line);
+	free(h);
+	/* No credentials: no header (the registry's 401 says what to do). */
+	CHECK(header_for(&f, NULL, NULL, &h, NULL) == 0);
+	CHECK(h == NULL);
+	f.ch.scheme = REGISTRY_AUTH_OTHER;
+	CHECK(header_for(&f, NULL, &c, &h, NULL) == 0);
+	CHECK(h == NULL);
+	CHECK_EQ_INT(srv_count(&f.srv), 0);
+	fixture_stop(&f);
+}
+
 int main(void)
 {
 	RUN(challenge_bearer);
@@ -796,5 +993,9 @@ int main(void)
 	RUN(credential_helpers);
 	RUN(login_store_and_erase);
 	RUN(login_store_through_helper);
+	RUN(bearer_tokens_cached_per_scope_set);
+	RUN(bearer_with_credentials);
+	RUN(bearer_bad_answers);
+	RUN(basic_auth_header);
 	return tap_done();
 }
