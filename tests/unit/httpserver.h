@@ -38,7 +38,7 @@ struct Srv {
 	pthread_mutex_t mu;
 	unsigned n;
 	char *log[SRV_LOG_MAX]; /* heads of the requests, in order */
-	volatile int stop;
+	int stop; /* __atomic */
 };
 
 static inline void srv_write(int fd, const void *buf, size_t len)
@@ -118,7 +118,7 @@ static inline void *srv_main(void *ud)
 {
 	Srv *s = ud;
 
-	while (!s->stop) {
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
 		struct pollfd p = {.fd = s->lfd, .events = POLLIN};
 		if (poll(&p, 1, 50) <= 0)
 			continue;
@@ -160,7 +160,7 @@ static inline int srv_start(Srv *s, SrvHandler h, void *data)
 
 static inline void srv_stop(Srv *s)
 {
-	s->stop = 1;
+	__atomic_store_n(&s->stop, 1, __ATOMIC_RELEASE);
 	pthread_join(s->th, NULL);
 	close(s->lfd);
 	for (unsigned i = 0; i < SRV_LOG_MAX; i++)
