@@ -29,16 +29,6 @@ enum {
 
 static const RegistryHelper cli_helper = {credhelper_run, NULL};
 
-static void wipe_freep(char **s)
-{
-	if (*s) {
-		explicit_bzero(*s, strlen(*s));
-		free(*s);
-		*s = NULL;
-	}
-}
-#define _cleanup_wipe_ _cleanup_(wipe_freep)
-
 void registry_cli_options_done(RegistryCliOptions *o)
 {
 	strv_free(o->mirrors);
@@ -207,7 +197,7 @@ int cmd_login(int argc, char **argv, KilnError **err)
 	_cleanup_(registry_cli_options_done) RegistryCliOptions ro = {0};
 	_cleanup_free_ char *domain = NULL;
 	_cleanup_free_ char *user = NULL;
-	_cleanup_wipe_ char *secret = NULL;
+	_cleanup_secret_ char *secret = NULL;
 	char *pass_arg = NULL;
 	bool pass_stdin = false;
 	int c, r;

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #define _cleanup_(f) __attribute__((cleanup(f)))
@@ -42,7 +43,23 @@ static inline void strv_freep(char ***v)
 	strv_free(*v);
 }
 
+/* A string that held a secret (a password, a token): overwritten, then freed. Takes NULL. */
+static inline void secret_free(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+static inline void secret_freep(char **s)
+{
+	secret_free(*s);
+	*s = NULL;
+}
+
 #define _cleanup_free_ _cleanup_(freep)
+#define _cleanup_secret_ _cleanup_(secret_freep)
 #define _cleanup_close_ _cleanup_(closep)
 #define _cleanup_fclose_ _cleanup_(fclosep)
 #define _cleanup_closedir_ _cleanup_(closedirp)

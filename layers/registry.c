@@ -53,20 +53,6 @@ struct RegistryClient {
 	size_t n_lists;
 };
 
-static void wipe_free(char *s)
-{
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		free(s);
-	}
-}
-
-static void wipe_freep(char **s)
-{
-	wipe_free(*s);
-	*s = NULL;
-}
-
 int registry_client_new(const RegistryClientOptions *o, RegistryClient **ret, KilnError **err)
 {
 	_cleanup_(registry_client_freep) RegistryClient *c = xcalloc(1, sizeof(*c));
@@ -115,21 +101,25 @@ void registry_client_free(RegistryClient *c)
 static int client_endpoints(RegistryClient *c, const char *domain, bool push,
 			    const EndpointList **ret, KilnError **err)
 {
+	_cleanup_free_ char *d = registry_domain_canonical(domain);
 	EndpointList *l = NULL;
 	int r = 0;
 
+	if (!d)
+		return kiln_error(err, EINVAL, "'%s' is not a registry HOST[:PORT]",
+				  EXCERPT(domain));
 	pthread_mutex_lock(&c->lock);
 	for (size_t i = 0; i < c->n_lists && !l; i++)
-		if (c->lists[i]->push == push && strcmp(c->lists[i]->domain, domain) == 0)
+		if (c->lists[i]->push == push && strcmp(c->lists[i]->domain, d) == 0)
 			l = c->lists[i];
 	if (!l) {
 		l = xcalloc(1, sizeof(*l));
-		r = registry_config_endpoints(c->config, domain, push, &l->v, &l->n, err);
+		r = registry_config_endpoints(c->config, d, push, &l->v, &l->n, err);
 		if (r < 0) {
 			free(l);
 			l = NULL;
 		} else {
-			l->domain = xstrdup(domain);
+			l->domain = TAKE_PTR(d);
 			l->push = push;
 			c->lists = xrealloc(c->lists, (c->n_lists + 1) * sizeof(*c->lists));
 			c->lists[c->n_lists++] = l;
@@ -289,6 +279,7 @@ static int host_ping(RegistryClient *c, const RegistryEndpoint *ep, HostState *h
 typedef struct Call {
 	RegistryClient *c;
 	const RegistryRepo *repo;
+	const char *domain; /* the repository's registry, canonical */
 	const RegistryEndpoint *ep;
 	HostState *hs;
 	char *path;    /* the repository on this endpoint */
@@ -306,10 +297,10 @@ static void call_done(Call *call)
 	free(call->name);
 }
 
-static void call_init(Call *call, RegistryClient *c, const RegistryRepo *repo,
+static void call_init(Call *call, RegistryClient *c, const RegistryRepo *repo, const char *domain,
 		      const RegistryEndpoint *ep, HostState *hs, const char *mount_from)
 {
-	*call = (Call){.c = c, .repo = repo, .ep = ep, .hs = hs};
+	*call = (Call){.c = c, .repo = repo, .domain = domain, .ep = ep, .hs = hs};
 	call->path = *ep->prefix ? xasprintf("%s/%s", ep->prefix, repo->repository)
 				 : xstrdup(repo->repository);
 	call->base =
@@ -324,7 +315,7 @@ static void call_init(Call *call, RegistryClient *c, const RegistryRepo *repo,
 /* The registry the endpoint's credentials belong to. */
 static const char *call_cred_domain(const Call *call)
 {
-	return call->ep->mirror ? call->ep->host : call->repo->domain;
+	return call->ep->mirror ? call->ep->host : call->domain;
 }
 
 static RegistryAuthRequest call_auth_request(const Call *call, const RegistryChallenge *ch)
@@ -377,7 +368,7 @@ static int call_request(Call *call, HttpRequest *rq, HttpResponse *resp, KilnErr
 	int r;
 
 	for (int round = 0;; round++) {
-		__attribute__((cleanup(wipe_freep))) char *auth = NULL;
+		_cleanup_secret_ char *auth = NULL;
 		RegistryChallenge ch = {0};
 		pthread_mutex_lock(&call->c->lock);
 		registry_challenge_copy(&ch, &call->hs->challenge);
@@ -514,7 +505,7 @@ static int registry_run(RegistryClient *c, const RegistryRepo *repo, const char 
 		if (r >= 0)
 			r = host_ping(c, ep, hs, &e);
 		if (r >= 0) {
-			call_init(&call, c, repo, ep, hs, mount_from);
+			call_init(&call, c, repo, l->domain, ep, hs, mount_from);
 			r = fn(&call, userdata, &e);
 		}
 		bool fatal = call.fatal;
@@ -1267,7 +1258,7 @@ static int login_verify(RegistryClient *c, const RegistryEndpoint *ep, HostState
 int registry_login_check(RegistryClient *c, const char *domain, const char *username,
 			 const char *secret, KilnError **err)
 {
-	__attribute__((cleanup(wipe_freep))) char *header = NULL;
+	_cleanup_secret_ char *header = NULL;
 	const EndpointList *l = NULL;
 	RegistryChallenge ch = {0};
 	HostState *hs = NULL;
@@ -1295,7 +1286,7 @@ int registry_login_check(RegistryClient *c, const char *domain, const char *user
 		return 1;
 	}
 	RegistryAuthRequest ar = {.host = l->v[0].host,
-				  .cred_domain = domain,
+				  .cred_domain = l->domain,
 				  .challenge = &ch,
 				  .tls = hs->tls,
 				  .plain_realm_ok = l->v[0].plain_http_ok,

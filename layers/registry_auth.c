@@ -265,14 +265,6 @@ static double now_mono(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-static void wipe_free(char *s)
-{
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		free(s);
-	}
-}
-
 RegistryAuth *registry_auth_new(HttpClient *http, const RegistryHelper *h)
 {
 	RegistryAuth *a = xcalloc(1, sizeof(*a));
@@ -291,7 +283,7 @@ void registry_auth_free(RegistryAuth *a)
 		return;
 	for (size_t i = 0; i < a->n_tokens; i++) {
 		free(a->tokens[i].key);
-		wipe_free(a->tokens[i].token);
+		secret_free(a->tokens[i].token);
 	}
 	for (size_t i = 0; i < a->n_creds; i++) {
 		free(a->creds[i]->key);
@@ -370,7 +362,7 @@ static char *token_cached(RegistryAuth *a, const char *key)
 static void token_drop_locked(RegistryAuth *a, size_t i)
 {
 	free(a->tokens[i].key);
-	wipe_free(a->tokens[i].token);
+	secret_free(a->tokens[i].token);
 	memmove(&a->tokens[i], &a->tokens[i + 1], (a->n_tokens - i - 1) * sizeof(*a->tokens));
 	a->n_tokens--;
 }
@@ -415,8 +407,8 @@ static char *basic_header(const RegistryCreds *c)
 	char *b64 = registry_base64_encode(plain, strlen(plain));
 	char *h = xasprintf("Authorization: Basic %s", b64);
 
-	wipe_free(plain);
-	wipe_free(b64);
+	secret_free(plain);
+	secret_free(b64);
 	return h;
 }
 
@@ -496,7 +488,7 @@ static char *token_post_form(const RegistryAuthRequest *rq, const RegistryCreds 
 	    "grant_type=refresh_token&client_id=kiln&service=%s&scope=%s&refresh_token=%s", svc, sc,
 	    tok);
 	strbuf_done(&scope);
-	wipe_free(tok);
+	secret_free(tok);
 	return form;
 }
 
@@ -560,8 +552,8 @@ static int token_fetch(RegistryAuth *a, const RegistryAuthRequest *rq, const Reg
 	req.retry = true;
 	req.follow_redirects = true;
 	r = http_request(a->http, &req, &resp, err);
-	wipe_free(form);
-	wipe_free(auth);
+	secret_free(form);
+	secret_free(auth);
 	if (r >= 0)
 		r = token_answer(rq, creds, &resp, ret_token, ret_expires, err);
 	else
@@ -604,6 +596,6 @@ int registry_auth_header(RegistryAuth *a, const RegistryAuthRequest *rq, char **
 			token_put(a, TAKE_PTR(key), token, expires);
 	}
 	*ret = xasprintf("Authorization: Bearer %s", token);
-	wipe_free(token);
+	secret_free(token);
 	return 0;
 }

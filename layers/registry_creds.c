@@ -19,25 +19,10 @@
 
 #define HELPER_NAME_MAX 64
 
-static void wipe_free(char *s)
-{
-	if (s) {
-		explicit_bzero(s, strlen(s));
-		free(s);
-	}
-}
-
-static void wipe_freep(char **s)
-{
-	wipe_free(*s);
-	*s = NULL;
-}
-#define _cleanup_wipe_ _cleanup_(wipe_freep)
-
 void registry_creds_done(RegistryCreds *c)
 {
 	free(c->username);
-	wipe_free(c->secret);
+	secret_free(c->secret);
 	free(c->source);
 	*c = (RegistryCreds){0};
 }
@@ -88,7 +73,7 @@ int registry_base64_decode(const char *s, char **ret, size_t *ret_len)
 		bool pad2 = last && s[i + 2] == '=' && s[i + 3] == '=';
 		bool pad1 = last && !pad2 && s[i + 3] == '=';
 		if (v[0] < 0 || v[1] < 0 || (v[2] < 0 && !pad2) || (v[3] < 0 && !pad1 && !pad2)) {
-			wipe_free(out);
+			secret_free(out);
 			return -EINVAL;
 		}
 		uint32_t x = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 |
@@ -234,7 +219,7 @@ static int helper_failed(const char *name, const char *action, int status, const
 static int helper_get(const RegistryHelper *h, const char *name, const char *domain,
 		      RegistryCreds *ret, KilnError **err)
 {
-	_cleanup_wipe_ char *out = NULL;
+	_cleanup_secret_ char *out = NULL;
 	_cleanup_json_ json_t *j = NULL;
 	int status = 0, r;
 
@@ -273,7 +258,7 @@ static int entry_creds(const char *file, const char *key, json_t *e, RegistryCre
 	const char *user = json_string_value(json_object_get(e, "username"));
 	const char *pass = json_string_value(json_object_get(e, "password"));
 	const char *token = json_string_value(json_object_get(e, "identitytoken"));
-	_cleanup_wipe_ char *plain = NULL;
+	_cleanup_secret_ char *plain = NULL;
 	size_t len = 0;
 
 	if (!json_is_object(e))
@@ -296,7 +281,7 @@ static int entry_creds(const char *file, const char *key, json_t *e, RegistryCre
 	if (token && *token) {
 		if (!ret->username)
 			ret->username = xstrdup("<token>");
-		wipe_free(ret->secret);
+		secret_free(ret->secret);
 		ret->secret = xstrdup(token);
 		ret->identity_token = true;
 	}
@@ -432,7 +417,7 @@ static int config_write(const char *path, json_t *doc, KilnError **err)
 	_cleanup_free_ char *copy2 = xstrdup(real ? real : path);
 	const char *dir = dirname(copy), *name = basename(copy2);
 	_cleanup_close_ int dfd = -1;
-	_cleanup_wipe_ char *text = NULL;
+	_cleanup_secret_ char *text = NULL;
 	int r;
 
 	r = mkdir_p(dir, 0700, err);
@@ -468,8 +453,8 @@ static int helper_store(const RegistryHelper *h, const char *name, const char *d
 	_cleanup_json_ json_t *in =
 	    json_pack("{s:s, s:s, s:s}", "ServerURL", registry_creds_server(domain), "Username",
 		      username, "Secret", secret);
-	_cleanup_wipe_ char *input = in ? json_dumps(in, JSON_COMPACT) : NULL;
-	_cleanup_wipe_ char *out = NULL;
+	_cleanup_secret_ char *input = in ? json_dumps(in, JSON_COMPACT) : NULL;
+	_cleanup_secret_ char *out = NULL;
 	int status = 0, r;
 
 	if (!input)
@@ -503,8 +488,8 @@ int registry_creds_store(const char *domain, const char *username, const char *s
 		/* No stale copy in the file. */
 		return auths_remove(doc, domain) ? config_write(path, doc, err) : 0;
 	}
-	_cleanup_wipe_ char *plain = xasprintf("%s:%s", username, secret);
-	_cleanup_wipe_ char *b64 = registry_base64_encode(plain, strlen(plain));
+	_cleanup_secret_ char *plain = xasprintf("%s:%s", username, secret);
+	_cleanup_secret_ char *b64 = registry_base64_encode(plain, strlen(plain));
 	json_t *auths = json_object_get(doc, "auths");
 	if (auths && !json_is_object(auths))
 		return kiln_error(err, EINVAL, "'%s': auths: not an object", path);
@@ -527,7 +512,7 @@ int registry_creds_erase(const char *domain, const RegistryHelper *h, bool *ret_
 {
 	_cleanup_free_ char *path = registry_docker_config_path();
 	_cleanup_json_ json_t *doc = NULL;
-	_cleanup_wipe_ char *out = NULL;
+	_cleanup_secret_ char *out = NULL;
 	const char *helper;
 	bool found;
 	int status = 0, r;
