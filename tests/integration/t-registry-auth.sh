@@ -133,8 +133,10 @@ kf "token: anonymous private/ is refused, saying how to log in" 1 "authenticatio
 
 # push with a pull,push token; a cross-repository mount asks for both repositories in one token
 head -c 300000 /dev/urandom >"$T/blob"
+tok_before=$(wc -l <"$REG_TOKEN_REQUESTS")
 kc "token: push a blob in chunks (PATCH) to private/new" dbg push-blob --push --chunk-size 65536 --tls-ca "$REG_CA" "$REG_TOKEN_HOST" private/new "$T/blob"
 check_eq "push: uploaded" "$(jqo .how)" uploaded
+check_eq "push: HEAD, POST, 5 PATCHes and the PUT on one cached token" "$(tail -n +$((tok_before + 1)) "$REG_TOKEN_REQUESTS" | wc -l)" 1
 bd=$(jqo .digest)
 check_grep "push: the upload went in PATCH chunks" "PATCH /v2/private/new/blobs/uploads/" "$REG_TOKEN_ACCESS_LOG"
 kc "push again: HEAD finds it" dbg push-blob --push --tls-ca "$REG_CA" "$REG_TOKEN_HOST" private/new "$T/blob"
