@@ -96,13 +96,14 @@ static char *prompt_line(const char *prompt, bool echo)
 	size_t cap = 0;
 	bool hidden = !echo && tcgetattr(STDIN_FILENO, &old) == 0;
 
-	fputs(prompt, stderr);
-	fflush(stderr);
+	/* Echo off before the prompt shows: nothing typed after it is echoed. */
 	if (hidden) {
 		quiet = old;
 		quiet.c_lflag &= ~(tcflag_t)ECHO;
 		tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
 	}
+	fputs(prompt, stderr);
+	fflush(stderr);
 	ssize_t n = getline(&line, &cap, stdin);
 	if (hidden) {
 		tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
@@ -216,12 +217,13 @@ int cmd_login(int argc, char **argv, KilnError **err)
 					  "--password-stdin] [--tls-ca FILE] [HOST]");
 	}
 	r = host_arg(argc, argv, &domain, err);
-	if (r >= 0)
-		r = login_secret(pass_arg, pass_stdin, user, &secret, err);
 	if (r < 0)
 		return r;
-	if (!user && isatty(STDIN_FILENO))
+	if (!user && !pass_stdin && isatty(STDIN_FILENO))
 		user = prompt_line("Username: ", true);
+	r = login_secret(pass_arg, pass_stdin, user, &secret, err);
+	if (r < 0)
+		return r;
 	if (!user || !*user)
 		return kiln_error(err, KILN_EUSAGE, "no user name: give it with -u USER");
 	if (!*secret)

@@ -105,6 +105,40 @@ kc "login -p: works" kiln login -u "$REG_USER" -p "$REG_PASSWORD" "$REG_TLS1_HOS
 check_grep "login -p: warns that it is insecure" 'WARNING! Using -p/--password on the command line is insecure'
 kf "login: no password and no terminal is a usage error" 2 "password-stdin" kiln login -u "$REG_USER" "$REG_TLS1_HOST"
 
+# tty_login HOST: kiln login on a pseudo-terminal (script(1)), answering each prompt once it
+# shows; the whole conversation in $OUT, kiln's exit status returned
+tty_login() {
+	local w pid st
+	rm -f "$T/tty.in"
+	mkfifo "$T/tty.in"
+	script -qec "$(printf '%q ' "$KILN" login "$1")" /dev/null <"$T/tty.in" >"$OUT" 2>&1 &
+	pid=$!
+	exec {w}>"$T/tty.in"
+	wait_for 'Username:' && printf '%s\n' "$REG_USER" >&$w &&
+		wait_for 'Password:' && printf '%s\n' "$REG_PASSWORD" >&$w
+	wait_for 'Login Succeeded|refused|error'
+	exec {w}>&-
+	wait "$pid"
+	st=$?
+	return $st
+}
+# wait_for ERE: until $OUT matches (at most 30 s)
+wait_for() {
+	local i
+	for i in $(seq 300); do
+		grep -Eq -- "$1" "$OUT" && return 0
+		sleep 0.1
+	done
+	return 1
+}
+tty_login "$REG_TLS1_HOST" </dev/null
+st=$?
+keep
+check_eq "login on a terminal: asks for the user name, then the password" \
+	"$(tr -d '\r' <"$OUT" | grep -o 'Username: [a-z]*\|Password:' | tr '\n' ' ')" "Username: $REG_USER Password: "
+check_grep "login on a terminal: Login Succeeded" 'Login Succeeded'
+check_eq "login on a terminal: exit 0, the password not echoed" "$st $(grep -c -- "$REG_PASSWORD" "$OUT")" "0 0"
+
 # --- credential helpers -------------------------------------------------------------------------
 bin=$T/bin
 mkdir -p "$bin"
