@@ -621,7 +621,7 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 				break;
 			}
 			OciImage *img = NULL;
-			k = oci_image_resolve(b->store, root, &o->platforms[0], &img, err);
+			k = oci_image_resolve(b->store, root, &o->platforms[0], NULL, &img, err);
 			if (k >= 0)
 				k = export_docker_archive(b->store, img, o->tags, out->dest, err);
 			oci_image_free(img);
@@ -1018,12 +1018,8 @@ int build_run(const BuildOptions *o, KilnError **err)
 	for (size_t i = 0; i < o->n_platforms; i++)
 		manifests[i] = passes[i].manifest;
 	k = oci_index_put(b.store, manifests, o->n_platforms, &root, err);
-	for (size_t i = 0; k >= 0 && o->tags && o->tags[i]; i++) {
-		_cleanup_free_ char *name = NULL;
-		k = store_name_normalize(o->tags[i], &name, err);
-		if (k >= 0)
-			k = store_tag_set(b.store, name, &root, err);
-	}
+	for (size_t i = 0; k >= 0 && o->tags && o->tags[i]; i++)
+		k = store_tag_set(b.store, o->tags[i], &root, NULL, err);
 	if (k >= 0)
 		k = write_outputs(&b, &root, manifests, err);
 	if (k >= 0 && o->metadata_file)
@@ -1035,8 +1031,11 @@ int build_run(const BuildOptions *o, KilnError **err)
 	if (k >= 0) {
 		warn_unused_args(&b);
 		progress_note(b.progress, "writing image %s done", root.digest);
-		for (size_t i = 0; o->tags && o->tags[i]; i++)
-			progress_note(b.progress, "naming to %s done", o->tags[i]);
+		for (size_t i = 0; o->tags && o->tags[i]; i++) {
+			_cleanup_free_ char *name = NULL;
+			if (ref_canonical_name(o->tags[i], &name, NULL) >= 0)
+				progress_note(b.progress, "naming to %s done", name);
+		}
 	}
 out:
 	for (size_t i = 0; i < o->n_platforms; i++) {
