@@ -17,6 +17,7 @@ uint64_t build_max_layer_entries(const BuildOptions *o)
 static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
 {
 	_cleanup_close_ int blob = -1;
+	LayerApplyResult res = {0};
 	LayerApplyOptions ao = {
 	    .mode = LAYER_APPLY_OVERLAY,
 	    .whiteouts = true,
@@ -26,6 +27,8 @@ static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
 	    .expected_diff_id = l->diff_id,
 	    .max_bytes = build_max_layer_bytes(b->o),
 	    .max_entries = build_max_layer_entries(b->o),
+	    .skip_devices = true,
+	    .result = &res,
 	};
 	int r = store_open_blob(b->store, l->desc.digest, &blob, err);
 
@@ -40,6 +43,14 @@ static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
 	if (r < 0)
 		return kiln_error_wrap(err, r, "%s layer %s", dfd >= 0 ? "unpack" : "check",
 				       l->desc.digest);
+	if (dfd >= 0 && res.devices_skipped)
+		progress_note(b->progress,
+			      "warning: layer %s: %llu device node%s left out ('%s'%s): a user "
+			      "namespace cannot create them (rootless Docker does the same); the "
+			      "image keeps the layer as it is",
+			      l->desc.digest, (unsigned long long)res.devices_skipped,
+			      res.devices_skipped == 1 ? "" : "s", res.first_device,
+			      res.devices_skipped == 1 ? "" : ", ...");
 	return store_diffid_record(b->store, l->desc.digest, l->diff_id, err);
 }
 
