@@ -650,7 +650,14 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 static int write_metadata(Build *b, const OciDescriptor *root, KilnError **err)
 {
 	json_t *m = json_object(), *d = descriptor_json(root->media_type, root->digest, root->size);
-	_cleanup_free_ char *names = b->o->tags ? strv_join(b->o->tags, ",") : NULL;
+	_cleanup_strv_free_ char **canon = NULL;
+	/* buildx writes the canonical names ("docker.io/library/app:1") */
+	for (size_t i = 0; b->o->tags && b->o->tags[i]; i++) {
+		char *c = NULL;
+		if (ref_canonical_name(b->o->tags[i], &c, NULL) >= 0)
+			strv_consume(&canon, c);
+	}
+	_cleanup_free_ char *names = canon ? strv_join(canon, ",") : NULL;
 
 	json_object_set_new(m, "containerimage.digest", json_string(root->digest));
 	json_object_set_new(m, "containerimage.descriptor", d);

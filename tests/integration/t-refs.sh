@@ -73,6 +73,11 @@ check_grep "inspect shows the familiar name" '^Name: +app:1$'
 check "rmi docker.io/app:1" kiln rmi docker.io/app:1
 check_grep "rmi prints the familiar name" '^Untagged: app:1$'
 check_eq "app:1 is gone" "$(images_count 'app:1')" 0
+if check "--metadata-file with -t app:meta -t index.docker.io/me/x:1" \
+	build -t app:meta -t index.docker.io/me/x:1 --metadata-file "$O/meta.json"; then
+	check_jq "image.name holds the canonical names, as buildx writes them" \
+		'.["image.name"] == "docker.io/library/app:meta,docker.io/me/x:1"' "$O/meta.json"
+fi
 check_fail "-t with upper case is a usage error" 2 "invalid image reference 'App:1'.*lowercase" \
 	build -t App:1
 check_fail "-t with a digest is a usage error" 2 "cannot hold a digest" \
