@@ -244,4 +244,21 @@ else
 	check "make the device-node base" false
 fi
 
+# ADD of a local tar with device nodes: extracted without them (as moby's archive code does in a
+# user namespace), with a warning naming the Dockerfile line.
+c=$(newdir adddev)
+python3 - "$c/dev.tar" <<'PY'
+import io, sys, tarfile
+with tarfile.open(sys.argv[1], "w") as t:
+    for name, kind in (("d/", tarfile.DIRTYPE), ("d/null", tarfile.CHRTYPE), ("d/sda", tarfile.BLKTYPE)):
+        ti = tarfile.TarInfo(name.rstrip("/")); ti.type = kind; ti.mode = 0o755 if kind == tarfile.DIRTYPE else 0o666
+        ti.devmajor, ti.devminor = (1, 3) if kind == tarfile.CHRTYPE else (8, 0)
+        t.addfile(ti)
+    data = b"kept\n"; ti = tarfile.TarInfo("d/file"); ti.size = len(data); t.addfile(ti, io.BytesIO(data))
+PY
+kiln load "$FIX/busybox-amd64.oci.tar" busybox:adddev >/dev/null
+printf 'FROM busybox:adddev\nADD dev.tar /x/\nRUN cat /x/d/file && test ! -e /x/d/null && test ! -e /x/d/sda\n' >"$c/Dockerfile"
+check "ADD of a tar with device nodes builds" kiln build --progress plain --platform linux/amd64 "$c"
+check_grep "the warning names the line and the count" 'warning: Dockerfile:2: ADD: 2 device nodes left out'
+
 finish
