@@ -17,6 +17,7 @@ uint64_t build_max_layer_entries(const BuildOptions *o)
 static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
 {
 	_cleanup_close_ int blob = -1;
+	LayerApplyResult res = {0};
 	LayerApplyOptions ao = {
 	    .mode = LAYER_APPLY_OVERLAY,
 	    .whiteouts = true,
@@ -26,6 +27,8 @@ static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
 	    .expected_diff_id = l->diff_id,
 	    .max_bytes = build_max_layer_bytes(b->o),
 	    .max_entries = build_max_layer_entries(b->o),
+	    .skip_devices = true,
+	    .result = &res,
 	};
 	int r = store_open_blob(b->store, l->desc.digest, &blob, err);
 
@@ -40,6 +43,14 @@ static int layer_verify(Build *b, const LayerRef *l, int dfd, KilnError **err)
 	if (r < 0)
 		return kiln_error_wrap(err, r, "%s layer %s", dfd >= 0 ? "unpack" : "check",
 				       l->desc.digest);
+	if (dfd >= 0 && res.devices_skipped)
+		progress_note(b->progress,
+			      "warning: layer %s: %llu device node%s left out ('%s'%s): a user "
+			      "namespace cannot create them (rootless Docker does the same); the "
+			      "image keeps the layer as it is",
+			      l->desc.digest, (unsigned long long)res.devices_skipped,
+			      res.devices_skipped == 1 ? "" : "s", res.first_device,
+			      res.devices_skipped == 1 ? "" : ", ...");
 	return store_diffid_record(b->store, l->desc.digest, l->diff_id, err);
 }
 
@@ -287,14 +298,26 @@ Stage *stage_find(Build *b, const char *name)
 	return NULL;
 }
 
+/* A --build-context key names what FROM or COPY --from says: the same string, or (as buildx
+ * normalizes context names) the same image reference: "alpine" is "docker.io/library/alpine"
+ * and "alpine:latest". */
+static bool context_name_matches(const char *key, size_t key_n, const char *name)
+{
+	Reference a, b;
+
+	if (strlen(name) == key_n && strncmp(key, name, key_n) == 0)
+		return true;
+	_cleanup_free_ char *k = xasprintf("%.*s", (int)key_n, key);
+	return ref_parse(k, &a, NULL) >= 0 && ref_parse(name, &b, NULL) >= 0 && ref_equal(&a, &b);
+}
+
 const char *build_context_source(Build *b, const char *name)
 {
-	size_t n = strlen(name);
-
 	for (size_t i = 0; b->o->build_contexts && b->o->build_contexts[i]; i++) {
 		const char *c = b->o->build_contexts[i];
-		if (strncmp(c, name, n) == 0 && c[n] == '=')
-			return c + n + 1;
+		const char *eq = strchr(c, '=');
+		if (eq && context_name_matches(c, (size_t)(eq - c), name))
+			return eq + 1;
 	}
 	return NULL;
 }
@@ -311,46 +334,58 @@ bool is_local_dir_context(const char *src)
 	return stat(src, &st) == 0 && S_ISDIR(st.st_mode) && access(layout, F_OK) != 0;
 }
 
-/* Finds an image by name: a --build-context, then the local store. */
+/* The image of a --build-context NAME=SOURCE (an archive or layout, imported into the store). */
+static int context_image_root(Build *b, const char *name, const char *src, OciDescriptor *ret,
+			      KilnError **err)
+{
+	ImportedImage *imgs = NULL;
+	size_t n = 0;
+	int r = image_import(b->store, src, &imgs, &n, err);
+
+	if (r < 0)
+		return kiln_error_wrap(err, r, "build context '%s'", name);
+	if (n == 0)
+		r = kiln_error(err, ENOENT, "build context '%s': '%s' holds no image", name, src);
+	else
+		oci_descriptor_copy(ret, &imgs[0].root);
+	imported_images_free(imgs, n);
+	return r;
+}
+
+/* The image a reference names in the store: by name, or by digest for NAME@sha256:... */
+static int store_image_root(Build *b, const char *ref, OciDescriptor *ret, KilnError **err)
+{
+	_cleanup_error_ KilnError *e = NULL;
+	Reference parsed;
+	int r = ref_parse(ref, &parsed, err);
+
+	if (r < 0 && err && *err) /* the Dockerfile's error, not the command line's */
+		(*err)->code = EINVAL;
+	if (r < 0)
+		return -EINVAL;
+	r = store_image_lookup(b->store, &parsed, ret, &e);
+	if (r == -ENOENT)
+		return kiln_error(err, ENOENT,
+				  "image '%s' is not in the local store and kiln does not "
+				  "pull yet: load it with 'kiln load FILE' or pass "
+				  "--build-context %s=oci-archive:FILE",
+				  ref, ref);
+	if (r < 0 && err && !*err)
+		*err = TAKE_PTR(e);
+	return r;
+}
+
+/* Finds an image by reference: a --build-context of that name, then the local store. */
 int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, KilnError **err)
 {
 	const char *src = build_context_source(b, ref);
 	OciDescriptor root = {0};
-	int r;
+	int r = src ? context_image_root(b, ref, src, &root, err)
+		    : store_image_root(b, ref, &root, err);
 
-	if (src) {
-		ImportedImage *imgs = NULL;
-		size_t n = 0;
-		r = image_import(b->store, src, &imgs, &n, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "build context '%s'", ref);
-		if (n == 0) {
-			imported_images_free(imgs, n);
-			return kiln_error(err, ENOENT, "build context '%s': '%s' holds no image",
-					  ref, src);
-		}
-		root = imgs[0].root;
-		root.annotations = NULL;
-		imported_images_free(imgs, n);
-	} else {
-		_cleanup_free_ char *name = NULL;
-		r = store_name_normalize(ref, &name, err);
-		if (r < 0)
-			return r;
-		_cleanup_error_ KilnError *e = NULL;
-		r = store_tag_get(b->store, name, &root, &e);
-		if (r == -ENOENT)
-			return kiln_error(err, ENOENT,
-					  "image '%s' is not in the local store and kiln does not "
-					  "pull yet: load it with 'kiln load FILE' or pass "
-					  "--build-context %s=oci-archive:FILE",
-					  ref, ref);
-		if (r < 0) {
-			*err = TAKE_PTR(e);
-			return r;
-		}
-	}
-	r = oci_image_resolve(b->store, &root, p, ret, err);
+	if (r < 0)
+		return r;
+	r = oci_image_resolve(b->store, &root, p, NULL, ret, err);
 	oci_descriptor_done(&root);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "image '%s'", ref);

@@ -621,7 +621,7 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 				break;
 			}
 			OciImage *img = NULL;
-			k = oci_image_resolve(b->store, root, &o->platforms[0], &img, err);
+			k = oci_image_resolve(b->store, root, &o->platforms[0], NULL, &img, err);
 			if (k >= 0)
 				k = export_docker_archive(b->store, img, o->tags, out->dest, err);
 			oci_image_free(img);
@@ -650,7 +650,14 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 static int write_metadata(Build *b, const OciDescriptor *root, KilnError **err)
 {
 	json_t *m = json_object(), *d = descriptor_json(root->media_type, root->digest, root->size);
-	_cleanup_free_ char *names = b->o->tags ? strv_join(b->o->tags, ",") : NULL;
+	_cleanup_strv_free_ char **canon = NULL;
+	/* buildx writes the canonical names ("docker.io/library/app:1") */
+	for (size_t i = 0; b->o->tags && b->o->tags[i]; i++) {
+		char *c = NULL;
+		if (ref_canonical_name(b->o->tags[i], &c, NULL) >= 0)
+			strv_consume(&canon, c);
+	}
+	_cleanup_free_ char *names = canon ? strv_join(canon, ",") : NULL;
 
 	json_object_set_new(m, "containerimage.digest", json_string(root->digest));
 	json_object_set_new(m, "containerimage.descriptor", d);
@@ -1018,12 +1025,8 @@ int build_run(const BuildOptions *o, KilnError **err)
 	for (size_t i = 0; i < o->n_platforms; i++)
 		manifests[i] = passes[i].manifest;
 	k = oci_index_put(b.store, manifests, o->n_platforms, &root, err);
-	for (size_t i = 0; k >= 0 && o->tags && o->tags[i]; i++) {
-		_cleanup_free_ char *name = NULL;
-		k = store_name_normalize(o->tags[i], &name, err);
-		if (k >= 0)
-			k = store_tag_set(b.store, name, &root, err);
-	}
+	for (size_t i = 0; k >= 0 && o->tags && o->tags[i]; i++)
+		k = store_tag_set(b.store, o->tags[i], &root, NULL, err);
 	if (k >= 0)
 		k = write_outputs(&b, &root, manifests, err);
 	if (k >= 0 && o->metadata_file)
@@ -1035,8 +1038,11 @@ int build_run(const BuildOptions *o, KilnError **err)
 	if (k >= 0) {
 		warn_unused_args(&b);
 		progress_note(b.progress, "writing image %s done", root.digest);
-		for (size_t i = 0; o->tags && o->tags[i]; i++)
-			progress_note(b.progress, "naming to %s done", o->tags[i]);
+		for (size_t i = 0; o->tags && o->tags[i]; i++) {
+			_cleanup_free_ char *name = NULL;
+			if (ref_canonical_name(o->tags[i], &name, NULL) >= 0)
+				progress_note(b.progress, "naming to %s done", name);
+		}
 	}
 out:
 	for (size_t i = 0; i < o->n_platforms; i++) {

@@ -24,6 +24,7 @@
 #include "layers/import.h"
 #include "layers/layer_apply.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 #include "layers/store.h"
 #include "platforms/binfmt.h"
 #include "platforms/platform.h"
@@ -78,6 +79,16 @@ static char *default_root(void)
 		return xasprintf("%s/kiln", e);
 	e = getenv("HOME");
 	return xasprintf("%s/.local/share/kiln", e && *e ? e : "/tmp");
+}
+
+/* Whether the user chose a root (--root or $KILN_ROOT): every command then uses it. Commands
+ * that only read files (inspect FILE, merge of files without -t) use a scratch store otherwise,
+ * so they leave the default store alone. */
+static bool root_chosen(const char *root_opt)
+{
+	const char *e = getenv("KILN_ROOT");
+
+	return root_opt || (e && *e);
 }
 
 /* Enters kiln's user namespace and opens the store; its warning is the caller's to print. */
@@ -223,6 +234,19 @@ static int parse_epoch(const char *s, int64_t *ret, KilnError **err)
 	return 0;
 }
 
+/* -t NAME (build, merge): an image name, checked before any work is done. */
+static int tag_arg_check(const char *name, KilnError **err)
+{
+	Reference ref;
+	int r = ref_parse_name(name, &ref, err);
+
+	if (r < 0) {
+		r = kiln_error_wrap(err, r, "-t");
+		(*err)->code = KILN_EUSAGE;
+	}
+	return r;
+}
+
 static int build_in_store(const char *root, BuildOptions *o, KilnError **err)
 {
 	IdMapInfo idmap;
@@ -285,17 +309,12 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 		case 'f':
 			o.dockerfile = optarg;
 			break;
-		case 't': {
-			_cleanup_free_ char *n = NULL;
-			r = store_name_normalize(optarg, &n, err);
-			if (r < 0) {
-				r = kiln_error_wrap(err, r, "-t");
-				(*err)->code = KILN_EUSAGE;
+		case 't':
+			r = tag_arg_check(optarg, err);
+			if (r < 0)
 				goto out;
-			}
 			strv_push(&tags, optarg);
 			break;
-		}
 		case 'o':
 			outputs = xrealloc(outputs, (n_outputs + 1) * sizeof(OutputSpec));
 			r = output_spec_parse(optarg, &outputs[n_outputs], err);
@@ -624,6 +643,55 @@ static int load_check_layers(Store *s, const ImportedImage *imgs, size_t n,
 	return r < 0 ? r : 0;
 }
 
+/* Points name at the loaded image. A name that pointed to another image moves, as docker load
+ * does ("The image X already exists, renaming the old one with ID ... to empty string"), and
+ * the output says so. */
+static int load_tag(Store *store, const ImportedImage *img, const char *name, bool from_source,
+		    KilnError **err)
+{
+	char previous[DIGEST_STRING_MAX];
+	Reference ref;
+	int r = ref_parse_name(name, &ref, err);
+
+	if (r < 0 && from_source)
+		return kiln_error_wrap(err, r, "the source names its image '%s' (give a NAME)",
+				       name);
+	if (r >= 0)
+		r = store_tag_set(store, name, &img->root, previous, err);
+	if (r < 0)
+		return r;
+	_cleanup_free_ char *familiar = ref_familiar(&ref);
+	if (previous[0] && strcmp(previous, img->root.digest) != 0)
+		printf("The name %s moved from image %s to the loaded one (as docker load does); "
+		       "the old image keeps its other names, and kiln prune removes it when it has "
+		       "none\n",
+		       familiar, previous);
+	printf("Loaded image: %s\n", familiar);
+	return 0;
+}
+
+/* Names a loaded image: names (the NAME arguments) when given, else the name its source gives
+ * it, else nothing. */
+static int load_name(Store *store, const ImportedImage *img, char *const *names, KilnError **err)
+{
+	int r = 0;
+
+	if (names && names[0]) {
+		for (size_t j = 0; names[j] && r >= 0; j++)
+			r = load_tag(store, img, names[j], false, err);
+		return r;
+	}
+	if (img->name)
+		return load_tag(store, img, img->name, true, err);
+	if (img->tag_only)
+		printf("Loaded image: %s (no name: the source gives only the tag '%s', which names "
+		       "no repository; name it with 'kiln load FILE NAME')\n",
+		       img->root.digest, img->tag_only);
+	else
+		printf("Loaded image: %s (no name)\n", img->root.digest);
+	return 0;
+}
+
 static int cmd_load(int argc, char **argv, KilnError **err)
 {
 	static const struct option opts[] = {
@@ -661,6 +729,13 @@ static int cmd_load(int argc, char **argv, KilnError **err)
 	if (optind >= argc)
 		return usage_error(err, "kiln load takes ARCHIVE [NAME...]");
 	const char *src = argv[optind];
+	char *const *names = argv + optind + 1;
+	for (size_t i = 0; names[i]; i++) {
+		Reference ref;
+		r = ref_parse_name(names[i], &ref, err);
+		if (r < 0)
+			return r;
+	}
 	r = store_enter(root, &idmap, &store, err);
 	if (r < 0)
 		return r;
@@ -676,31 +751,20 @@ static int cmd_load(int argc, char **argv, KilnError **err)
 		imported_images_free(imgs, n);
 		return kiln_error_wrap(err, r, "load '%s'", src);
 	}
-	char **names = argv + optind + 1;
-	size_t n_names = (size_t)(argc - optind - 1);
-	for (size_t i = 0; i < n && r >= 0; i++) {
-		_cleanup_strv_free_ char **want = NULL;
-		if (n_names > 0 && i == 0) {
-			for (size_t j = 0; j < n_names; j++)
-				strv_push(&want, names[j]);
-		} else if (imgs[i].name) {
-			strv_push(&want, imgs[i].name);
-		}
-		if (!want) {
-			printf("Loaded image: %s (no name)\n", imgs[i].root.digest);
-			continue;
-		}
-		for (size_t j = 0; want[j] && r >= 0; j++) {
-			_cleanup_free_ char *norm = NULL;
-			r = store_name_normalize(want[j], &norm, err);
-			if (r >= 0)
-				r = store_tag_set(store, norm, &imgs[i].root, err);
-			if (r >= 0)
-				printf("Loaded image: %s\n", norm);
-		}
-	}
+	for (size_t i = 0; i < n && r >= 0; i++)
+		r = load_name(store, &imgs[i], i == 0 ? names : NULL, err);
 	imported_images_free(imgs, n);
 	return r;
+}
+
+/* The short form of a stored (canonical) name, for display. */
+static char *familiar_name(const char *canonical)
+{
+	Reference ref;
+
+	if (ref_parse(canonical, &ref, NULL) < 0)
+		return xstrdup(canonical);
+	return ref_familiar(&ref);
 }
 
 static int cmd_images(int argc, char **argv, KilnError **err)
@@ -727,6 +791,7 @@ static int cmd_images(int argc, char **argv, KilnError **err)
 	if (!json)
 		printf("%-40s %-19s %s\n", "NAME", "DIGEST", "PLATFORMS");
 	for (size_t i = 0; i < n; i++) {
+		_cleanup_free_ char *name = familiar_name(names[i]);
 		Platform *ps = NULL;
 		size_t np = 0;
 		char plats[512] = "";
@@ -744,14 +809,14 @@ static int cmd_images(int argc, char **argv, KilnError **err)
 		}
 		if (json) {
 			json_t *o = json_object();
-			json_object_set_new(o, "name", json_string(names[i]));
+			json_object_set_new(o, "name", json_string(name));
 			json_object_set_new(o, "digest", json_string(descs[i].digest));
 			json_object_set_new(o, "mediaType", json_string(descs[i].media_type));
 			json_object_set_new(o, "platforms", pl);
 			json_array_append_new(arr, o);
 		} else {
 			json_decref(pl);
-			printf("%-40s %.19s %s\n", names[i], descs[i].digest, plats);
+			printf("%-40s %.19s %s\n", name, descs[i].digest, plats);
 		}
 	}
 	if (json) {
@@ -780,15 +845,16 @@ static int cmd_rmi(int argc, char **argv, KilnError **err)
 	if (r < 0)
 		return r;
 	for (int i = optind; i < argc; i++) {
-		_cleanup_free_ char *norm = NULL;
-		r = store_name_normalize(argv[i], &norm, err);
+		Reference ref;
+		r = ref_parse_name(argv[i], &ref, err);
 		if (r >= 0)
-			r = store_tag_remove(store, norm, err);
+			r = store_tag_remove(store, argv[i], err);
 		if (r == -ENOENT)
 			return kiln_error_wrap(err, r, "no image named '%s'", argv[i]);
 		if (r < 0)
 			return r;
-		printf("Untagged: %s\n", norm);
+		_cleanup_free_ char *familiar = ref_familiar(&ref);
+		printf("Untagged: %s\n", familiar);
 	}
 	return 0;
 }
@@ -807,7 +873,7 @@ static json_t *inspect_platform(Store *store, const OciDescriptor *root, const P
 	OciImage *img = NULL;
 	char pl[96];
 
-	if (oci_image_resolve(store, root, p, &img, err) < 0)
+	if (oci_image_resolve(store, root, p, NULL, &img, err) < 0)
 		return NULL;
 	json_t *o = json_object(), *layers = json_array();
 	platform_format(&img->platform, pl, sizeof(pl));
@@ -890,7 +956,7 @@ static int cmd_inspect(int argc, char **argv, KilnError **err)
 	const char *ref = argv[optind];
 	/* A file source is imported into a scratch store so inspection never touches the user's. */
 	char tmpl[] = "/tmp/kiln-inspect-XXXXXX";
-	bool scratch = looks_like_path(ref) && !root;
+	bool scratch = looks_like_path(ref) && !root_chosen(root);
 	if (scratch && !mkdtemp(tmpl))
 		return kiln_error_errno(err, errno, "mkdtemp");
 	r = store_enter(scratch ? tmpl : root, &idmap, &store, err);
@@ -908,9 +974,12 @@ static int cmd_inspect(int argc, char **argv, KilnError **err)
 		}
 		imported_images_free(imgs, n);
 	} else {
-		r = store_name_normalize(ref, &name, err);
+		Reference parsed;
+		r = ref_parse(ref, &parsed, err);
 		if (r >= 0)
-			r = store_tag_get(store, name, &desc, err);
+			r = store_image_lookup(store, &parsed, &desc, err);
+		if (r >= 0)
+			name = ref_familiar(&parsed);
 		if (r == -ENOENT)
 			kiln_error_wrap(err, r, "inspect '%s'", ref);
 	}
@@ -973,7 +1042,7 @@ static int merge_add(Store *store, const OciDescriptor *root, const char *source
 		return kiln_error_wrap(err, r, "'%s'", source);
 	for (size_t i = 0; i < np; i++) {
 		OciImage *img = NULL;
-		r = oci_image_resolve(store, root, &ps[i], &img, err);
+		r = oci_image_resolve(store, root, &ps[i], NULL, &img, err);
 		if (r < 0)
 			return kiln_error_wrap(err, r, "'%s'", source);
 		MergeEntry e = {.source = source,
@@ -1021,11 +1090,11 @@ static int merge_source(Store *store, const char *ref, OciDescriptor *ret, KilnE
 		imported_images_free(imgs, n);
 		return r;
 	}
-	_cleanup_free_ char *name = NULL;
 	_cleanup_error_ KilnError *e = NULL;
-	r = store_name_normalize(ref, &name, &e);
+	Reference parsed;
+	r = ref_parse(ref, &parsed, &e);
 	if (r >= 0)
-		r = store_tag_get(store, name, ret, &e);
+		r = store_image_lookup(store, &parsed, ret, &e);
 	if (r < 0)
 		return kiln_error(err, ENOENT, "'%s' is neither a file nor an image in the store",
 				  ref);
@@ -1062,6 +1131,9 @@ static int cmd_merge(int argc, char **argv, KilnError **err)
 			out = optarg;
 			break;
 		case 't':
+			r = tag_arg_check(optarg, err);
+			if (r < 0)
+				return r;
 			strv_push(&tags, optarg);
 			break;
 		case OPT_ROOT:
@@ -1088,9 +1160,11 @@ static int cmd_merge(int argc, char **argv, KilnError **err)
 	} else {
 		spec = (OutputSpec){.type = OUTPUT_OCI, .dest = xstrdup(out), .tar = true};
 	}
-	/* Without -t or --root the inputs go to a scratch store: merging leaves the user's alone.
-	 */
-	scratch = !root && !tags;
+	/* Files merged without -t into no chosen root go to a scratch store, which leaves the
+	 * default store alone; a store name as input, -t, --root or $KILN_ROOT use the store. */
+	scratch = !root_chosen(root) && !tags;
+	for (int i = optind; i < argc; i++)
+		scratch &= looks_like_path(argv[i]);
 	if (scratch && !mkdtemp(tmpl)) {
 		output_spec_done(&spec);
 		return kiln_error_errno(err, errno, "mkdtemp");
@@ -1109,12 +1183,8 @@ static int cmd_merge(int argc, char **argv, KilnError **err)
 			descs[i] = list[i].desc;
 		r = oci_index_put(store, descs, n, &index, err);
 	}
-	for (size_t i = 0; r >= 0 && tags && tags[i]; i++) {
-		_cleanup_free_ char *name = NULL;
-		r = store_name_normalize(tags[i], &name, err);
-		if (r >= 0)
-			r = store_tag_set(store, name, &index, err);
-	}
+	for (size_t i = 0; r >= 0 && tags && tags[i]; i++)
+		r = store_tag_set(store, tags[i], &index, NULL, err);
 	if (r >= 0)
 		r = spec.tar
 			? export_oci_archive(store, &index, tags ? tags[0] : NULL, spec.dest, err)

@@ -682,6 +682,7 @@ static int copy_one_source(int src_root, const char *src, const char *dest, bool
 			return r;
 		if (looks_like_archive(in)) {
 			_cleanup_close_ int dfd = -1;
+			LayerApplyResult res = {0};
 			r = make_dest_dir(j, dest, &dfd, err);
 			if (r < 0)
 				return r;
@@ -693,10 +694,14 @@ static int copy_one_source(int src_root, const char *src, const char *dest, bool
 			    .force_gid = o->set_owner ? o->gid : (gid_t)-1,
 			    .max_bytes = o->max_bytes,
 			    .max_entries = o->max_entries,
+			    .skip_devices = true,
+			    .result = &res,
 			};
 			r = layer_apply(in, dfd, &lo, NULL, err);
 			if (r < 0)
 				return kiln_error_wrap(err, r, "%s: extract '%s'", o->what, src);
+			if (o->devices_skipped)
+				*o->devices_skipped += res.devices_skipped;
 			return 0;
 		}
 	}

@@ -49,6 +49,9 @@ typedef struct CopyOptions {
 	const char *what;      /* "COPY" or "ADD", for messages */
 	uint64_t max_bytes;    /* ADD extraction: caps per archive (0 = none), see layer_apply */
 	uint64_t max_entries;
+	/* ADD extraction leaves device nodes out (a user namespace cannot create them, as with base
+	 * layers) and, when non-NULL, counts them here. */
+	uint64_t *devices_skipped;
 } CopyOptions;
 
 /* Copies srcs (paths or globs relative to the source root) to dest (an absolute path in the

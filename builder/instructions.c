@@ -597,9 +597,11 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 	if (n < 2)
 		return inst_error(b, in, EINVAL, err,
 				  "%s needs at least one source and a destination", in->keyword);
+	uint64_t devices_skipped = 0;
 	CopyOptions co = {
 	    .mtime = from ? -1 : b->o->epoch,
 	    .extract_archives = add,
+	    .devices_skipped = &devices_skipped,
 	    .what = in->keyword,
 	    .max_bytes = build_max_layer_bytes(b->o),
 	    .max_entries = build_max_layer_entries(b->o),
@@ -698,6 +700,12 @@ static int do_copy(StageRun *r, const DfInstruction *in, bool add, KilnError **e
 			goto out;
 		}
 	}
+	if (devices_skipped)
+		progress_note(b->progress,
+			      "warning: %s:%u: ADD: %llu device node%s left out of the extracted "
+			      "archive: a user namespace cannot create them",
+			      b->df->filename, in->line, (unsigned long long)devices_skipped,
+			      devices_skipped == 1 ? "" : "s");
 	copy_source_done(&src);
 	k = step_commit(r, &m, created, err);
 	if (k < 0)

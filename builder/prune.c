@@ -16,6 +16,7 @@
 #include "common/digest.h"
 #include "common/fdutil.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 
 #define INDEX_JSON_MAX (64u << 20)
 
@@ -286,10 +287,11 @@ static void set_add(json_t *set, const char *key)
 
 typedef struct Walk {
 	Store *s;
-	json_t *blobs;	  /* reachable digests */
-	json_t *diff_ids; /* hex of every diff_id a reachable config lists */
-	json_t *corrupt;  /* verify: digests already reported as corrupt */
-	char ***damage;	  /* verify: problems go here; NULL: prune, where they are errors */
+	json_t *blobs;	   /* reachable digests */
+	json_t *diff_ids;  /* hex of every diff_id a reachable config lists */
+	json_t *corrupt;   /* verify: digests already reported as corrupt */
+	char ***damage;	   /* verify: problems go here; NULL: prune, where they are errors */
+	const char *where; /* the index.json entry being walked, for messages */
 } Walk;
 
 static int walk_problem(Walk *w, KilnError **err, const char *fmt, ...)
@@ -312,40 +314,28 @@ static int walk_problem(Walk *w, KilnError **err, const char *fmt, ...)
 	return r;
 }
 
-static int walk_desc(Walk *w, json_t *desc, const char *where, unsigned depth, KilnError **err);
+static bool is_config_type(const char *mt)
+{
+	return !strcmp(mt, MT_OCI_CONFIG) || !strcmp(mt, MT_DOCKER_CONFIG);
+}
 
-/* Reads a JSON blob the walk must look into; *ret NULL (and 0) when a problem was recorded. */
-static int walk_read_json(Walk *w, const char *digest, size_t max, const char *where, json_t **ret,
-			  KilnError **err)
+/* A reachable config: the snapshots of its diff_ids stay. */
+static int walk_config(Walk *w, const char *digest, KilnError **err)
 {
 	_cleanup_error_ KilnError *e = NULL;
 	_cleanup_free_ char *data = NULL;
-	size_t len = 0;
+	_cleanup_json_ json_t *j = NULL;
+	size_t len = 0, i;
+	json_t *v;
 
-	*ret = NULL;
-	if (store_read_blob(w->s, digest, max, &data, &len, &e) < 0) {
+	if (store_read_blob(w->s, digest, OCI_CONFIG_MAX, &data, &len, &e) < 0) {
 		if (w->corrupt && set_has(w->corrupt, digest))
 			return 0;
-		return walk_problem(w, err, "%s: %s", where, e->message);
+		return walk_problem(w, err, "%s: %s", w->where, e->message);
 	}
-	json_t *j = json_loadb(data, len, 0, NULL);
-	if (!json_is_object(j)) {
-		json_decref(j);
-		return walk_problem(w, err, "%s: blob %s is not a JSON object", where, digest);
-	}
-	*ret = j;
-	return 0;
-}
-
-static int walk_config(Walk *w, const char *digest, const char *where, KilnError **err)
-{
-	_cleanup_json_ json_t *j = NULL;
-	json_t *v;
-	size_t i;
-	int r = walk_read_json(w, digest, OCI_CONFIG_MAX, where, &j, err);
-
-	if (r < 0 || !j)
-		return r;
+	j = json_loadb(data, len, 0, NULL);
+	if (!json_is_object(j))
+		return walk_problem(w, err, "%s: blob %s is not a JSON object", w->where, digest);
 	json_array_foreach (json_object_get(json_object_get(j, "rootfs"), "diff_ids"), i, v) {
 		const char *d = json_string_value(v);
 		if (d && digest_is_valid(d))
@@ -354,92 +344,69 @@ static int walk_config(Walk *w, const char *digest, const char *where, KilnError
 	return 0;
 }
 
-static int walk_children(Walk *w, json_t *doc, const char *mt, const char *where, unsigned depth,
-			 KilnError **err)
+/* oci_walk visitor: marks d reachable; checks (verify) that its blob is there with its size. */
+static int reach_visit(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
 {
-	json_t *v;
-	size_t i;
-	int r;
-
-	if (oci_media_type_is_index(mt)) {
-		json_array_foreach (json_object_get(doc, "manifests"), i, v) {
-			r = walk_desc(w, v, where, depth + 1, err);
-			if (r < 0)
-				return r;
-		}
-		return 0;
-	}
-	json_t *config = json_object_get(doc, "config");
-	if (config) {
-		r = walk_desc(w, config, where, depth + 1, err);
-		if (r < 0)
-			return r;
-	}
-	json_array_foreach (json_object_get(doc, "layers"), i, v) {
-		r = walk_desc(w, v, where, depth + 1, err);
-		if (r < 0)
-			return r;
-	}
-	/* OCI 1.1 artifacts: a subject and blobs are references too. */
-	json_array_foreach (json_object_get(doc, "blobs"), i, v) {
-		r = walk_desc(w, v, where, depth + 1, err);
-		if (r < 0)
-			return r;
-	}
-	json_t *subject = json_object_get(doc, "subject");
-	return subject ? walk_desc(w, subject, where, depth + 1, err) : 0;
-}
-
-static bool is_config_type(const char *mt)
-{
-	return !strcmp(mt, MT_OCI_CONFIG) || !strcmp(mt, MT_DOCKER_CONFIG);
-}
-
-static int walk_desc(Walk *w, json_t *desc, const char *where, unsigned depth, KilnError **err)
-{
-	const char *digest = json_string_value(json_object_get(desc, "digest"));
-	const char *mt = json_string_value(json_object_get(desc, "mediaType"));
-	json_t *size = json_object_get(desc, "size");
+	Walk *w = userdata;
 	char path[96];
 	struct stat st;
+	int r = 0;
 
-	if (depth > 16)
-		return walk_problem(w, err, "%s: indexes nested too deep", where);
-	if (!digest || !digest_is_valid(digest))
-		return walk_problem(w, err, "%s: descriptor with invalid digest '%s'", where,
-				    digest ? digest : "");
-	if (set_has(w->blobs, digest))
-		return 0;
-	set_add(w->blobs, digest);
-	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(digest));
+	(void)depth;
+	if (set_has(w->blobs, d->digest))
+		return OCI_WALK_SKIP;
+	set_add(w->blobs, d->digest);
+	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(d->digest));
 	if (fstatat(store_dirfd(w->s), path, &st, AT_SYMLINK_NOFOLLOW) < 0) {
-		if (!w->damage)
-			return 0; /* prune: nothing below a missing blob can be known or kept */
-		return walk_problem(w, err, "%s: missing blob %s", where, digest);
+		/* prune: nothing below a missing blob can be known or kept */
+		if (w->damage)
+			r = walk_problem(w, err, "%s: missing blob %s", w->where, d->digest);
+	} else if (w->damage && st.st_size != d->size) {
+		r = walk_problem(w, err, "%s: blob %s has %lld bytes, its descriptor says %lld",
+				 w->where, d->digest, (long long)st.st_size, (long long)d->size);
+	} else if (is_config_type(d->media_type)) {
+		r = walk_config(w, d->digest, err);
+	} else {
+		return 0;
 	}
-	if (w->damage && json_is_integer(size) && json_integer_value(size) != st.st_size)
-		return walk_problem(w, err, "%s: blob %s has %lld bytes, its descriptor says %lld",
-				    where, digest, (long long)st.st_size,
-				    (long long)json_integer_value(size));
-	if (!mt)
-		return 0;
-	if (is_config_type(mt))
-		return walk_config(w, digest, where, err);
-	if (!oci_media_type_is_index(mt) && !oci_media_type_is_manifest(mt))
-		return 0;
-	_cleanup_json_ json_t *doc = NULL;
-	int r = walk_read_json(w, digest, OCI_MANIFEST_MAX, where, &doc, err);
-	if (r < 0 || !doc)
-		return r;
-	return walk_children(w, doc, mt, where, depth, err);
+	return r < 0 ? r : OCI_WALK_SKIP;
 }
 
-/* Walks every descriptor in index.json (named or not); *ret_n counts them. */
+/* oci_walk problem: an index or manifest that cannot be read or parsed. */
+static int reach_problem(const OciDescriptor *d, const KilnError *problem, void *userdata,
+			 KilnError **err)
+{
+	Walk *w = userdata;
+
+	if (w->corrupt && set_has(w->corrupt, d->digest))
+		return 0; /* already reported by its re-hash */
+	return walk_problem(w, err, "%s: %s", w->where, problem->message);
+}
+
+/* How messages name an index.json entry: "image 'app:1'" (familiar form), else its index. */
+static char *entry_where(const char *name, size_t i)
+{
+	Reference ref;
+
+	if (!name)
+		return xasprintf("index.json entry %zu", i);
+	if (ref_parse(name, &ref, NULL) < 0)
+		return xasprintf("image '%s'", name);
+	_cleanup_free_ char *familiar = ref_familiar(&ref);
+	return xasprintf("image '%s'", familiar);
+}
+
+/* Walks every descriptor in index.json (named or not), each on its own (the descriptor cap is
+ * per image, not per store); *ret_n counts them. */
 static int walk_roots(Walk *w, size_t *ret_n, KilnError **err)
 {
 	_cleanup_error_ KilnError *e = NULL;
 	_cleanup_free_ char *data = NULL;
 	_cleanup_json_ json_t *index = NULL;
+	OciWalkOptions wo = {.flags = OCI_WALK_MANIFESTS | OCI_WALK_SUBJECTS | OCI_WALK_ANY_SIZE,
+			     .visit = reach_visit,
+			     .problem = reach_problem,
+			     .userdata = w};
 	json_error_t jerr;
 	size_t len = 0, i;
 	json_t *entry;
@@ -455,9 +422,17 @@ static int walk_roots(Walk *w, size_t *ret_n, KilnError **err)
 	json_array_foreach (json_object_get(index, "manifests"), i, entry) {
 		const char *name = json_string_value(json_object_get(
 		    json_object_get(entry, "annotations"), OCI_ANNOTATION_REF_NAME));
-		_cleanup_free_ char *where =
-		    name ? xasprintf("image '%s'", name) : xasprintf("index.json entry %zu", i);
-		r = walk_desc(w, entry, where, 0, err);
+		_cleanup_free_ char *where = entry_where(name, i);
+		_cleanup_error_ KilnError *de = NULL;
+		OciDescriptor d;
+		w->where = where;
+		if (oci_descriptor_from_json(entry, &d, &de) < 0) {
+			r = walk_problem(w, err, "%s: %s", where, de->message);
+		} else {
+			r = oci_walk(w->s, &d, 1, &wo, err);
+			oci_descriptor_done(&d);
+		}
+		w->where = NULL;
 		if (r < 0)
 			return r;
 		(*ret_n)++;

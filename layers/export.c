@@ -114,23 +114,23 @@ static void items_add_layout(Items *it)
 static int named_descriptor(const OciDescriptor *root, const char *name, OciDescriptor *ret,
 			    KilnError **err)
 {
-	_cleanup_free_ char *norm = NULL;
-	json_t *ann = json_object();
+	Reference ref;
+	json_t *ann;
 
+	if (name) {
+		int r = ref_parse_name(name, &ref, err);
+		if (r < 0)
+			return r;
+	}
+	ann = json_object();
 	if (root->annotations)
 		json_object_update(ann, root->annotations);
 	json_object_del(ann, CONTAINERD_ANNOTATION_IMAGE_NAME);
 	json_object_del(ann, OCI_ANNOTATION_REF_NAME);
 	if (name) {
-		int r = store_name_normalize(name, &norm, err);
-		if (r < 0) {
-			json_decref(ann);
-			return r;
-		}
-		_cleanup_free_ char *full = store_name_qualify(norm);
+		_cleanup_free_ char *full = ref_string(&ref);
 		json_object_set_new(ann, CONTAINERD_ANNOTATION_IMAGE_NAME, json_string(full));
-		json_object_set_new(ann, OCI_ANNOTATION_REF_NAME,
-				    json_string(store_name_tag(norm)));
+		json_object_set_new(ann, OCI_ANNOTATION_REF_NAME, json_string(ref.tag));
 	}
 	*ret = *root;
 	ret->annotations = ann;
@@ -162,7 +162,9 @@ static int oci_items(Store *s, const OciDescriptor *root, const char *name, Item
 	items_add_layout(it);
 	items_add_data(it, "index.json", index_json(&entry, 1));
 	oci_descriptor_done(&entry);
-	r = oci_walk(s, root, OCI_WALK_MANIFESTS, collect_fn, &(CollectCtx){s, it}, err);
+	OciWalkOptions wo = {
+	    .flags = OCI_WALK_MANIFESTS, .visit = collect_fn, .userdata = &(CollectCtx){s, it}};
+	r = oci_walk(s, root, 1, &wo, err);
 	if (r < 0)
 		return r;
 	qsort(it->v, it->n, sizeof(*it->v), cmp_items);
@@ -477,11 +479,12 @@ int export_docker_archive(Store *s, const OciImage *img, char *const *repo_tags,
 	memcpy(md.media_type, img->manifest_media_type, sizeof(md.media_type));
 	memcpy(md.digest, img->manifest_digest, sizeof(md.digest));
 	for (size_t i = 0; i < n_tags && r >= 0; i++) {
-		_cleanup_free_ char *norm = NULL;
-		r = store_name_normalize(repo_tags[i], &norm, err);
+		Reference ref;
+		r = ref_parse_name(repo_tags[i], &ref, err);
 		if (r >= 0) {
-			json_array_append_new(tags, json_string(norm));
-			r = named_descriptor(&md, norm, &entries[n_entries], err);
+			_cleanup_free_ char *familiar = ref_familiar(&ref);
+			json_array_append_new(tags, json_string(familiar));
+			r = named_descriptor(&md, repo_tags[i], &entries[n_entries], err);
 		}
 		if (r >= 0)
 			n_entries++;

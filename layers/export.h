@@ -13,7 +13,7 @@
 #include "layers/store.h"
 
 /* OCI layout dir: oci-layout, index.json (one entry: root, with the two annotations above when
- * name is non-NULL; name is normalized with store_name_normalize, a bad name is KILN_EUSAGE) and
+ * name is non-NULL; name is parsed with ref_parse_name, a bad name is KILN_EUSAGE) and
  * blobs/sha256/... for every blob reachable from root (recursively through indexes; blobs an
  * index lists that are not in the store are an error). dest_dir is created when missing; an
  * existing index.json there is replaced. */
@@ -31,6 +31,7 @@ int export_oci_archive(Store *s, const OciDescriptor *root, const char *name, co
  * [{"Config":"blobs/sha256/<hex>","RepoTags":[...],"Layers":["blobs/sha256/<hex>",...]}] for
  * ONE platform's image, plus oci-layout and index.json (one entry per repo tag, annotated as
  * above) as Docker 25+ writes; deterministic tar, atomic. repo_tags (NULL-terminated, may be
- * NULL) are normalized with store_name_normalize and written in that familiar form. */
+ * NULL) are parsed with ref_parse_name and written in familiar form ("app:1.0", "me/app:1",
+ * "reg.io/x:t"), as `docker save` writes them. */
 int export_docker_archive(Store *s, const OciImage *img, char *const *repo_tags, const char *dest,
 			  KilnError **err);

@@ -399,7 +399,8 @@ static int layers_merge(Store *s, const OciDescriptor *manifest, int scratch, ui
 				.force_uid = (uid_t)-1,
 				.force_gid = (gid_t)-1,
 				.max_bytes = max_bytes,
-				.max_entries = max_entries};
+				.max_entries = max_entries,
+				.skip_devices = true};
 	int r = oci_blob_read(s, manifest, OCI_MANIFEST_MAX, &data, &len, err);
 
 	if (r >= 0)

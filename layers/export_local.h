@@ -17,7 +17,9 @@
  * - The layers are first merged, whiteouts and all, into a scratch dir below the store's work
  *   dir (store_work_acquire), so a file a layer removed is absent from the export while nothing
  *   in dest_dir is ever deleted for it. Each layer is held to max_bytes uncompressed bytes and
- *   max_entries entries (0 = no cap). The scratch dir is removed afterwards.
+ *   max_entries entries (0 = no cap). The scratch dir is removed afterwards. Device nodes,
+ *   which a user namespace cannot create, are left out (the build warned when it unpacked the
+ *   layer).
  * - The tree is then copied in, in sorted order: files, symlinks and FIFOs are made under a new
  *   temp name in their directory and renamed over their path, so what dest_dir had there (a
  *   file, a symlink, a hard link to a file elsewhere) is replaced, never written through.

@@ -58,6 +58,7 @@ void imported_images_free(ImportedImage *v, size_t n)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		free(v[i].name);
+		free(v[i].tag_only);
 		oci_descriptor_done(&v[i].root);
 	}
 	free(v);
@@ -475,6 +476,24 @@ static int check_layout(const char *layout, KilnError **err)
 	return 0;
 }
 
+/* An index.json entry's name: io.containerd.image.name (BuildKit and containerd write the full
+ * name there), else org.opencontainers.image.ref.name when it is a name. The OCI spec means
+ * that annotation for a tag, and BuildKit writes only the tag ("latest", "1.0"): a tag alone
+ * names no repository, so it is kept apart, never turned into a name like "latest:latest".
+ * skopeo and older kiln write "busybox:latest" there, which is a name (it holds ':' or '/'). */
+static void oci_entry_name(const OciDescriptor *d, ImportedImage *img)
+{
+	const char *full = oci_descriptor_annotation(d, CONTAINERD_ANNOTATION_IMAGE_NAME);
+	const char *ref = oci_descriptor_annotation(d, OCI_ANNOTATION_REF_NAME);
+
+	if (full && *full)
+		img->name = xstrdup(full);
+	else if (ref && *ref && strpbrk(ref, ":/@"))
+		img->name = xstrdup(ref);
+	else if (ref && *ref)
+		img->tag_only = xstrdup(ref);
+}
+
 static int import_oci(Source *src, ImportedImage **ret, size_t *ret_n, KilnError **err)
 {
 	OciDescriptor *roots = NULL;
@@ -504,11 +523,7 @@ static int import_oci(Source *src, ImportedImage **ret, size_t *ret_n, KilnError
 	}
 	ImportedImage *v = xcalloc(n + 1, sizeof(*v));
 	for (size_t i = 0; i < n; i++) {
-		const char *name =
-		    oci_descriptor_annotation(&roots[i], CONTAINERD_ANNOTATION_IMAGE_NAME);
-		if (!name)
-			name = oci_descriptor_annotation(&roots[i], OCI_ANNOTATION_REF_NAME);
-		v[i].name = name ? xstrdup(name) : NULL;
+		oci_entry_name(&roots[i], &v[i]);
 		v[i].root = roots[i];
 	}
 	free(roots);

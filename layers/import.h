@@ -23,9 +23,15 @@ int image_source_parse(const char *spec, ImageSourceKind *ret_kind, char **ret_p
 		       KilnError **err);
 
 typedef struct ImportedImage {
-	char *name; /* OCI: the io.containerd.image.name annotation (full name), else
-		     * org.opencontainers.image.ref.name (often only a tag); docker: RepoTags[0];
-		     * or NULL. Raw, not normalized. */
+	/* The name the source gives the image, raw (check it with ref_parse_name), or NULL:
+	 * OCI: the io.containerd.image.name annotation (the full name BuildKit and containerd
+	 * write), else org.opencontainers.image.ref.name when it is a name ("busybox:latest",
+	 * "reg.io/app": it holds ':', '/' or '@'); docker-archive: RepoTags[0]. */
+	char *name;
+	/* OCI: org.opencontainers.image.ref.name when it is a bare tag ("latest", "1.0", as the
+	 * OCI spec means it and BuildKit writes it) and there is no full name: it names no
+	 * repository, so it is not a name (never "latest:latest"); else NULL. */
+	char *tag_only;
 	OciDescriptor root;
 } ImportedImage;
 

@@ -42,6 +42,8 @@ typedef struct Applier {
 			* link targets) */
 	DirFixup *fixups;
 	size_t n_fixups;
+	void *skipped; /* tsearch() tree of the device entries left out (skip_devices) */
+	LayerApplyResult result;
 } Applier;
 
 static void applier_done(Applier *ap)
@@ -53,6 +55,7 @@ static void applier_done(Applier *ap)
 	free(ap->buf);
 	kiln_error_free(ap->cb_err);
 	tdestroy(ap->created, free);
+	tdestroy(ap->skipped, free);
 	for (size_t i = 0; i < ap->n_fixups; i++)
 		free(ap->fixups[i].path);
 	free(ap->fixups);
@@ -119,6 +122,23 @@ static void created_add(Applier *ap, const char *path)
 static bool created_has(Applier *ap, const char *path)
 {
 	return tfind(path, &ap->created, (int (*)(const void *, const void *))strcmp) != NULL;
+}
+
+/* A device entry left out (skip_devices); a hard link to it is left out with it. */
+static void skipped_add(Applier *ap, const char *path)
+{
+	char *p = xstrdup(path);
+	char **found = tsearch(p, &ap->skipped, (int (*)(const void *, const void *))strcmp);
+
+	if (!found || *found != p)
+		free(p);
+	if (ap->result.devices_skipped++ == 0)
+		snprintf(ap->result.first_device, sizeof(ap->result.first_device), "%s", path);
+}
+
+static bool skipped_has(Applier *ap, const char *path)
+{
+	return tfind(path, &ap->skipped, (int (*)(const void *, const void *))strcmp) != NULL;
 }
 
 static int clear_visit(void *userdata, DirWalkEvent ev, int dfd, const char *name, const char *path,
@@ -350,6 +370,7 @@ static int entry_chown(Applier *ap, struct archive_entry *e, int pfd, const char
 	return kiln_error_errno(err, errno, "chown '%s' to %d:%d", path, (int)uid, (int)gid);
 }
 
+/* Returns 1 when the target is a device left out (and so is the link). */
 static int apply_hardlink(Applier *ap, const char *target_raw, int pfd, const char *base,
 			  const char *path, KilnError **err)
 {
@@ -362,6 +383,10 @@ static int apply_hardlink(Applier *ap, const char *target_raw, int pfd, const ch
 		return kiln_error(err, EINVAL,
 				  "layer entry '%s' links outside the image root ('%s')", path,
 				  target_raw);
+	if (skipped_has(ap, target)) {
+		skipped_add(ap, path);
+		return 1;
+	}
 	/* A link to a lower layer's file would make this layer depend on what it is stacked on
 	 * (and in MERGE mode reach files the layer never shipped): only earlier entries count. */
 	if (!created_has(ap, target))
@@ -381,7 +406,8 @@ static int apply_hardlink(Applier *ap, const char *target_raw, int pfd, const ch
 	return 0;
 }
 
-/* Creates the entry's inode; *ret_fd gets an fd for files and dirs (for xattrs and data). */
+/* Creates the entry's inode; *ret_fd gets an fd for files and dirs (for xattrs and data).
+ * Returns 1 for a device left out (skip_devices). */
 static int create_node(Applier *ap, struct archive_entry *e, int pfd, const char *base,
 		       const char *path, int *ret_fd, KilnError **err)
 {
@@ -420,6 +446,10 @@ static int create_node(Applier *ap, struct archive_entry *e, int pfd, const char
 		if (mknodat(pfd, base, type | 0600,
 			    makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e))) == 0)
 			return 0;
+		if (errno == EPERM && ap->o->skip_devices) {
+			skipped_add(ap, path);
+			return 1;
+		}
 		if (errno == EPERM)
 			return kiln_error(err, EPERM,
 					  "layer contains device '%s': device nodes cannot be "
@@ -551,12 +581,12 @@ static int apply_entry(Applier *ap, struct archive_entry *e, KilnError **err)
 	if (link) {
 		r = apply_hardlink(ap, link, pfd, base, path, err);
 		created_add(ap, path);
-		return r;
+		return r < 0 ? r : 0;
 	}
 	created_add(ap, path);
 	r = create_node(ap, e, pfd, base, path, &fd, err);
-	if (r < 0)
-		return r;
+	if (r != 0)
+		return r < 0 ? r : 0; /* 1: a device left out */
 	return set_metadata(ap, e, pfd, base, fd, path, err);
 }
 
@@ -618,8 +648,11 @@ int layer_apply(int src_fd, int dest_dirfd, const LayerApplyOptions *opts,
 	_cleanup_(applier_done) Applier ap = {.o = opts, .dest = dest_dirfd};
 	char diff_id[DIGEST_STRING_MAX] = "";
 	uint64_t n_entries = 0;
-	int r = applier_open(&ap, src_fd, err);
+	int r;
 
+	if (opts->result)
+		*opts->result = (LayerApplyResult){0};
+	r = applier_open(&ap, src_fd, err);
 	if (r < 0)
 		return r;
 	for (;;) {
@@ -646,5 +679,7 @@ int layer_apply(int src_fd, int dest_dirfd, const LayerApplyOptions *opts,
 				  *diff_id ? diff_id : "none (bzip2/xz input)");
 	if (ret_diff_id)
 		memcpy(ret_diff_id, diff_id, DIGEST_STRING_MAX);
+	if (opts->result)
+		*opts->result = ap.result;
 	return 0;
 }

@@ -18,6 +18,12 @@
 
 typedef enum { LAYER_APPLY_OVERLAY, LAYER_APPLY_MERGE } LayerApplyMode;
 
+/* What an apply left out (see LayerApplyOptions.skip_devices). */
+typedef struct LayerApplyResult {
+	uint64_t devices_skipped; /* character and block devices, and hard links to them */
+	char first_device[256];	  /* the first one's path in the layer (truncated), or "" */
+} LayerApplyResult;
+
 typedef struct LayerApplyOptions {
 	LayerApplyMode mode; /* OVERLAY: into an empty snapshot dir: ".wh.x" -> 0/0 char device x,
 			      * ".wh..wh..opq" -> xattr user.overlay.opaque=y on its dir.
@@ -31,6 +37,14 @@ typedef struct LayerApplyOptions {
 	const char *expected_diff_id; /* when set: the uncompressed stream must hash to this */
 	uint64_t max_bytes;	      /* uncompressed; 0 = no limit */
 	uint64_t max_entries;	      /* 0 = no limit */
+	/* Character and block devices need CAP_MKNOD in the initial user namespace, which no
+	 * kiln build has (root builds run in a user namespace too). true: a device whose mknod
+	 * fails with EPERM is left out, and so is a hard link to one, as rootless Docker and
+	 * containers/storage unpack base images (debootstrap and mmdebstrap bases ship
+	 * /dev/console, /dev/null...); they are counted in *result. false: an error naming it.
+	 * FIFOs are created either way. */
+	bool skip_devices;
+	LayerApplyResult *result; /* optional: filled (zeroed first) by layer_apply */
 } LayerApplyOptions;
 
 /* Reads a layer tar (gzip, zstd or plain: detected; bzip2 and xz through libarchive, for ADD)
@@ -40,7 +54,8 @@ typedef struct LayerApplyOptions {
  * link may only name an earlier entry of the same layer (not a lower layer's file, not a later
  * entry). A non-directory entry named "." (or cleaning to it) is an error; a bare ".wh." is an
  * invalid whiteout. Regular files,
- * dirs, symlinks, hard links, fifos and device nodes (error when mknod is not allowed) are
+ * dirs, symlinks, hard links, fifos and device nodes (when mknod is not allowed: left out with
+ * opts->skip_devices, else an error) are
  * created with their modes (setuid/setgid/sticky included, set after chown), mtimes (dirs at
  * the end) and xattrs (on files and dirs; not trusted.* or user.overlay.*; security.* other
  * than security.capability is dropped where the kernel refuses it). The root entry "./" is

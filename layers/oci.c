@@ -385,6 +385,68 @@ int oci_blob_read(Store *s, const OciDescriptor *d, size_t max, char **ret_data,
 	return 0;
 }
 
+int oci_blob_ensure(Store *s, const OciFetcher *f, const OciDescriptor *d, KilnError **err)
+{
+	if (store_has_blob(s, d->digest))
+		return 0;
+	if (!f || !f->fetch)
+		return kiln_error(err, ENOENT, "blob %s not found in store", d->digest);
+	int r = f->fetch(f->userdata, d, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "fetch %s", d->digest);
+	if (!store_has_blob(s, d->digest))
+		return kiln_error(err, ENOENT, "fetch %s: the blob did not arrive in the store",
+				  d->digest);
+	return 0;
+}
+
+/* oci_blob_read() of a blob that is fetched first when missing. */
+static int blob_read_fetch(Store *s, const OciFetcher *f, const OciDescriptor *d, size_t max,
+			   char **ret_data, size_t *ret_len, KilnError **err)
+{
+	int r = oci_blob_ensure(s, f, d, err);
+
+	return r < 0 ? r : oci_blob_read(s, d, max, ret_data, ret_len, err);
+}
+
+int oci_descriptor_from_blob(Store *s, const char *digest, OciDescriptor *ret, KilnError **err)
+{
+	_cleanup_free_ char *data = NULL;
+	_cleanup_json_ json_t *doc = NULL;
+	OciDescriptor d = {0};
+	size_t len = 0;
+	int r;
+
+	r = store_read_blob(s, digest, OCI_MANIFEST_MAX, &data, &len, err);
+	if (r < 0)
+		return r;
+	r = json_parse_object(data, len, &doc, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "blob %s", digest);
+	const char *mt = json_string_value(json_object_get(doc, "mediaType"));
+	if (!mt)
+		mt = json_object_get(doc, "manifests") ? MT_OCI_INDEX : MT_OCI_MANIFEST;
+	if (oci_media_type_is_index(mt)) {
+		OciDescriptor *v = NULL;
+		size_t n = 0;
+		r = oci_index_parse(data, len, &v, &n, err);
+		oci_descriptors_free(v, n);
+	} else if (oci_media_type_is_manifest(mt)) {
+		_cleanup_(oci_image_freep) OciImage *img = NULL;
+		r = oci_manifest_parse(data, len, &img, err);
+	} else {
+		r = kiln_error(err, EINVAL, "mediaType '%s' is neither an index nor a manifest",
+			       mt);
+	}
+	if (r < 0)
+		return kiln_error_wrap(err, r, "blob %s is not an image index or manifest", digest);
+	snprintf(d.media_type, sizeof(d.media_type), "%s", mt);
+	snprintf(d.digest, sizeof(d.digest), "%s", digest);
+	d.size = (int64_t)len;
+	*ret = d;
+	return 0;
+}
+
 /* A layer blob already in the store must have the size its descriptor says (containerd refuses
  * a mismatch too); one not there yet is checked when it arrives. */
 static int layer_check_size(Store *s, const OciDescriptor *d, KilnError **err)
@@ -406,8 +468,9 @@ static int layer_check_size(Store *s, const OciDescriptor *d, KilnError **err)
 	return 0;
 }
 
-/* Loads and validates one manifest and its config. */
-static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnError **err)
+/* Loads and validates one manifest and its config (fetched first when missing and f is set). */
+static int image_load(Store *s, const OciFetcher *f, const OciDescriptor *m, OciImage **ret,
+		      KilnError **err)
 {
 	_cleanup_free_ char *data = NULL, *config = NULL;
 	_cleanup_(oci_image_freep) OciImage *img = NULL;
@@ -417,7 +480,7 @@ static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnErro
 	if (!oci_media_type_is_manifest(m->media_type))
 		return kiln_error(err, EINVAL, "%s has unsupported mediaType '%s'", m->digest,
 				  m->media_type);
-	r = oci_blob_read(s, m, OCI_MANIFEST_MAX, &data, &len, err);
+	r = blob_read_fetch(s, f, m, OCI_MANIFEST_MAX, &data, &len, err);
 	if (r < 0)
 		return r;
 	r = oci_manifest_parse(data, len, &img, err);
@@ -432,8 +495,9 @@ static int image_load(Store *s, const OciDescriptor *m, OciImage **ret, KilnErro
 	img->manifest_size = m->size;
 
 	OciDescriptor cd = {.size = img->config_size};
+	memcpy(cd.media_type, img->config_media_type, sizeof(cd.media_type));
 	memcpy(cd.digest, img->config_digest, sizeof(cd.digest));
-	r = oci_blob_read(s, &cd, OCI_CONFIG_MAX, &config, &config_len, err);
+	r = blob_read_fetch(s, f, &cd, OCI_CONFIG_MAX, &config, &config_len, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "manifest %s: config", m->digest);
 	if (m->has_platform)
@@ -473,11 +537,11 @@ static bool is_attestation(const OciDescriptor *d)
 		!strcmp(d->platform.arch, "unknown"));
 }
 
+/* ---------- the graph walker ---------- */
+
 typedef struct Walk {
 	Store *s;
-	unsigned flags;
-	OciWalkFn fn;
-	void *userdata;
+	const OciWalkOptions *o;
 	const char *root;
 	json_t *seen; /* digests of the documents read so far */
 	size_t n;     /* descriptors visited */
@@ -493,23 +557,92 @@ static int walk_count(Walk *w, const char *where, size_t n, KilnError **err)
 	return 0;
 }
 
+/* A document that could not be read or parsed (r, *problem): handed to the caller's problem
+ * callback when there is one (the walk goes on without what is below it), else the walk's
+ * error. */
+static int walk_problem(Walk *w, const OciDescriptor *d, int r, KilnError **problem,
+			KilnError **err)
+{
+	if (!w->o->problem) {
+		if (err && !*err)
+			*err = TAKE_PTR(*problem);
+		return r;
+	}
+	r = w->o->problem(d, *problem, w->o->userdata, err);
+	return r < 0 ? r : 0;
+}
+
+/* What a manifest refers to: config and layers; with OCI_WALK_SUBJECTS also its subject and the
+ * "blobs" of the withdrawn OCI artifact manifest draft. Media types are not checked: artifacts
+ * (attestations, signatures) are walked like images. */
+static int manifest_refs(const char *data, size_t len, unsigned flags, OciDescriptor **ret,
+			 size_t *ret_n, KilnError **err)
+{
+	_cleanup_json_ json_t *doc = NULL;
+	const char *mt = NULL;
+	int r =
+	    doc_parse(data, len, oci_media_type_is_manifest, "an image manifest", &doc, &mt, err);
+
+	if (r < 0)
+		return r;
+	json_t *layers = json_object_get(doc, "layers"), *blobs = json_object_get(doc, "blobs");
+	json_t *subject = json_object_get(doc, "subject");
+	if (!json_is_array(layers))
+		return kiln_error(err, EINVAL, "manifest has no layers array");
+	bool extra = flags & OCI_WALK_SUBJECTS;
+	size_t max = 1 + json_array_size(layers) + (extra ? json_array_size(blobs) + 1 : 0);
+	if (max > OCI_DESCRIPTORS_MAX)
+		return kiln_error(err, E2BIG, "manifest lists more than %d descriptors",
+				  OCI_DESCRIPTORS_MAX);
+	OciDescriptor *v = xcalloc(max + 1, sizeof(*v));
+	size_t n = 0, i;
+	json_t *e;
+	r = oci_descriptor_from_json(json_object_get(doc, "config"), &v[n++], err);
+	json_array_foreach (layers, i, e)
+		if (r >= 0 && (r = oci_descriptor_from_json(e, &v[n], err)) >= 0)
+			n++;
+	json_array_foreach (extra ? blobs : NULL, i, e)
+		if (r >= 0 && (r = oci_descriptor_from_json(e, &v[n], err)) >= 0)
+			n++;
+	if (r >= 0 && extra && subject && (r = oci_descriptor_from_json(subject, &v[n], err)) >= 0)
+		n++;
+	if (r < 0) {
+		oci_descriptors_free(v, n);
+		return r;
+	}
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
 static int walk_desc(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err);
 
-static int walk_index(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
+/* Reads an index or manifest document and walks what it lists. */
+static int walk_document(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
 {
+	_cleanup_error_ KilnError *e = NULL;
 	_cleanup_free_ char *data = NULL;
+	bool index = oci_media_type_is_index(d->media_type);
 	OciDescriptor *v = NULL;
 	size_t len = 0, n = 0;
 	int r;
 
-	if (depth >= OCI_INDEX_DEPTH_MAX)
-		return kiln_error(err, ELOOP, "index %s: indexes nested too deeply", d->digest);
-	r = oci_blob_read(w->s, d, OCI_MANIFEST_MAX, &data, &len, err);
-	if (r < 0)
-		return r;
-	r = oci_index_parse(data, len, &v, &n, err);
-	if (r < 0)
-		return kiln_error_wrap(err, r, "index %s", d->digest);
+	if (depth >= (unsigned)OCI_INDEX_DEPTH_MAX + !index)
+		r = kiln_error(&e, ELOOP, "%s %s: nested too deeply", index ? "index" : "manifest",
+			       d->digest);
+	else if (w->o->flags & OCI_WALK_ANY_SIZE)
+		r = store_read_blob(w->s, d->digest, OCI_MANIFEST_MAX, &data, &len, &e);
+	else
+		r = blob_read_fetch(w->s, w->o->fetch, d, OCI_MANIFEST_MAX, &data, &len, &e);
+	if (r >= 0)
+		r = index ? oci_index_parse(data, len, &v, &n, &e)
+			  : manifest_refs(data, len, w->o->flags, &v, &n, &e);
+	if (r < 0 && !data)
+		return walk_problem(w, d, r, &e, err);
+	if (r < 0) {
+		kiln_error_wrap(&e, r, "%s %s", index ? "index" : "manifest", d->digest);
+		return walk_problem(w, d, r, &e, err);
+	}
 	r = walk_count(w, d->digest, n, err);
 	for (size_t i = 0; i < n && r >= 0; i++)
 		r = walk_desc(w, &v[i], depth + 1, err);
@@ -517,51 +650,30 @@ static int walk_index(Walk *w, const OciDescriptor *d, unsigned depth, KilnError
 	return r;
 }
 
-static int walk_manifest(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
+static int walk_desc(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
 {
-	_cleanup_(oci_image_freep) OciImage *img = NULL;
-	_cleanup_free_ char *data = NULL;
-	size_t len = 0;
-	int r;
+	int r = w->o->visit ? w->o->visit(d, depth, w->o->userdata, err) : 0;
 
-	r = oci_blob_read(w->s, d, OCI_MANIFEST_MAX, &data, &len, err);
-	if (r < 0)
-		return r;
-	r = oci_manifest_parse(data, len, &img, err);
-	if (r < 0)
-		return kiln_error_wrap(err, r, "manifest %s", d->digest);
-	r = walk_count(w, d->digest, 1 + img->n_layers, err);
-	if (r < 0)
-		return r;
-	OciDescriptor cd = {.size = img->config_size};
-	memcpy(cd.media_type, img->config_media_type, sizeof(cd.media_type));
-	memcpy(cd.digest, img->config_digest, sizeof(cd.digest));
-	r = w->fn(&cd, depth + 1, w->userdata, err);
-	for (size_t i = 0; i < img->n_layers && r >= 0; i++)
-		r = w->fn(&img->layers[i], depth + 1, w->userdata, err);
+	if (r < 0 || r == OCI_WALK_SKIP)
+		return r < 0 ? r : 0;
+	bool doc =
+	    oci_media_type_is_index(d->media_type) ||
+	    ((w->o->flags & OCI_WALK_MANIFESTS) && oci_media_type_is_manifest(d->media_type));
+	if (doc && !json_object_get(w->seen, d->digest)) {
+		json_object_set_new(w->seen, d->digest, json_true());
+		r = walk_document(w, d, depth, err);
+		if (r < 0)
+			return r;
+	}
+	r = w->o->leave ? w->o->leave(d, depth, w->o->userdata, err) : 0;
 	return r < 0 ? r : 0;
 }
 
-static int walk_desc(Walk *w, const OciDescriptor *d, unsigned depth, KilnError **err)
-{
-	int r = w->fn(d, depth, w->userdata, err);
-
-	if (r < 0)
-		return r;
-	bool index = oci_media_type_is_index(d->media_type);
-	bool manifest =
-	    (w->flags & OCI_WALK_MANIFESTS) && oci_media_type_is_manifest(d->media_type);
-	if ((!index && !manifest) || json_object_get(w->seen, d->digest))
-		return 0;
-	json_object_set_new(w->seen, d->digest, json_true());
-	return index ? walk_index(w, d, depth, err) : walk_manifest(w, d, depth, err);
-}
-
-int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flags, OciWalkFn fn,
-		   void *userdata, KilnError **err)
+int oci_walk(Store *s, const OciDescriptor *roots, size_t n, const OciWalkOptions *o,
+	     KilnError **err)
 {
 	_cleanup_json_ json_t *seen = json_object();
-	Walk w = {.s = s, .flags = flags, .fn = fn, .userdata = userdata, .seen = seen};
+	Walk w = {.s = s, .o = o, .seen = seen};
 	int r = 0;
 
 	for (size_t i = 0; i < n && r >= 0; i++) {
@@ -573,11 +685,7 @@ int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flag
 	return r < 0 ? r : 0;
 }
 
-int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, void *userdata,
-	     KilnError **err)
-{
-	return oci_walk_roots(s, root, 1, flags, fn, userdata, err);
-}
+/* ---------- resolving images ---------- */
 
 /* oci_walk visitor: collects the image manifests below the root, each (digest, platform) once. */
 static int collect_fn(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
@@ -616,7 +724,8 @@ static void platform_list_add(Platform **v, size_t *n, const Platform *p)
 }
 
 /* The platform of a candidate: from its descriptor, else from its config. */
-static int candidate_platform(Store *s, const OciDescriptor *d, Platform *ret, KilnError **err)
+static int candidate_platform(Store *s, const OciFetcher *f, const OciDescriptor *d, Platform *ret,
+			      KilnError **err)
 {
 	_cleanup_(oci_image_freep) OciImage *img = NULL;
 
@@ -624,28 +733,28 @@ static int candidate_platform(Store *s, const OciDescriptor *d, Platform *ret, K
 		*ret = d->platform;
 		return 0;
 	}
-	int r = image_load(s, d, &img, err);
+	int r = image_load(s, f, d, &img, err);
 	if (r < 0)
 		return r;
 	*ret = img->platform;
 	return 0;
 }
 
-/* Every manifest reachable from root (c) and its platform (*ret_each, aligned with c->v). */
-static int candidates_load(Store *s, const OciDescriptor *roots, size_t n_roots, Candidates *c,
-			   Platform **ret_each, KilnError **err)
+/* Every manifest reachable from the roots (c) and its platform (*ret_each, aligned with c->v). */
+static int candidates_load(Store *s, const OciFetcher *f, const OciDescriptor *roots,
+			   size_t n_roots, Candidates *c, Platform **ret_each, KilnError **err)
 {
 	_cleanup_free_ Platform *each = NULL;
+	OciWalkOptions wo = {.visit = collect_fn, .fetch = f, .userdata = c};
 	int r;
 
 	c->seen = json_object();
-	r = oci_walk_roots(s, roots, n_roots, 0, collect_fn, c, err);
-
+	r = oci_walk(s, roots, n_roots, &wo, err);
 	if (r < 0)
 		return r;
 	each = xcalloc(c->n + 1, sizeof(Platform));
 	for (size_t i = 0; i < c->n; i++) {
-		r = candidate_platform(s, &c->v[i], &each[i], err);
+		r = candidate_platform(s, f, &c->v[i], &each[i], err);
 		if (r < 0)
 			return r;
 	}
@@ -659,7 +768,7 @@ int oci_list_platforms(Store *s, const OciDescriptor *root, Platform **ret, size
 	_cleanup_(candidates_done) Candidates c = {0};
 	_cleanup_free_ Platform *each = NULL, *v = NULL;
 	size_t n = 0;
-	int r = candidates_load(s, root, 1, &c, &each, err);
+	int r = candidates_load(s, NULL, root, 1, &c, &each, err);
 
 	if (r < 0)
 		return r;
@@ -684,15 +793,15 @@ static char *platforms_join(const Platform *v, size_t n)
 	return s;
 }
 
-int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want, OciImage **ret,
-		      KilnError **err)
+int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
+		      const OciFetcher *fetch, OciImage **ret, KilnError **err)
 {
 	_cleanup_(candidates_done) Candidates c = {0};
 	_cleanup_free_ Platform *each = NULL, *seen = NULL;
 	size_t n_seen = 0, best = 0;
 	int best_score = -1, r;
 
-	r = candidates_load(s, root, 1, &c, &each, err);
+	r = candidates_load(s, fetch, root, 1, &c, &each, err);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < c.n; i++) {
@@ -712,9 +821,21 @@ int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
 	}
 	OciDescriptor chosen;
 	oci_descriptor_copy(&chosen, &c.v[best]);
-	r = image_load(s, &chosen, ret, err);
+	r = image_load(s, fetch, &chosen, ret, err);
 	oci_descriptor_done(&chosen);
 	return r;
+}
+
+int oci_image_fetch_layers(Store *s, const OciImage *img, const OciFetcher *fetch, KilnError **err)
+{
+	for (size_t i = 0; i < img->n_layers; i++) {
+		int r = oci_blob_ensure(s, fetch, &img->layers[i], err);
+		if (r >= 0)
+			r = layer_check_size(s, &img->layers[i], err);
+		if (r < 0)
+			return kiln_error_wrap(err, r, "image %s", img->manifest_digest);
+	}
+	return 0;
 }
 
 void oci_images_free(OciImage **v, size_t n)
@@ -729,13 +850,13 @@ int oci_images_load(Store *s, const OciDescriptor *roots, size_t n_roots, OciIma
 {
 	_cleanup_(candidates_done) Candidates c = {0};
 	_cleanup_free_ Platform *each = NULL;
-	int r = candidates_load(s, roots, n_roots, &c, &each, err);
+	int r = candidates_load(s, NULL, roots, n_roots, &c, &each, err);
 
 	if (r < 0)
 		return r;
 	OciImage **v = xcalloc(c.n + 1, sizeof(*v));
 	for (size_t i = 0; i < c.n && r >= 0; i++)
-		r = image_load(s, &c.v[i], &v[i], err);
+		r = image_load(s, NULL, &c.v[i], &v[i], err);
 	if (r < 0) {
 		oci_images_free(v, c.n);
 		return r;

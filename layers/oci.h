@@ -119,28 +119,75 @@ void oci_descriptors_free(OciDescriptor *v, size_t n);
 int oci_blob_read(Store *s, const OciDescriptor *d, size_t max, char **ret_data, size_t *ret_len,
 		  KilnError **err);
 
+/* Where blobs missing from the store come from (a registry, for a pull). fetch puts the blob d
+ * names into the store, digest-verified (write it through a BlobWriter committed with
+ * d->digest, so wrong bytes never get its name), or fails with an error naming what went
+ * wrong. It is called from the thread that called the function it was given to. */
+typedef struct OciFetcher {
+	int (*fetch)(void *userdata, const OciDescriptor *d, KilnError **err);
+	void *userdata;
+} OciFetcher;
+
+/* Makes sure the blob d names is in the store: when it is missing, asks f (NULL, or f->fetch
+ * NULL: ENOENT "blob ... not found in store"); a fetch that returns without storing it is an
+ * ENOENT error too. Only checks presence: readers check digest and size. */
+int oci_blob_ensure(Store *s, const OciFetcher *f, const OciDescriptor *d, KilnError **err);
+
+/* A descriptor for the stored blob `digest` when it is an index or an image manifest (what
+ * `FROM name@sha256:...` may name): mediaType from the document (or, when it has none, an OCI
+ * index if it lists manifests, else an OCI manifest), the document validated as such
+ * (oci_index_parse / oci_manifest_parse), size = its length. EINVAL when it is something else
+ * (a config, a layer), ENOENT when absent. */
+int oci_descriptor_from_blob(Store *s, const char *digest, OciDescriptor *ret, KilnError **err);
+
 typedef enum {
-	OCI_WALK_MANIFESTS =
-	    1 << 0, /* also read image manifests and visit their config and layers */
+	/* also read image manifests (OCI or Docker, any config and layer media types: attestations
+	 * and other artifacts too) and visit their config and layers */
+	OCI_WALK_MANIFESTS = 1 << 0,
+	/* with OCI_WALK_MANIFESTS: also visit a manifest's "subject" and "blobs" (what garbage
+	 * collection must keep; an export leaves them out) */
+	OCI_WALK_SUBJECTS = 1 << 1,
+	/* read documents whatever size their descriptor gives (garbage collection: what they
+	 * reference stays reachable; verify reports the size); their digest is still checked */
+	OCI_WALK_ANY_SIZE = 1 << 2,
 } OciWalkFlags;
 
-/* Called once for every descriptor reached (root first at depth 0, a parent before its
- * children; a descriptor listed twice is visited twice, its document read once). A negative
- * return stops the walk with that value. */
+/* A visit callback's answer: do not read this descriptor's document (nor visit what it lists). */
+#define OCI_WALK_SKIP 1
+
+/* Called with each descriptor; depth 0 for a root. A negative return stops the walk with it. */
 typedef int (*OciWalkFn)(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err);
 
-/* The one graph walker: from root, reads every index (and with OCI_WALK_MANIFESTS every image
- * manifest) in the store once per digest, through oci_blob_read (digest and size checked), and
- * calls fn for the descriptors they list. Past OCI_INDEX_DEPTH_MAX nested indexes: ELOOP; past
- * OCI_DESCRIPTORS_MAX descriptors: E2BIG; both name the digest. Descriptors of other media types
- * are visited but not read. */
-int oci_walk(Store *s, const OciDescriptor *root, unsigned flags, OciWalkFn fn, void *userdata,
-	     KilnError **err);
+typedef struct OciWalkOptions {
+	unsigned flags; /* OciWalkFlags */
+	/* Called for every descriptor reached, a parent before its children, in document order;
+	 * a descriptor listed twice is visited twice (its document is read once). May return
+	 * OCI_WALK_SKIP. NULL: visit all. */
+	OciWalkFn visit;
+	/* Optional: called after what a descriptor lists was walked (children before their
+	 * parent: the order a push uploads in), for every descriptor whose visit returned 0. */
+	OciWalkFn leave;
+	/* Optional: a document that cannot be read or parsed (missing, corrupt, over
+	 * OCI_MANIFEST_MAX, not a valid index or manifest, nested too deeply) is handed here (the
+	 * problem is the walker's; copy what you keep) and the walk goes on without what is below
+	 * it, unless this returns < 0. NULL: the problem fails the walk. */
+	int (*problem)(const OciDescriptor *d, const KilnError *problem, void *userdata,
+		       KilnError **err);
+	/* Optional: documents missing from the store are fetched (oci_blob_ensure) before they are
+	 * read. Layers and configs are the visitor's to fetch. */
+	const OciFetcher *fetch;
+	void *userdata;
+} OciWalkOptions;
 
-/* oci_walk over several roots as one graph: a document reached from two roots is read once, and
- * the OCI_DESCRIPTORS_MAX cap (roots included) holds for them all. */
-int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flags, OciWalkFn fn,
-		   void *userdata, KilnError **err);
+/* The one graph walker (export, prune, verify, load checks and image resolution use it; push
+ * will): from the roots, as one graph, reads every index (and with OCI_WALK_MANIFESTS every
+ * image manifest) once per digest, through oci_blob_read (digest and size checked), and visits
+ * the descriptors they list. Indexes nest at most OCI_INDEX_DEPTH_MAX deep (a manifest one
+ * level more): ELOOP naming the digest. More than OCI_DESCRIPTORS_MAX descriptors in all (roots
+ * included, duplicates counted): E2BIG naming the digest, always fatal. Descriptors of other
+ * media types are visited but not read. */
+int oci_walk(Store *s, const OciDescriptor *roots, size_t n, const OciWalkOptions *o,
+	     KilnError **err);
 
 /* From a root descriptor (index, nested index, OCI manifest, Docker schema2 manifest or list) in
  * the store, picks the manifest for `want` (best platform_match_score; a manifest without
@@ -148,12 +195,21 @@ int oci_walk_roots(Store *s, const OciDescriptor *roots, size_t n, unsigned flag
  * the manifest and config (size caps: OCI_MANIFEST_MAX manifest/index, OCI_CONFIG_MAX config;
  * blob digests and sizes verified; a "manifest" whose mediaType says index, or a layer count
  * different from the rootfs.diff_ids count -> error). No match -> ENOENT error listing the
- * platforms available. Layer blobs need not be in the store (for pull later); a layer blob that
- * is there must have its descriptor's size (EIO naming the digest, as containerd checks). */
-int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want, OciImage **ret,
-		      KilnError **err);
+ * platforms available. With fetch, every index, manifest and config it reads that is not in the
+ * store is fetched first: the indexes on the way, the chosen platform's manifest and config
+ * (and those of manifests whose descriptor has no platform), nothing of the other platforms.
+ * Without fetch (NULL) a missing blob is an ENOENT error naming it. Layer blobs need not be in
+ * the store (see oci_image_fetch_layers); a layer blob that is there must have its descriptor's
+ * size (EIO naming the digest, as containerd checks). */
+int oci_image_resolve(Store *s, const OciDescriptor *root, const Platform *want,
+		      const OciFetcher *fetch, OciImage **ret, KilnError **err);
 
-/* Every image manifest below the roots (as one graph, see oci_walk_roots; attestations left out),
+/* Fetches, one after another, every layer of img that is not in the store, and checks each
+ * layer's size. Separate from oci_image_resolve so that a puller may instead fetch layers
+ * concurrently or unpack them while they stream. */
+int oci_image_fetch_layers(Store *s, const OciImage *img, const OciFetcher *fetch, KilnError **err);
+
+/* Every image manifest below the roots (as one graph, see oci_walk; attestations left out),
  * each read and validated as oci_image_resolve does, once per (digest, platform) listed: what
  * `kiln load` checks. Free *ret with oci_images_free. */
 int oci_images_load(Store *s, const OciDescriptor *roots, size_t n_roots, OciImage ***ret,

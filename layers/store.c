@@ -560,161 +560,6 @@ size_t store_diffid_prune(Store *s)
 	return removed;
 }
 
-/* Names: the distribution/reference grammar. */
-
-static bool is_lower_alnum(char c)
-{
-	return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-}
-
-static bool is_alnum(char c)
-{
-	return is_lower_alnum(c) || (c >= 'A' && c <= 'Z');
-}
-
-/* path-component := [a-z0-9]+ (separator [a-z0-9]+)*, separator := [_.] | "__" | "-"+ */
-static bool path_component_valid(const char *p, size_t n)
-{
-	size_t i = 0;
-
-	if (n == 0 || !is_lower_alnum(p[0]) || !is_lower_alnum(p[n - 1]))
-		return false;
-	while (i < n) {
-		if (is_lower_alnum(p[i])) {
-			i++;
-			continue;
-		}
-		size_t j = i;
-		while (j < n && !is_lower_alnum(p[j]))
-			j++;
-		size_t sep = j - i;
-		bool dashes = strspn(p + i, "-") >= sep;
-		if (!(sep == 1 && (p[i] == '.' || p[i] == '_')) &&
-		    !(sep == 2 && p[i] == '_' && p[i + 1] == '_') && !dashes)
-			return false;
-		i = j;
-	}
-	return true;
-}
-
-/* domain := host [":" port]; host := component ("." component)*, component :=
- * [a-zA-Z0-9] | [a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9] */
-static bool domain_valid(const char *p, size_t n)
-{
-	const char *colon = memchr(p, ':', n);
-	size_t host_n = colon ? (size_t)(colon - p) : n;
-
-	if (colon) {
-		size_t port_n = n - host_n - 1;
-		if (port_n == 0 || port_n > 5 || strspn(colon + 1, "0123456789") < port_n)
-			return false;
-	}
-	if (host_n == 0)
-		return false;
-	for (size_t i = 0; i < host_n;) {
-		size_t j = i;
-		while (j < host_n && p[j] != '.')
-			j++;
-		if (j == i || !is_alnum(p[i]) || !is_alnum(p[j - 1]))
-			return false;
-		for (size_t k = i; k < j; k++)
-			if (!is_alnum(p[k]) && p[k] != '-')
-				return false;
-		i = j + 1;
-		if (j < host_n && i == host_n)
-			return false;
-	}
-	return true;
-}
-
-static bool tag_valid(const char *t)
-{
-	size_t n = strlen(t);
-
-	if (n == 0 || n > 128 || !(is_alnum(t[0]) || t[0] == '_'))
-		return false;
-	for (size_t i = 1; i < n; i++)
-		if (!is_alnum(t[i]) && t[i] != '_' && t[i] != '.' && t[i] != '-')
-			return false;
-	return true;
-}
-
-int store_name_normalize(const char *name, char **ret, KilnError **err)
-{
-	if (!name || !*name)
-		return kiln_error(err, KILN_EUSAGE, "invalid image name ''");
-	if (strchr(name, '@'))
-		return kiln_error(err, KILN_EUSAGE,
-				  "invalid image name '%s': digest references are not supported",
-				  name);
-
-	const char *slash = strrchr(name, '/');
-	const char *colon = strrchr(slash ? slash : name, ':');
-	size_t repo_n = colon ? (size_t)(colon - name) : strlen(name);
-	const char *tag = colon ? colon + 1 : "latest";
-
-	if (repo_n == 0 || repo_n > 255)
-		return kiln_error(err, KILN_EUSAGE, "invalid image name '%s'", name);
-	if (!tag_valid(tag))
-		return kiln_error(err, KILN_EUSAGE, "invalid image name '%s': bad tag '%s'", name,
-				  tag);
-
-	const char *first_slash = memchr(name, '/', repo_n);
-	size_t pos = 0;
-	if (first_slash) {
-		size_t n = (size_t)(first_slash - name);
-		bool is_domain = memchr(name, '.', n) || memchr(name, ':', n) ||
-				 (n == 9 && !strncmp(name, "localhost", 9));
-		for (size_t i = 0; i < n && !is_domain; i++)
-			is_domain = name[i] >= 'A' && name[i] <= 'Z';
-		if (is_domain) {
-			if (!domain_valid(name, n))
-				return kiln_error(err, KILN_EUSAGE,
-						  "invalid image name '%s': bad registry '%.*s'",
-						  name, (int)n, name);
-			pos = n + 1;
-		}
-	}
-	if (pos >= repo_n)
-		return kiln_error(err, KILN_EUSAGE, "invalid image name '%s'", name);
-	while (pos < repo_n) {
-		const char *end = memchr(name + pos, '/', repo_n - pos);
-		size_t n = end ? (size_t)(end - (name + pos)) : repo_n - pos;
-		if (!path_component_valid(name + pos, n))
-			return kiln_error(err, KILN_EUSAGE,
-					  "invalid image name '%s': repository must be lowercase "
-					  "letters, digits and separators",
-					  name);
-		pos += n + 1;
-		if (end && pos == repo_n)
-			return kiln_error(err, KILN_EUSAGE, "invalid image name '%s'", name);
-	}
-	*ret = xasprintf("%.*s:%s", (int)repo_n, name, tag);
-	return 0;
-}
-
-const char *store_name_tag(const char *normalized)
-{
-	const char *slash = strrchr(normalized, '/');
-	const char *colon = strrchr(slash ? slash : normalized, ':');
-
-	return colon ? colon + 1 : "latest";
-}
-
-char *store_name_qualify(const char *normalized)
-{
-	const char *slash = strchr(normalized, '/');
-
-	if (slash) {
-		size_t n = (size_t)(slash - normalized);
-		if (memchr(normalized, '.', n) || memchr(normalized, ':', n) ||
-		    (n == 9 && !strncmp(normalized, "localhost", 9)))
-			return xstrdup(normalized);
-		return xasprintf("docker.io/%s", normalized);
-	}
-	return xasprintf("docker.io/library/%s", normalized);
-}
-
 /* index.json */
 
 static int index_load(Store *s, json_t **ret, KilnError **err)
@@ -747,34 +592,91 @@ static int index_save(Store *s, json_t *index, KilnError **err)
 	return write_file_atomic_at(s->dirfd, "index.json", text, strlen(text), 0600, err);
 }
 
-static const char *entry_name(json_t *entry)
+static const char *entry_raw_name(json_t *entry)
 {
 	return json_string_value(
 	    json_object_get(json_object_get(entry, "annotations"), OCI_ANNOTATION_REF_NAME));
 }
 
-/* Index of `name` in the manifests array, or -1. */
-static ssize_t index_find(json_t *manifests, const char *name)
+/* The name of an entry in canonical form, or NULL (no name, or one that is not a reference).
+ * Stores of kiln < 0.2 hold "app:1.0": read as "docker.io/library/app:1.0". */
+static char *entry_name(json_t *entry)
+{
+	const char *raw = entry_raw_name(entry);
+	char *canon = NULL;
+
+	if (raw && ref_canonical_name(raw, &canon, NULL) < 0)
+		return NULL;
+	return canon;
+}
+
+/* Index of the entry named `canon`, or -1. */
+static ssize_t index_find(json_t *manifests, const char *canon)
 {
 	size_t i;
 	json_t *e;
 
 	json_array_foreach (manifests, i, e) {
-		const char *n = entry_name(e);
-		if (n && !strcmp(n, name))
+		_cleanup_free_ char *n = entry_name(e);
+		if (n && !strcmp(n, canon))
 			return (ssize_t)i;
 	}
 	return -1;
 }
 
-int store_tag_set(Store *s, const char *name, const OciDescriptor *desc, KilnError **err)
+static int cmp_entries(const void *a, const void *b)
 {
-	_cleanup_free_ char *norm = NULL;
+	const char *x = entry_raw_name(*(json_t *const *)a) ?: "";
+	const char *y = entry_raw_name(*(json_t *const *)b) ?: "";
+
+	return strcmp(x, y);
+}
+
+/* Writes every name in canonical form (one entry per name: of two spellings of one name from an
+ * older store, the one already canonical, else the first, is kept) and sorts the entries by
+ * name, so index.json depends neither on tagging order nor on how names were typed. */
+static void index_normalize(json_t *index)
+{
+	json_t *manifests = json_object_get(index, "manifests");
+	size_t n = json_array_size(manifests), m = 0;
+	_cleanup_free_ json_t **v = xcalloc(n + 1, sizeof(*v));
+	_cleanup_json_ json_t *seen = json_object();
+
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(manifests, i);
+		_cleanup_free_ char *canon = entry_name(e);
+		const char *raw = entry_raw_name(e);
+		if (canon) {
+			json_t *prev = json_object_get(seen, canon);
+			if (prev && strcmp(raw, canon) != 0)
+				continue;
+			json_object_set_new(json_object_get(e, "annotations"),
+					    OCI_ANNOTATION_REF_NAME, json_string(canon));
+			if (prev) {
+				v[json_integer_value(prev)] = e;
+				continue;
+			}
+			json_object_set_new(seen, canon, json_integer((json_int_t)m));
+		}
+		v[m++] = e;
+	}
+	if (m > 1)
+		qsort(v, m, sizeof(*v), cmp_entries);
+	json_t *out = json_array();
+	for (size_t i = 0; i < m; i++)
+		json_array_append(out, v[i]);
+	json_object_set_new(index, "manifests", out);
+}
+
+int store_tag_set(Store *s, const char *name, const OciDescriptor *desc,
+		  char ret_previous[DIGEST_STRING_MAX], KilnError **err)
+{
+	_cleanup_free_ char *canon = NULL;
 	_cleanup_close_ int lock = -1;
 	_cleanup_json_ json_t *index = NULL;
 	int r;
 
-	r = store_name_normalize(name, &norm, err);
+	r = ref_canonical_name(name, &canon, err);
 	if (r < 0)
 		return r;
 	if (!digest_is_valid(desc->digest))
@@ -793,50 +695,51 @@ int store_tag_set(Store *s, const char *name, const OciDescriptor *desc, KilnErr
 		json_object_update(ann, d.annotations);
 		json_decref(d.annotations);
 	}
-	json_object_set_new(ann, OCI_ANNOTATION_REF_NAME, json_string(norm));
+	json_object_set_new(ann, OCI_ANNOTATION_REF_NAME, json_string(canon));
 	d.annotations = ann;
 	json_t *entry = oci_descriptor_to_json(&d);
 	oci_descriptor_done(&d);
 
-	/* Kept sorted by name so that index.json does not depend on tagging order. */
+	index_normalize(index);
 	json_t *manifests = json_object_get(index, "manifests");
-	ssize_t at = index_find(manifests, norm);
+	ssize_t at = index_find(manifests, canon);
+	const char *old = at >= 0 ? json_string_value(json_object_get(
+					json_array_get(manifests, (size_t)at), "digest"))
+				  : NULL;
+	if (ret_previous)
+		snprintf(ret_previous, DIGEST_STRING_MAX, "%s", old ?: "");
 	if (at >= 0)
 		json_array_set_new(manifests, (size_t)at, entry);
-	else {
-		size_t i = 0;
-		for (; i < json_array_size(manifests); i++) {
-			const char *n = entry_name(json_array_get(manifests, i));
-			if (n && strcmp(n, norm) > 0)
-				break;
-		}
-		json_array_insert_new(manifests, i, entry);
-	}
+	else
+		json_array_append_new(manifests, entry);
+	index_normalize(index);
 	r = index_save(s, index, err);
 	if (r < 0)
-		return kiln_error_wrap(err, r, "tag '%s'", norm);
+		return kiln_error_wrap(err, r, "tag '%s'", canon);
 	return 0;
 }
 
-/* Normalizes name, loads index.json and finds the name's entry: -ENOENT (error filled) if absent.
- */
-static int index_lookup(Store *s, const char *name, char **ret_norm, json_t **ret_index,
-			size_t *ret_at, KilnError **err)
+/* Loads index.json and finds the entry of name (parsed as an image name): -ENOENT (error filled,
+ * naming it in familiar form) if absent. */
+static int index_lookup(Store *s, const char *name, json_t **ret_index, size_t *ret_at,
+			KilnError **err)
 {
-	_cleanup_free_ char *norm = NULL;
 	_cleanup_json_ json_t *index = NULL;
+	Reference ref;
 	int r;
 
-	r = store_name_normalize(name, &norm, err);
+	r = ref_parse_name(name, &ref, err);
 	if (r < 0)
 		return r;
 	r = index_load(s, &index, err);
 	if (r < 0)
 		return r;
-	ssize_t at = index_find(json_object_get(index, "manifests"), norm);
-	if (at < 0)
-		return kiln_error(err, ENOENT, "image '%s' not found in store", norm);
-	*ret_norm = TAKE_PTR(norm);
+	_cleanup_free_ char *canon = ref_string(&ref);
+	ssize_t at = index_find(json_object_get(index, "manifests"), canon);
+	if (at < 0) {
+		_cleanup_free_ char *fam = ref_familiar(&ref);
+		return kiln_error(err, ENOENT, "image '%s' not found in store", fam);
+	}
 	*ret_index = TAKE_PTR(index);
 	*ret_at = (size_t)at;
 	return 0;
@@ -844,24 +747,22 @@ static int index_lookup(Store *s, const char *name, char **ret_norm, json_t **re
 
 int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **err)
 {
-	_cleanup_free_ char *norm = NULL;
 	_cleanup_json_ json_t *index = NULL;
 	size_t at;
 	int r;
 
-	r = index_lookup(s, name, &norm, &index, &at, err);
+	r = index_lookup(s, name, &index, &at, err);
 	if (r < 0)
 		return r;
 	json_t *manifests = json_object_get(index, "manifests");
 	r = oci_descriptor_from_json(json_array_get(manifests, at), ret, err);
 	if (r < 0)
-		return kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, norm);
+		return kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, name);
 	return 0;
 }
 
 int store_tag_remove(Store *s, const char *name, KilnError **err)
 {
-	_cleanup_free_ char *norm = NULL;
 	_cleanup_close_ int lock = -1;
 	_cleanup_json_ json_t *index = NULL;
 	size_t at;
@@ -870,10 +771,11 @@ int store_tag_remove(Store *s, const char *name, KilnError **err)
 	r = store_lock(s, &lock, err);
 	if (r < 0)
 		return r;
-	r = index_lookup(s, name, &norm, &index, &at, err);
+	r = index_lookup(s, name, &index, &at, err);
 	if (r < 0)
 		return r;
 	json_array_remove(json_object_get(index, "manifests"), at);
+	index_normalize(index);
 	return index_save(s, index, err);
 }
 
@@ -893,19 +795,59 @@ int store_tag_list(Store *s, char ***ret_names, OciDescriptor **ret_descs, size_
 	json_t *manifests = json_object_get(index, "manifests");
 	descs = xcalloc(json_array_size(manifests) + 1, sizeof(*descs));
 	json_array_foreach (manifests, i, e) {
-		const char *name = entry_name(e);
+		char *name = entry_name(e);
 		if (!name)
 			continue;
 		r = oci_descriptor_from_json(e, &descs[n], err);
 		if (r < 0) {
 			oci_descriptors_free(descs, n);
-			return kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, name);
+			r = kiln_error_wrap(err, r, "'%s/index.json' entry '%s'", s->path, name);
+			free(name);
+			return r;
 		}
 		n++;
-		strv_push(&names, name);
+		strv_consume(&names, name);
 	}
 	*ret_names = TAKE_PTR(names);
 	*ret_descs = descs;
 	*ret_n = n;
 	return 0;
+}
+
+/* A name whose descriptor has the digest, else the stored blob of that digest when it is an
+ * index or an image manifest. */
+static int image_by_digest(Store *s, const Reference *ref, OciDescriptor *ret, KilnError **err)
+{
+	_cleanup_strv_free_ char **names = NULL;
+	OciDescriptor *descs = NULL;
+	size_t n = 0;
+	int r = store_tag_list(s, &names, &descs, &n, err);
+
+	if (r < 0)
+		return r;
+	for (size_t i = 0; i < n && r == 0; i++)
+		if (!strcmp(descs[i].digest, ref->digest)) {
+			oci_descriptor_copy(ret, &descs[i]);
+			r = 1;
+		}
+	oci_descriptors_free(descs, n);
+	if (r == 1)
+		return 0;
+	_cleanup_free_ char *fam = ref_familiar(ref);
+	if (!store_has_blob(s, ref->digest))
+		return kiln_error(err, ENOENT,
+				  "image '%s' not found in store: no image has digest %s", fam,
+				  ref->digest);
+	r = oci_descriptor_from_blob(s, ref->digest, ret, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "image '%s'", fam);
+	return 0;
+}
+
+int store_image_lookup(Store *s, const Reference *ref, OciDescriptor *ret, KilnError **err)
+{
+	if (ref->digest[0])
+		return image_by_digest(s, ref, ret, err);
+	_cleanup_free_ char *canon = ref_string(ref);
+	return store_tag_get(s, canon, ret, err);
 }

@@ -3,7 +3,8 @@
  * Layout (ROOT is also a valid OCI image layout):
  *   ROOT/oci-layout            {"imageLayoutVersion":"1.0.0"}
  *   ROOT/index.json            one descriptor per name; annotation
- * org.opencontainers.image.ref.name holds the name exactly as store_name_normalize() returns it
+ *                              org.opencontainers.image.ref.name holds the name in canonical
+ *                              form ("docker.io/library/app:1.0", see store_tag_set())
  *   ROOT/blobs/sha256/<hex>    content, only ever published after its digest was verified
  *   ROOT/tmp/                  temp files of blob writers (same filesystem)
  *   ROOT/lock                  flock(2) serialising index.json updates between processes
@@ -28,6 +29,7 @@
 #include "common/digest.h"
 #include "common/error.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 
 typedef struct Store Store;
 
@@ -115,28 +117,30 @@ bool store_diffid_verified(Store *s, const char *blob_digest, const char *diff_i
  * the store (their temp files are "*.tmp-*" like every atomic write's). Returns how many. */
 size_t store_diffid_prune(Store *s);
 
-/* Validates a name against the distribution reference grammar ([domain[:port]/]path[:tag],
- * lowercase path components, tag [A-Za-z0-9_][A-Za-z0-9_.-]{0,127}, at most 255 bytes of name)
- * and adds ":latest" when no tag is given: "app" -> "app:latest", "reg.io:5000/x/y:t" unchanged.
- * No "docker.io/library/" is added. Digest references ("app@sha256:...") are not supported yet.
- * Errors are KILN_EUSAGE and name the string. */
-int store_name_normalize(const char *name, char **ret, KilnError **err);
-
-/* The fully qualified form of a normalized name, as containerd and BuildKit write it:
- * "app:1.0" -> "docker.io/library/app:1.0", "me/app:1" -> "docker.io/me/app:1",
- * "reg.io/x:t" unchanged. */
-char *store_name_qualify(const char *normalized);
-
-/* The tag part of a normalized name ("1.0" for "reg.io:5000/app:1.0"); points into name. */
-const char *store_name_tag(const char *normalized);
-
-/* Names in ROOT/index.json; each takes the store lock. name is normalized first. */
-int store_tag_set(Store *s, const char *name, const OciDescriptor *desc, KilnError **err);
+/* Names in ROOT/index.json; setting and removing take the store lock. A name is anything
+ * ref_parse_name() accepts; it is stored in ref_string() form ("docker.io/library/app:1.0"), so
+ * "app:1.0", "docker.io/library/app:1.0" and "index.docker.io/library/app:1.0" are one name.
+ * Stores written before names were canonical ("app:1.0") are read as the same names and
+ * rewritten in the canonical form by the next change. Entries stay sorted by name.
+ *
+ * store_tag_set points name at desc (its annotations kept, the ref name added). ret_previous
+ * (may be NULL) gets the digest the name pointed to before, "" when it is a new name. */
+int store_tag_set(Store *s, const char *name, const OciDescriptor *desc,
+		  char ret_previous[DIGEST_STRING_MAX], KilnError **err);
 /* -ENOENT if absent (error filled). ret gets its own annotations reference. */
 int store_tag_get(Store *s, const char *name, OciDescriptor *ret, KilnError **err);
 /* -ENOENT if absent. */
 int store_tag_remove(Store *s, const char *name, KilnError **err);
-/* All names in index.json order (kiln keeps it sorted by name), with their descriptors (free with
- * strv_free / oci_descriptors_free). */
+/* All names (canonical form) in index.json order, with their descriptors (free with strv_free /
+ * oci_descriptors_free). Entries without a name, or whose name is not a reference, are left
+ * out. */
 int store_tag_list(Store *s, char ***ret_names, OciDescriptor **ret_descs, size_t *ret_n,
 		   KilnError **err);
+
+/* The image a reference names. Without a digest: the store name (store_tag_get). With one (the
+ * tag, if any, is ignored: the digest decides, as in BuildKit and docker): a store name whose
+ * descriptor has that digest, whatever its repository, else a blob of the store with that
+ * digest that is an index or an image manifest (oci_descriptor_from_blob), such as one platform
+ * of a loaded image. -ENOENT (error filled, naming the reference) when none. ret gets its own
+ * annotations reference. */
+int store_image_lookup(Store *s, const Reference *ref, OciDescriptor *ret, KilnError **err);

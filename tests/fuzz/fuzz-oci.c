@@ -1,5 +1,5 @@
 /* libFuzzer target: bytes as a manifest, an index, an image config, a descriptor, a platform
- * string and an image name. Not wired into meson yet (-Dfuzz). */
+ * string and an image reference. */
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "layers/oci.h"
-#include "layers/store.h"
+#include "layers/reference.h"
 #include "platforms/platform.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -48,10 +48,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		if (platform_parse(out, &q, NULL) == 0)
 			platform_match_score(&p, &q);
 	}
-	_cleanup_free_ char *norm = NULL;
-	if (store_name_normalize(s, &norm, NULL) == 0) {
-		free(store_name_qualify(norm));
-		store_name_tag(norm);
+	/* An image reference: its canonical and familiar forms must read back as the same. */
+	Reference ref, again;
+	_cleanup_error_ KilnError *e = NULL;
+	if (ref_parse(s, &ref, &e) == 0) {
+		_cleanup_free_ char *canon = ref_string(&ref), *fam = ref_familiar(&ref);
+		_cleanup_free_ char *repo = ref_repository(&ref);
+		if (ref_parse(canon, &again, NULL) < 0 || !ref_equal(&ref, &again) ||
+		    ref_parse(fam, &again, NULL) < 0 || !ref_equal(&ref, &again) ||
+		    strlen(repo) > REF_NAME_MAX)
+			abort();
+		(void)ref_registry_host(ref.domain);
 	}
 	return 0;
 }

@@ -300,7 +300,8 @@ static OciImage *resolve(Store *s, const OciDescriptor *root, const char *platfo
 	OciImage *img = NULL;
 	Platform p;
 
-	if (platform_parse(platform, &p, NULL) < 0 || oci_image_resolve(s, root, &p, &img, &e) < 0)
+	if (platform_parse(platform, &p, NULL) < 0 ||
+	    oci_image_resolve(s, root, &p, NULL, &img, &e) < 0)
 		printf("# resolve %s: %s\n", platform, e ? e->message : "bad platform");
 	return img;
 }
@@ -416,7 +417,7 @@ TEST(nested_index_resolves_platforms)
 	_cleanup_error_ KilnError *e = NULL;
 	Platform want;
 	CHECK(platform_parse("linux/s390x", &want, NULL) == 0);
-	CHECK_EQ_INT(oci_image_resolve(s, &v[0].root, &want, &img, &e), -ENOENT);
+	CHECK_EQ_INT(oci_image_resolve(s, &v[0].root, &want, NULL, &img, &e), -ENOENT);
 	CHECK(e && strstr(e->message, "linux/s390x"));
 	CHECK(e && strstr(e->message, "linux/amd64, linux/arm64, linux/arm/v6"));
 	if (e)
@@ -450,7 +451,9 @@ TEST(oci_dir_import)
 	CHECK(import_one(s, "oci:layout", &v, &n) == 0);
 	CHECK_EQ_INT(n, 1);
 	if (n == 1) {
-		CHECK_EQ_STR(v[0].name, "v2");
+		/* a bare tag in ref.name names no repository: kept apart, not a name */
+		CHECK(v[0].name == NULL);
+		CHECK_EQ_STR(v[0].tag_only, "v2");
 		_cleanup_(oci_image_freep) OciImage *img = resolve(s, &v[0].root, "linux/arm64");
 		CHECK(img != NULL);
 		/* a single manifest without platform info is checked against its config */
@@ -458,7 +461,7 @@ TEST(oci_dir_import)
 		OciImage *none = NULL;
 		Platform amd;
 		CHECK(platform_parse("linux/amd64", &amd, NULL) == 0);
-		CHECK(oci_image_resolve(s, &v[0].root, &amd, &none, &e) < 0);
+		CHECK(oci_image_resolve(s, &v[0].root, &amd, NULL, &none, &e) < 0);
 		CHECK(e && strstr(e->message, "linux/arm64"));
 	}
 	imported_images_free(v, n);
@@ -564,7 +567,7 @@ TEST(manifest_whose_media_type_says_index)
 	store_put_blob(s, im.config.data, im.config.len, NULL, NULL, NULL);
 	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &bad);
 	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
-	CHECK(oci_image_resolve(s, &root, &p, &img, &e) < 0);
+	CHECK(oci_image_resolve(s, &root, &p, NULL, &img, &e) < 0);
 	CHECK(e && strstr(e->message, "is not an image manifest"));
 	CHECK(e && strstr(e->message, bad.digest));
 	free(bad.data);
@@ -585,7 +588,7 @@ TEST(diff_ids_count_mismatch)
 	store_put_blob(s, im.config.data, im.config.len, NULL, NULL, NULL);
 	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &m2);
 	CHECK(platform_parse("linux/amd64", &p, NULL) == 0);
-	CHECK(oci_image_resolve(s, &root, &p, &img, &e) < 0);
+	CHECK(oci_image_resolve(s, &root, &p, NULL, &img, &e) < 0);
 	CHECK(e && strstr(e->message, "2 layers") && strstr(e->message, "1 rootfs.diff_ids"));
 	free(m2.data);
 	image_done(&im);
@@ -603,13 +606,13 @@ TEST(resolve_checks_sizes_and_corruption)
 	store_put_blob(s, im.config.data, im.config.len, NULL, NULL, NULL);
 	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &im.manifest);
 	root.size++;
-	CHECK(oci_image_resolve(s, &root, &p, &img, &e) < 0);
+	CHECK(oci_image_resolve(s, &root, &p, NULL, &img, &e) < 0);
 	CHECK(e && strstr(e->message, "descriptor says"));
 	root.size--;
 	_cleanup_free_ char *cp = xasprintf("root/blobs/sha256/%s", digest_hex(im.config.digest));
 	im.config.data[3] ^= 1;
 	CHECK(write_file_atomic_at(AT_FDCWD, cp, im.config.data, im.config.len, 0644, NULL) == 0);
-	CHECK(oci_image_resolve(s, &root, &p, &img, &e2) < 0);
+	CHECK(oci_image_resolve(s, &root, &p, NULL, &img, &e2) < 0);
 	CHECK(e2 && strstr(e2->message, "corrupt") && strstr(e2->message, im.config.digest));
 	image_done(&im);
 }
@@ -717,13 +720,13 @@ TEST(index_fan_out_past_the_cap_refused)
 	put_image(s, &im);
 	store_put_blob(s, child.data, child.len, NULL, NULL, NULL);
 	OciDescriptor root = put_root(s, MT_OCI_INDEX, &top);
-	CHECK(oci_image_resolve(s, &root, &p, &img, &e) == -E2BIG);
+	CHECK(oci_image_resolve(s, &root, &p, NULL, &img, &e) == -E2BIG);
 	CHECK(e && strstr(e->message, child.digest) && strstr(e->message, top.digest) &&
 	      strstr(e->message, "more than 10000 descriptors"));
 	CHECK(export_oci_archive(s, &root, NULL, "out.tar", &e2) == -E2BIG);
 	CHECK(access("out.tar", F_OK) < 0);
 	OciDescriptor wroot = put_root(s, MT_OCI_INDEX, &wide);
-	CHECK(oci_image_resolve(s, &wroot, &p, &img, &e3) == -E2BIG);
+	CHECK(oci_image_resolve(s, &wroot, &p, NULL, &img, &e3) == -E2BIG);
 	CHECK(e3 && strstr(e3->message, wide.digest) && strstr(e3->message, "lists 10001"));
 	free(child.data);
 	free(top.data);
@@ -751,7 +754,7 @@ TEST(index_nesting_depth_capped)
 	_cleanup_(oci_image_freep) OciImage *good = resolve(s, &ok, "linux/amd64");
 	CHECK(good != NULL);
 	OciDescriptor deep = put_root(s, MT_OCI_INDEX, &level[OCI_INDEX_DEPTH_MAX]);
-	CHECK(oci_image_resolve(s, &deep, &p, &img, &e) == -ELOOP);
+	CHECK(oci_image_resolve(s, &deep, &p, NULL, &img, &e) == -ELOOP);
 	CHECK(e && strstr(e->message, level[0].digest) && strstr(e->message, "nested too deeply"));
 	for (int i = 0; i <= OCI_INDEX_DEPTH_MAX; i++)
 		free(level[i].data);
@@ -774,7 +777,7 @@ TEST(layer_size_checked_against_descriptor)
 	    manifest_json(MT_OCI_MANIFEST, &im.config, MT_OCI_CONFIG, &lied, 1, MT_OCI_LAYER_GZIP);
 	put_image(s, &im);
 	OciDescriptor root = put_root(s, MT_OCI_MANIFEST, &bad);
-	CHECK(oci_image_resolve(s, &root, &p, &img, &e) == -EIO);
+	CHECK(oci_image_resolve(s, &root, &p, NULL, &img, &e) == -EIO);
 	_cleanup_free_ char *want = xasprintf("layer %s has %zu bytes, its descriptor says %zu",
 					      im.gz.digest, im.gz.len, im.gz.len + 1);
 	CHECK(e && strstr(e->message, want));
@@ -1174,7 +1177,7 @@ TEST(export_oci_archive_round_trip)
 
 	/* a source without a name: no name annotations (the store's own ref name is dropped) */
 	OciDescriptor tagged = {0};
-	CHECK(store_tag_set(s, "kept", &v[0].root, NULL) == 0);
+	CHECK(store_tag_set(s, "kept", &v[0].root, NULL, NULL) == 0);
 	CHECK(store_tag_get(s, "kept", &tagged, NULL) == 0);
 	CHECK(export_oci_archive(s, &tagged, NULL, "noname.tar", NULL) == 0);
 	oci_descriptor_done(&tagged);
@@ -1394,6 +1397,282 @@ TEST(skopeo_reads_export)
 	free(outer.data);
 }
 
+/* ---- the graph walker and image resolution with a fetch callback (issue 9 item 1) ---- */
+
+static void put_buf(Store *s, const Buf *b)
+{
+	CHECK(store_put_blob(s, b->data, b->len, b->digest, NULL, NULL) == 0);
+}
+
+typedef struct WalkLog {
+	json_t *visits, *leaves, *problems;
+	const char *skip; /* digest the visitor answers OCI_WALK_SKIP for */
+} WalkLog;
+
+static json_t *walk_entry(const OciDescriptor *d, unsigned depth)
+{
+	return json_sprintf("%u %s", depth, d->digest);
+}
+
+static int log_visit(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
+{
+	WalkLog *l = userdata;
+
+	json_array_append_new(l->visits, walk_entry(d, depth));
+	return l->skip && !strcmp(l->skip, d->digest) ? OCI_WALK_SKIP : 0;
+}
+
+static int log_leave(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
+{
+	json_array_append_new(((WalkLog *)userdata)->leaves, walk_entry(d, depth));
+	return 0;
+}
+
+static int log_problem(const OciDescriptor *d, const KilnError *problem, void *userdata,
+		       KilnError **err)
+{
+	json_array_append_new(((WalkLog *)userdata)->problems,
+			      json_sprintf("%s: %s", d->digest, problem->message));
+	return 0;
+}
+
+/* "0 sha256:..,1 sha256:.." of a log array, for comparing orders */
+static char *log_line(json_t *a)
+{
+	char *out = xstrdup("");
+	size_t i;
+	json_t *v;
+
+	json_array_foreach (a, i, v) {
+		char *t = xasprintf("%s%s%s", out, i ? "," : "", json_string_value(v));
+		free(out);
+		out = t;
+	}
+	return out;
+}
+
+static char *expect_line(const char *const *items, size_t n)
+{
+	char *out = xstrdup("");
+
+	for (size_t i = 0; i < n; i++) {
+		char *t = xasprintf("%s%s%s", out, i ? "," : "", items[i]);
+		free(out);
+		out = t;
+	}
+	return out;
+}
+
+/* An index of an image and an artifact that refers to it (OCI 1.1 subject; an in-toto layer, the
+ * empty config): the walker reads both manifests whatever their media types, visits parents
+ * before children and leaves children before parents. */
+TEST(walker_order_skip_subject_and_problems)
+{
+	_cleanup_(store_freep) Store *s = open_store("root");
+	Image im = make_image("amd64", NULL, "walk\n");
+	Buf empty = buf_take(xstrdup("{}"), 2);
+	Buf statement = buf_take(xstrdup("{\"_type\":\"x\"}"), 13);
+	json_t *am =
+	    json_pack("{s:i,s:s,s:o,s:[o],s:o}", "schemaVersion", 2, "mediaType", MT_OCI_MANIFEST,
+		      "config", desc_json("application/vnd.oci.empty.v1+json", &empty), "layers",
+		      desc_json("application/vnd.in-toto+json", &statement), "subject",
+		      desc_json(MT_OCI_MANIFEST, &im.manifest));
+	Buf art = buf_json(am);
+	json_t *m1 = desc_json(MT_OCI_MANIFEST, &im.manifest);
+	json_object_set_new(m1, "platform",
+			    json_pack("{s:s,s:s}", "architecture", "amd64", "os", "linux"));
+	Buf index =
+	    buf_json(json_pack("{s:i,s:s,s:[o,o]}", "schemaVersion", 2, "mediaType", MT_OCI_INDEX,
+			       "manifests", m1, desc_json(MT_OCI_MANIFEST, &art)));
+	const Buf *all[] = {&im.gz, &im.config, &im.manifest, &empty, &statement, &art, &index};
+	for (size_t i = 0; i < ELEMENTSOF(all); i++)
+		put_buf(s, all[i]);
+	OciDescriptor root = {.media_type = MT_OCI_INDEX, .size = (int64_t)index.len};
+	memcpy(root.digest, index.digest, DIGEST_STRING_MAX);
+
+	WalkLog l = {json_array(), json_array(), json_array(), NULL};
+	OciWalkOptions wo = {.flags = OCI_WALK_MANIFESTS,
+			     .visit = log_visit,
+			     .leave = log_leave,
+			     .problem = log_problem,
+			     .userdata = &l};
+	CHECK(oci_walk(s, &root, 1, &wo, NULL) == 0);
+	_cleanup_free_ char *i0 = xasprintf("0 %s", index.digest),
+			    *m_1 = xasprintf("1 %s", im.manifest.digest),
+			    *c2 = xasprintf("2 %s", im.config.digest),
+			    *l2 = xasprintf("2 %s", im.gz.digest),
+			    *a1 = xasprintf("1 %s", art.digest),
+			    *e2 = xasprintf("2 %s", empty.digest),
+			    *s2 = xasprintf("2 %s", statement.digest),
+			    *sub2 = xasprintf("2 %s", im.manifest.digest);
+	const char *const visits[] = {i0, m_1, c2, l2, a1, e2, s2};
+	const char *const leaves[] = {c2, l2, m_1, e2, s2, a1, i0};
+	_cleanup_free_ char *v = log_line(l.visits), *lv = log_line(l.leaves);
+	_cleanup_free_ char *want_v = expect_line(visits, ELEMENTSOF(visits));
+	_cleanup_free_ char *want_l = expect_line(leaves, ELEMENTSOF(leaves));
+	CHECK_EQ_STR(v, want_v);
+	CHECK_EQ_STR(lv, want_l);
+
+	/* OCI_WALK_SUBJECTS: the subject is visited too (its document is not read again) */
+	json_array_clear(l.visits);
+	json_array_clear(l.leaves);
+	wo.flags |= OCI_WALK_SUBJECTS;
+	CHECK(oci_walk(s, &root, 1, &wo, NULL) == 0);
+	const char *const visits_sub[] = {i0, m_1, c2, l2, a1, e2, s2, sub2};
+	_cleanup_free_ char *vs = log_line(l.visits);
+	_cleanup_free_ char *want_vs = expect_line(visits_sub, ELEMENTSOF(visits_sub));
+	CHECK_EQ_STR(vs, want_vs);
+
+	/* OCI_WALK_SKIP: the image manifest is not read, nor left */
+	json_array_clear(l.visits);
+	json_array_clear(l.leaves);
+	wo.flags = OCI_WALK_MANIFESTS;
+	l.skip = im.manifest.digest;
+	CHECK(oci_walk(s, &root, 1, &wo, NULL) == 0);
+	const char *const visits_skip[] = {i0, m_1, a1, e2, s2};
+	_cleanup_free_ char *vk = log_line(l.visits), *lk = log_line(l.leaves);
+	_cleanup_free_ char *want_vk = expect_line(visits_skip, ELEMENTSOF(visits_skip));
+	CHECK_EQ_STR(vk, want_vk);
+	CHECK(!strstr(lk, m_1));
+	l.skip = NULL;
+
+	/* a document that cannot be read: to the problem callback (the walk goes on), else the
+	 * walk's error */
+	_cleanup_free_ char *ap = xasprintf("root/blobs/sha256/%s", digest_hex(art.digest));
+	CHECK(unlink(ap) == 0);
+	json_array_clear(l.visits);
+	CHECK(oci_walk(s, &root, 1, &wo, NULL) == 0);
+	CHECK_EQ_INT(json_array_size(l.problems), 1);
+	CHECK(strstr(json_string_value(json_array_get(l.problems, 0)), art.digest) &&
+	      strstr(json_string_value(json_array_get(l.problems, 0)), "not found"));
+	CHECK_EQ_INT(json_array_size(l.visits), 5); /* index, image (3), artifact */
+	_cleanup_error_ KilnError *e = NULL;
+	wo.problem = NULL;
+	CHECK_EQ_INT(oci_walk(s, &root, 1, &wo, &e), -ENOENT);
+	CHECK(e && strstr(e->message, art.digest));
+
+	json_decref(l.visits);
+	json_decref(l.leaves);
+	json_decref(l.problems);
+	free(empty.data);
+	free(statement.data);
+	free(art.data);
+	free(index.data);
+	image_done(&im);
+}
+
+typedef struct Remote {
+	Store *from, *to;
+	json_t *fetched; /* digests asked for, in order */
+	int mode;	 /* 0 copy, 1 store nothing, 2 fail, 3 store other bytes */
+} Remote;
+
+/* A fetch callback that copies blobs from a second store, digest-verified on the way in. */
+static int remote_fetch(void *userdata, const OciDescriptor *d, KilnError **err)
+{
+	Remote *rm = userdata;
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+
+	json_array_append_new(rm->fetched, json_string(d->digest));
+	if (rm->mode == 1)
+		return 0;
+	if (rm->mode == 2)
+		return kiln_error(err, ECONNRESET, "registry went away");
+	if (rm->mode == 3)
+		return store_put_blob(rm->to, "other", 5, d->digest, NULL, err);
+	int r = store_read_blob(rm->from, d->digest, 64 << 20, &data, &len, err);
+	return r < 0 ? r : store_put_blob(rm->to, data, len, d->digest, NULL, err);
+}
+
+static bool fetched(const Remote *rm, const char *digest)
+{
+	size_t i;
+	json_t *v;
+
+	json_array_foreach (rm->fetched, i, v)
+		if (!strcmp(json_string_value(v), digest))
+			return true;
+	return false;
+}
+
+/* Resolution asks the callback for what it reads and lacks: the index, the wanted platform's
+ * manifest and config, nothing of the other platform; layers come with oci_image_fetch_layers;
+ * a blob already there is never asked for. */
+TEST(resolve_fetches_only_what_the_platform_needs)
+{
+	_cleanup_(store_freep) Store *remote = open_store("remote");
+	_cleanup_(store_freep) Store *local = open_store("local");
+	Image amd = make_image("amd64", NULL, "amd\n"), arm = make_image("arm64", NULL, "arm\n");
+	json_t *ma = desc_json(MT_OCI_MANIFEST, &amd.manifest);
+	json_t *mr = desc_json(MT_OCI_MANIFEST, &arm.manifest);
+	json_object_set_new(ma, "platform",
+			    json_pack("{s:s,s:s}", "architecture", "amd64", "os", "linux"));
+	json_object_set_new(mr, "platform",
+			    json_pack("{s:s,s:s}", "architecture", "arm64", "os", "linux"));
+	Buf index = buf_json(json_pack("{s:i,s:s,s:[o,o]}", "schemaVersion", 2, "mediaType",
+				       MT_OCI_INDEX, "manifests", ma, mr));
+	const Buf *all[] = {&amd.gz,	 &amd.config,	&amd.manifest, &arm.gz,
+			    &arm.config, &arm.manifest, &index};
+	for (size_t i = 0; i < ELEMENTSOF(all); i++)
+		put_buf(remote, all[i]);
+	OciDescriptor root = {.media_type = MT_OCI_INDEX, .size = (int64_t)index.len};
+	memcpy(root.digest, index.digest, DIGEST_STRING_MAX);
+	Platform want;
+	CHECK(platform_parse("linux/arm64", &want, NULL) == 0);
+	Remote rm = {.from = remote, .to = local, .fetched = json_array()};
+	OciFetcher f = {.fetch = remote_fetch, .userdata = &rm};
+
+	/* no callback: the missing root is an error naming it, as before */
+	_cleanup_error_ KilnError *e0 = NULL;
+	OciImage *none = NULL;
+	CHECK_EQ_INT(oci_image_resolve(local, &root, &want, NULL, &none, &e0), -ENOENT);
+	CHECK(e0 && strstr(e0->message, index.digest));
+
+	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_(oci_image_freep) OciImage *img = NULL;
+	CHECK(oci_image_resolve(local, &root, &want, &f, &img, &e) == 0);
+	if (!img) {
+		printf("# %s\n", e ? e->message : "?");
+		return;
+	}
+	CHECK_EQ_STR(img->manifest_digest, arm.manifest.digest);
+	CHECK_EQ_INT(json_array_size(rm.fetched), 3);
+	CHECK(fetched(&rm, index.digest) && fetched(&rm, arm.manifest.digest) &&
+	      fetched(&rm, arm.config.digest));
+	CHECK(!store_has_blob(local, amd.manifest.digest) &&
+	      !store_has_blob(local, amd.config.digest) && !store_has_blob(local, arm.gz.digest));
+	CHECK(oci_image_fetch_layers(local, img, &f, NULL) == 0);
+	CHECK_EQ_INT(json_array_size(rm.fetched), 4);
+	CHECK(store_has_blob(local, arm.gz.digest) && !store_has_blob(local, amd.gz.digest));
+	/* everything there now: no more asking */
+	_cleanup_(oci_image_freep) OciImage *again = NULL;
+	CHECK(oci_image_resolve(local, &root, &want, &f, &again, NULL) == 0);
+	CHECK(oci_image_fetch_layers(local, again, &f, NULL) == 0);
+	CHECK_EQ_INT(json_array_size(rm.fetched), 4);
+
+	/* a callback that stores nothing, fails, or brings other bytes: an error naming the blob,
+	 * and nothing under that name in the store */
+	static const char *const why[] = {"", "did not arrive", "registry went away",
+					  "digest mismatch"};
+	for (int mode = 1; mode <= 3; mode++) {
+		_cleanup_(store_freep) Store *other = NULL;
+		_cleanup_free_ char *dir = xasprintf("other%d", mode);
+		_cleanup_error_ KilnError *em = NULL;
+		OciImage *bad = NULL;
+		other = open_store(dir);
+		rm.to = other;
+		rm.mode = mode;
+		CHECK(oci_image_resolve(other, &root, &want, &f, &bad, &em) < 0);
+		CHECK(em && strstr(em->message, index.digest) && strstr(em->message, why[mode]));
+		CHECK(!store_has_blob(other, index.digest));
+	}
+	json_decref(rm.fetched);
+	free(index.data);
+	image_done(&amd);
+	image_done(&arm);
+}
+
 int main(void)
 {
 	RUN(oci_archive_gzip_layer);
@@ -1424,5 +1703,7 @@ int main(void)
 	RUN(export_docker_archive_round_trip);
 	RUN(export_never_writes_through_symlinks);
 	RUN(skopeo_reads_export);
+	RUN(walker_order_skip_subject_and_problems);
+	RUN(resolve_fetches_only_what_the_platform_needs);
 	return tap_done();
 }

@@ -119,7 +119,7 @@ static void make_tar(const char *path, const TarEnt *ents, size_t n, bool gzip)
 		}
 		if (ents[i].type == AE_IFLNK)
 			archive_entry_set_symlink(e, ents[i].data);
-		if (ents[i].type == AE_IFCHR)
+		if (ents[i].type == AE_IFCHR || ents[i].type == AE_IFBLK)
 			archive_entry_set_rdev(e, makedev(1, 3));
 		size_t len = ents[i].type == AE_IFREG && ents[i].data ? strlen(ents[i].data) : 0;
 		archive_entry_set_size(e, (la_int64_t)len);
@@ -919,6 +919,78 @@ TEST(rootless_device_and_chown)
 		     0);
 }
 
+/* Issue 9 item 10: debootstrap bases ship /dev/console and friends. In a user namespace they
+ * are left out (and hard links to them), counted, FIFOs kept; the diff_id is the whole
+ * stream's. */
+static int child_apply_devices(LayerApplyMode mode, const char *want_diff_id)
+{
+	pid_t pid = fork();
+
+	if (pid == 0) {
+		LayerApplyResult res = {.devices_skipped = 99};
+		LayerApplyOptions o = apply_opts(mode);
+		char diff_id[DIGEST_STRING_MAX];
+		struct stat st;
+		o.keep_owner = false;
+		o.skip_devices = true;
+		o.result = &res;
+		o.expected_diff_id = want_diff_id;
+		if (unshare(CLONE_NEWUSER) < 0)
+			_exit(77);
+		const char *dest = mode == LAYER_APPLY_MERGE ? "merge" : "overlay";
+		if (apply_file("t", dest, &o, diff_id, NULL) < 0) {
+			fflush(stdout);
+			_exit(2);
+		}
+		_cleanup_free_ char *dev = xasprintf("%s/dev", dest);
+		chmod(dev, 0755); /* make_tar gives every entry 0644 */
+		_cleanup_free_ char *fifo = xasprintf("%s/dev/initctl", dest);
+		_cleanup_free_ char *file = xasprintf("%s/dev/keep", dest);
+		_cleanup_free_ char *con = xasprintf("%s/dev/console", dest);
+		_cleanup_free_ char *loop = xasprintf("%s/dev/loop0", dest);
+		_cleanup_free_ char *ln = xasprintf("%s/dev/console-link", dest);
+		bool ok = res.devices_skipped == 3 && !strcmp(res.first_device, "dev/console") &&
+			  lstat(fifo, &st) == 0 && S_ISFIFO(st.st_mode) && lstat(file, &st) == 0 &&
+			  S_ISREG(st.st_mode) && lstat(con, &st) < 0 && lstat(loop, &st) < 0 &&
+			  lstat(ln, &st) < 0 && !strcmp(diff_id, want_diff_id);
+		if (!ok)
+			printf("#   skipped %llu first '%s' fifo %d file %d con %d loop %d ln %d\n",
+			       (unsigned long long)res.devices_skipped, res.first_device,
+			       lstat(fifo, &st), lstat(file, &st), lstat(con, &st),
+			       lstat(loop, &st), lstat(ln, &st));
+		fflush(stdout);
+		_exit(ok ? 0 : 1);
+	}
+	int status = 0;
+	waitpid(pid, &status, 0);
+	return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+TEST(devices_left_out_in_a_user_namespace)
+{
+	static const TarEnt ents[] = {
+	    {"dev", AE_IFDIR, NULL},
+	    {"dev/console", AE_IFCHR, NULL},
+	    {"dev/loop0", AE_IFBLK, NULL},
+	    {"dev/initctl", AE_IFIFO, NULL},
+	    {"dev/console-link", 0, "dev/console"},
+	    {"dev/keep", AE_IFREG, "kept"},
+	};
+	LayerApplyOptions scan = apply_opts(LAYER_APPLY_OVERLAY);
+	char diff_id[DIGEST_STRING_MAX];
+
+	make_tar("t", ents, ELEMENTSOF(ents), true);
+	_cleanup_close_ int fd = open("t", O_RDONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && layer_apply(fd, -1, &scan, diff_id, NULL) == 0);
+	int r = child_apply_devices(LAYER_APPLY_OVERLAY, diff_id);
+	if (r == 77) {
+		printf("# user namespaces unavailable: skipped\n");
+		return;
+	}
+	CHECK_EQ_INT(r, 0);
+	CHECK_EQ_INT(child_apply_devices(LAYER_APPLY_MERGE, diff_id), 0);
+}
+
 TEST(device_as_root)
 {
 	static const TarEnt dev[] = {{"dev/null", AE_IFCHR, NULL}};
@@ -1198,6 +1270,7 @@ int main(void)
 	RUN(limits);
 	RUN(rootless_device_and_chown);
 	RUN(device_as_root);
+	RUN(devices_left_out_in_a_user_namespace);
 	RUN(empty_dir);
 	RUN(local_export_never_deletes);
 	RUN(local_export_never_writes_through);

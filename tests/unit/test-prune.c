@@ -97,7 +97,7 @@ static void make_image(Store *s, const char *name, const char *seed, TestImage *
 	OciDescriptor d = {.size = (int64_t)strlen(index)};
 	snprintf(d.media_type, sizeof(d.media_type), "%s", MT_OCI_INDEX);
 	memcpy(d.digest, img->index, DIGEST_STRING_MAX);
-	if (store_tag_set(s, name, &d, &e) < 0) {
+	if (store_tag_set(s, name, &d, NULL, &e) < 0) {
 		printf("# store_tag_set: %s\n", e->message);
 		tap_cur_failed = 1;
 	}

@@ -9,6 +9,8 @@
 #include "common/fdutil.h"
 #include "layers/oci.h"
 #include "layers/store.h"
+
+#define HEX64 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
 #include "tap.h"
 
 /* Regular entries in a directory, "." and ".." excluded; -1 if it cannot be opened. */
@@ -222,83 +224,6 @@ TEST(concurrent_writers_same_blob)
 	CHECK_EQ_INT(count_entries("root/tmp"), 0);
 }
 
-static void check_norm(const char *in, const char *want)
-{
-	_cleanup_free_ char *out = NULL;
-	_cleanup_error_ KilnError *e = NULL;
-
-	if (store_name_normalize(in, &out, &e) < 0) {
-		printf("#   normalize '%s': %s\n", in, e->message);
-		tap_cur_failed = 1;
-		return;
-	}
-	CHECK_EQ_STR(out, want);
-}
-
-TEST(name_normalize)
-{
-	check_norm("app", "app:latest");
-	check_norm("app:1.0", "app:1.0");
-	check_norm("reg.io/x/y:t", "reg.io/x/y:t");
-	check_norm("localhost:5000/app", "localhost:5000/app:latest");
-	check_norm("localhost/app:v1", "localhost/app:v1");
-	check_norm("my-org/my_app__x.y:1.0-rc_1", "my-org/my_app__x.y:1.0-rc_1");
-	check_norm("docker.io/library/busybox", "docker.io/library/busybox:latest");
-	check_norm("a--b/c", "a--b/c:latest");
-	check_norm("Reg.IO:443/a", "Reg.IO:443/a:latest");
-
-	static const char *const bad[] = {
-	    "",
-	    "App",
-	    "app:",
-	    "app:-x",
-	    ":tag",
-	    "a//b",
-	    "/a",
-	    "a/",
-	    "-a",
-	    "a-",
-	    "a..b",
-	    "a___b",
-	    "reg.io/",
-	    "reg..io/a",
-	    "reg.io:/a",
-	    "a b",
-	    "app@sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
-	    "reg.io:99999999/a",
-	    "a:b:c",
-	};
-	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-		_cleanup_free_ char *out = NULL;
-		_cleanup_error_ KilnError *e = NULL;
-		int r = store_name_normalize(bad[i], &out, &e);
-		CHECK(r < 0);
-		if (r >= 0)
-			printf("#   '%s' accepted as '%s'\n", bad[i], out);
-		else
-			CHECK(e && strstr(e->message, bad[i]) && e->code == KILN_EUSAGE);
-	}
-	_cleanup_free_ char *longname = xcalloc(1, 300);
-	memset(longname, 'a', 299);
-	_cleanup_free_ char *out = NULL;
-	CHECK(store_name_normalize(longname, &out, NULL) < 0);
-}
-
-TEST(name_qualify_and_tag)
-{
-	_cleanup_free_ char *a = store_name_qualify("app:1.0");
-	_cleanup_free_ char *b = store_name_qualify("me/app:1");
-	_cleanup_free_ char *c = store_name_qualify("reg.io:5000/x:t");
-	_cleanup_free_ char *d = store_name_qualify("localhost/x:t");
-
-	CHECK_EQ_STR(a, "docker.io/library/app:1.0");
-	CHECK_EQ_STR(b, "docker.io/me/app:1");
-	CHECK_EQ_STR(c, "reg.io:5000/x:t");
-	CHECK_EQ_STR(d, "localhost/x:t");
-	CHECK_EQ_STR(store_name_tag("reg.io:5000/x:t"), "t");
-	CHECK_EQ_STR(store_name_tag("app:1.0"), "1.0");
-}
-
 static OciDescriptor make_desc(const char *content)
 {
 	OciDescriptor d = {.media_type = MT_OCI_MANIFEST, .size = (int64_t)strlen(content)};
@@ -307,52 +232,192 @@ static OciDescriptor make_desc(const char *content)
 	return d;
 }
 
+/* The store's names in list order as "NAME=DIGEST-HEX-PREFIX ...", for one comparison. */
+static char *names_line(Store *s)
+{
+	char **names = NULL, *out = xstrdup("");
+	OciDescriptor *descs = NULL;
+	size_t n = 0;
+
+	CHECK(store_tag_list(s, &names, &descs, &n, NULL) == 0);
+	for (size_t i = 0; i < n; i++) {
+		char *t = xasprintf("%s%s%s=%.8s", out, i ? " " : "", names[i],
+				    digest_hex(descs[i].digest));
+		free(out);
+		out = t;
+	}
+	strv_free(names);
+	oci_descriptors_free(descs, n);
+	return out;
+}
+
+/* "NAME=DIGEST-HEX-PREFIX" for expectations. */
+static char *name_eq(const char *name, const OciDescriptor *d)
+{
+	return xasprintf("%s=%.8s", name, digest_hex(d->digest));
+}
+
 TEST(tags_set_get_list_remove)
 {
 	_cleanup_(store_freep) Store *s = open_store();
 	OciDescriptor a = make_desc("a"), b = make_desc("b"), got = {0};
-	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL;
+	_cleanup_error_ KilnError *e = NULL, *e2 = NULL, *e3 = NULL, *e4 = NULL;
+	char prev[DIGEST_STRING_MAX] = "x";
 
-	CHECK(store_tag_set(s, "zeta", &a, NULL) == 0);
-	CHECK(store_tag_set(s, "app:1.0", &a, NULL) == 0);
-	CHECK(store_tag_set(s, "reg.io/x/y:t", &b, NULL) == 0);
-	CHECK(store_tag_set(s, "app:1.0", &b, NULL) == 0); /* retag replaces */
-	CHECK(store_tag_set(s, "Bad Name", &b, &e) < 0);
+	CHECK(store_tag_set(s, "zeta", &a, prev, NULL) == 0);
+	CHECK_EQ_STR(prev, "");
+	CHECK(store_tag_set(s, "app:1.0", &a, NULL, NULL) == 0);
+	CHECK(store_tag_set(s, "reg.io/x/y:t", &b, NULL, NULL) == 0);
+	CHECK(store_tag_set(s, "app:1.0", &b, prev, NULL) == 0); /* retag replaces */
+	CHECK_EQ_STR(prev, a.digest);
+	CHECK(store_tag_set(s, "Bad Name", &b, NULL, &e) < 0);
+	CHECK(store_tag_set(s, "app@sha256:" HEX64, &b, NULL, &e4) < 0);
+	CHECK(e4 && e4->code == KILN_EUSAGE && strstr(e4->message, "cannot hold a digest"));
 
 	CHECK(store_tag_get(s, "app:1.0", &got, NULL) == 0);
 	CHECK_EQ_STR(got.digest, b.digest);
 	CHECK_EQ_STR(got.media_type, MT_OCI_MANIFEST);
-	CHECK_EQ_STR(oci_descriptor_annotation(&got, OCI_ANNOTATION_REF_NAME), "app:1.0");
+	CHECK_EQ_STR(oci_descriptor_annotation(&got, OCI_ANNOTATION_REF_NAME),
+		     "docker.io/library/app:1.0");
 	oci_descriptor_done(&got);
 	CHECK(store_tag_get(s, "zeta", &got, NULL) == 0); /* "zeta" == "zeta:latest" */
 	CHECK_EQ_STR(got.digest, a.digest);
 	oci_descriptor_done(&got);
 	CHECK_EQ_INT(store_tag_get(s, "nope", &got, &e2), -ENOENT);
-	CHECK(e2 && strstr(e2->message, "nope:latest"));
+	CHECK(e2 && strstr(e2->message, "'nope:latest'"));
 
 	/* survives reopen */
 	store_free(s);
 	s = open_store();
-	char **names = NULL;
-	OciDescriptor *descs = NULL;
-	size_t n = 0;
-	CHECK(store_tag_list(s, &names, &descs, &n, NULL) == 0);
-	CHECK_EQ_INT(n, 3);
-	if (n == 3) {
-		CHECK_EQ_STR(names[0], "app:1.0");
-		CHECK_EQ_STR(names[1], "reg.io/x/y:t");
-		CHECK_EQ_STR(names[2], "zeta:latest");
-		CHECK_EQ_STR(descs[2].digest, a.digest);
-	}
-	strv_free(names);
-	oci_descriptors_free(descs, n);
+	_cleanup_free_ char *l1 = names_line(s), *x1 = name_eq("docker.io/library/app:1.0", &b),
+			    *x2 = name_eq("docker.io/library/zeta:latest", &a),
+			    *x3 = name_eq("reg.io/x/y:t", &b);
+	_cleanup_free_ char *want1 = xasprintf("%s %s %s", x1, x2, x3);
+	CHECK_EQ_STR(l1, want1);
 
 	CHECK(store_tag_remove(s, "zeta:latest", NULL) == 0);
 	CHECK_EQ_INT(store_tag_remove(s, "zeta", &e3), -ENOENT);
-	CHECK(store_tag_list(s, &names, &descs, &n, NULL) == 0);
-	CHECK_EQ_INT(n, 2);
-	strv_free(names);
-	oci_descriptors_free(descs, n);
+	_cleanup_free_ char *l2 = names_line(s), *want2 = xasprintf("%s %s", x1, x3);
+	CHECK_EQ_STR(l2, want2);
+}
+
+/* docker.io/library/busybox:1.36, busybox:1.36 and index.docker.io/library/busybox:1.36 are one
+ * name: set through any, found through any, listed once. */
+TEST(tag_names_are_one_name_in_any_spelling)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	OciDescriptor a = make_desc("a"), b = make_desc("b"), got = {0};
+	static const char *const spellings[] = {"busybox:1.36", "docker.io/library/busybox:1.36",
+						"index.docker.io/library/busybox:1.36",
+						"registry-1.docker.io/busybox:1.36",
+						"docker.io/busybox:1.36"};
+	char prev[DIGEST_STRING_MAX];
+
+	CHECK(store_tag_set(s, "docker.io/library/busybox:1.36", &a, NULL, NULL) == 0);
+	for (size_t i = 0; i < ELEMENTSOF(spellings); i++) {
+		CHECK(store_tag_get(s, spellings[i], &got, NULL) == 0);
+		CHECK_EQ_STR(got.digest, a.digest);
+		oci_descriptor_done(&got);
+	}
+	CHECK(store_tag_set(s, "index.docker.io/library/busybox:1.36", &b, prev, NULL) == 0);
+	CHECK_EQ_STR(prev, a.digest);
+	_cleanup_free_ char *l = names_line(s),
+			    *want = name_eq("docker.io/library/busybox:1.36", &b);
+	CHECK_EQ_STR(l, want);
+	CHECK(store_tag_remove(s, "busybox:1.36", NULL) == 0);
+	CHECK_EQ_INT(store_tag_get(s, "docker.io/library/busybox:1.36", &got, NULL), -ENOENT);
+}
+
+/* A store written when names were kept as typed ("app:1.0"): read as the same names, rewritten
+ * canonical (one entry per name) by the next change; unnamed entries are kept. */
+TEST(old_store_names_migrate)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	OciDescriptor a = make_desc("a"), b = make_desc("b"), c = make_desc("c"), got = {0};
+	_cleanup_free_ char *index =
+	    xasprintf("{\"schemaVersion\":2,\"manifests\":["
+		      "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1,"
+		      "\"annotations\":{\"org.opencontainers.image.ref.name\":\"app:1.0\"}},"
+		      "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1,"
+		      "\"annotations\":{\"org.opencontainers.image.ref.name\":\"docker.io/library/"
+		      "app:1.0\"}},"
+		      "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1},"
+		      "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":1,"
+		      "\"annotations\":{\"org.opencontainers.image.ref.name\":\"zeta\"}}]}",
+		      MT_OCI_MANIFEST, a.digest, MT_OCI_MANIFEST, b.digest, MT_OCI_MANIFEST,
+		      c.digest, MT_OCI_MANIFEST, c.digest);
+
+	CHECK(write_file_atomic_at(AT_FDCWD, "root/index.json", index, strlen(index), 0600, NULL) ==
+	      0);
+	CHECK(store_tag_get(s, "zeta:latest", &got, NULL) == 0);
+	CHECK_EQ_STR(got.digest, c.digest);
+	oci_descriptor_done(&got);
+	CHECK(store_tag_get(s, "docker.io/library/app:1.0", &got, NULL) == 0);
+	oci_descriptor_done(&got);
+	CHECK(store_tag_set(s, "other", &a, NULL, NULL) == 0);
+	/* of the two spellings of app:1.0, the entry already canonical wins */
+	_cleanup_free_ char *l = names_line(s), *x1 = name_eq("docker.io/library/app:1.0", &b),
+			    *x2 = name_eq("docker.io/library/other:latest", &a),
+			    *x3 = name_eq("docker.io/library/zeta:latest", &c);
+	_cleanup_free_ char *want = xasprintf("%s %s %s", x1, x2, x3);
+	CHECK_EQ_STR(l, want);
+	_cleanup_free_ char *after = NULL;
+	CHECK(read_file_at(AT_FDCWD, "root/index.json", 1 << 20, &after, NULL, NULL) == 0);
+	CHECK(after && !strstr(after, "\"app:1.0\"") && !strstr(after, "\"zeta\""));
+	CHECK(after && strstr(after, c.digest)); /* the unnamed entry stays */
+}
+
+/* FROM name@sha256:...: a name's descriptor with that digest, else a stored index or manifest. */
+TEST(image_lookup_by_digest)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	const char *manifest = "{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_MANIFEST "\","
+			       "\"config\":{\"mediaType\":\"" MT_OCI_CONFIG "\",\"digest\":"
+			       "\"sha256:" HEX64 "\",\"size\":2},\"layers\":[]}";
+	const char *index = "{\"schemaVersion\":2,\"manifests\":[]}";
+	const char *config = "{\"architecture\":\"amd64\",\"os\":\"linux\"}";
+	char md[DIGEST_STRING_MAX], id[DIGEST_STRING_MAX], cd[DIGEST_STRING_MAX];
+	OciDescriptor named = make_desc("named"), got = {0};
+	Reference ref;
+	_cleanup_error_ KilnError *e1 = NULL, *e2 = NULL, *e3 = NULL;
+
+	CHECK(store_put_blob(s, manifest, strlen(manifest), NULL, md, NULL) == 0);
+	CHECK(store_put_blob(s, index, strlen(index), NULL, id, NULL) == 0);
+	CHECK(store_put_blob(s, config, strlen(config), NULL, cd, NULL) == 0);
+	named.annotations = json_pack("{s:s}", "k", "v");
+	CHECK(store_tag_set(s, "other/name:t", &named, NULL, NULL) == 0);
+	oci_descriptor_done(&named);
+
+	/* a name points at it: its descriptor, whatever the repository and tag */
+	_cleanup_free_ char *r1 = xasprintf("busybox:wrongtag@%s", named.digest);
+	CHECK(ref_parse(r1, &ref, NULL) == 0 && store_image_lookup(s, &ref, &got, NULL) == 0);
+	CHECK_EQ_STR(got.digest, named.digest);
+	CHECK_EQ_STR(oci_descriptor_annotation(&got, "k"), "v");
+	oci_descriptor_done(&got);
+	/* a stored manifest, and an index without mediaType */
+	_cleanup_free_ char *r2 = xasprintf("busybox@%s", md);
+	CHECK(ref_parse(r2, &ref, NULL) == 0 && store_image_lookup(s, &ref, &got, NULL) == 0);
+	CHECK_EQ_STR(got.media_type, MT_OCI_MANIFEST);
+	CHECK_EQ_INT(got.size, strlen(manifest));
+	oci_descriptor_done(&got);
+	_cleanup_free_ char *r3 = xasprintf("x@%s", id);
+	CHECK(ref_parse(r3, &ref, NULL) == 0 && store_image_lookup(s, &ref, &got, NULL) == 0);
+	CHECK_EQ_STR(got.media_type, MT_OCI_INDEX);
+	oci_descriptor_done(&got);
+	/* a config is no image; an unknown digest is ENOENT naming it */
+	_cleanup_free_ char *r4 = xasprintf("x@%s", cd);
+	CHECK(ref_parse(r4, &ref, NULL) == 0 && store_image_lookup(s, &ref, &got, &e1) == -EINVAL);
+	CHECK(e1 && strstr(e1->message, "not an image index or manifest"));
+	CHECK(ref_parse("x@sha256:" HEX64, &ref, NULL) == 0);
+	CHECK_EQ_INT(store_image_lookup(s, &ref, &got, &e2), -ENOENT);
+	CHECK(e2 && strstr(e2->message, "sha256:" HEX64));
+	/* without a digest: the name */
+	CHECK(ref_parse("other/name:t", &ref, NULL) == 0 &&
+	      store_image_lookup(s, &ref, &got, NULL) == 0);
+	CHECK_EQ_STR(got.digest, named.digest);
+	oci_descriptor_done(&got);
+	CHECK(ref_parse("other/name:u", &ref, NULL) == 0);
+	CHECK_EQ_INT(store_image_lookup(s, &ref, &got, &e3), -ENOENT);
 }
 
 TEST(tag_keeps_descriptor_annotations_and_platform)
@@ -363,7 +428,7 @@ TEST(tag_keeps_descriptor_annotations_and_platform)
 	a.annotations = json_pack("{s:s}", "org.example", "v");
 	a.has_platform = true;
 	CHECK(platform_parse("linux/arm/v7", &a.platform, NULL) == 0);
-	CHECK(store_tag_set(s, "app", &a, NULL) == 0);
+	CHECK(store_tag_set(s, "app", &a, NULL, NULL) == 0);
 	CHECK(store_tag_get(s, "app", &got, NULL) == 0);
 	CHECK_EQ_STR(oci_descriptor_annotation(&got, "org.example"), "v");
 	CHECK(got.has_platform && platform_equal(&got.platform, &a.platform));
@@ -380,7 +445,7 @@ TEST(corrupt_index_is_an_error)
 	OciDescriptor a = make_desc("a");
 
 	CHECK(write_file_atomic_at(AT_FDCWD, "root/index.json", "{nope", 5, 0644, NULL) == 0);
-	CHECK(store_tag_set(s, "app", &a, &e) < 0);
+	CHECK(store_tag_set(s, "app", &a, NULL, &e) < 0);
 	CHECK(e && strstr(e->message, "index.json"));
 	_cleanup_free_ char *index = NULL;
 	CHECK(read_file_at(AT_FDCWD, "root/index.json", 100, &index, NULL, NULL) == 0);
@@ -523,9 +588,10 @@ int main(void)
 	RUN(read_detects_corruption_and_size);
 	RUN(existing_blob_is_kept);
 	RUN(concurrent_writers_same_blob);
-	RUN(name_normalize);
-	RUN(name_qualify_and_tag);
 	RUN(tags_set_get_list_remove);
+	RUN(tag_names_are_one_name_in_any_spelling);
+	RUN(old_store_names_migrate);
+	RUN(image_lookup_by_digest);
 	RUN(tag_keeps_descriptor_annotations_and_platform);
 	RUN(corrupt_index_is_an_error);
 	RUN(descriptor_json_round_trip);
