@@ -14,6 +14,7 @@
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 #include "layers/registry_creds.h"
 
 #define PASSWORD_MAX (64u << 10)
@@ -151,7 +152,7 @@ static int login_secret(char *pass_arg, bool pass_stdin, const char *user, char 
 
 static int host_arg(int argc, char **argv, char **ret, KilnError **err)
 {
-	const char *host = optind < argc ? argv[optind] : REGISTRY_DOCKER_HUB;
+	const char *host = optind < argc ? argv[optind] : REF_DEFAULT_DOMAIN;
 
 	if (argc - optind > 1)
 		return kiln_error(err, KILN_EUSAGE, "kiln %s takes one HOST", argv[0]);

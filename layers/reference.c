@@ -59,7 +59,7 @@ static int ref_fail(KilnError **err, const char *s, const char *why)
 }
 
 /* path-component := [a-z0-9]+ (separator [a-z0-9]+)*, separator := "." | "_" | "__" | "-"+ */
-static bool path_component_valid(const char *p, size_t n)
+bool ref_path_component_valid(const char *p, size_t n)
 {
 	size_t i = 0;
 
@@ -118,7 +118,7 @@ static bool port_valid(const char *p, size_t n)
 }
 
 /* domain := (dns-name | "[" [A-Fa-f0-9:]+ "]") [":" port] */
-static bool domain_valid(const char *p, size_t n)
+bool ref_domain_valid(const char *p, size_t n)
 {
 	size_t host_n;
 
@@ -142,7 +142,7 @@ static bool domain_valid(const char *p, size_t n)
 }
 
 /* tag := [A-Za-z0-9_][A-Za-z0-9_.-]{0,127} */
-static bool tag_valid(const char *t, size_t n)
+bool ref_tag_valid(const char *t, size_t n)
 {
 	if (n == 0 || n > REF_TAG_MAX || !is_word(t[0]))
 		return false;
@@ -193,7 +193,7 @@ static int digest_parse(const char *s, const char *d, Reference *r, KilnError **
 	return 0;
 }
 
-static bool is_hub(const char *p, size_t n)
+bool ref_domain_is_hub(const char *p, size_t n)
 {
 	for (size_t i = 0; i < ELEMENTSOF(hub_aliases); i++)
 		if (strlen(hub_aliases[i]) == n && !strncmp(p, hub_aliases[i], n))
@@ -222,12 +222,12 @@ static int name_parse(const char *s, const char *name, size_t n, Reference *r, K
 
 	if (slash && first_is_domain(name, (size_t)(slash - name))) {
 		size_t dn = (size_t)(slash - name);
-		if (!domain_valid(name, dn))
+		if (!ref_domain_valid(name, dn))
 			return ref_fail(err, s, "invalid registry domain");
 		if (dn > REF_NAME_MAX)
 			return ref_fail(err, s, "name longer than 255 bytes");
 		snprintf(r->domain, sizeof(r->domain), "%.*s", (int)dn,
-			 is_hub(name, dn) ? REF_DEFAULT_DOMAIN : name);
+			 ref_domain_is_hub(name, dn) ? REF_DEFAULT_DOMAIN : name);
 		path = slash + 1;
 		path_n = n - dn - 1;
 	} else {
@@ -239,7 +239,7 @@ static int name_parse(const char *s, const char *name, size_t n, Reference *r, K
 	for (size_t i = 0; i <= path_n;) {
 		const char *end = memchr(path + i, '/', path_n - i);
 		size_t cn = end ? (size_t)(end - (path + i)) : path_n - i;
-		if (!path_component_valid(path + i, cn))
+		if (!ref_path_component_valid(path + i, cn))
 			return ref_fail(err, s,
 					"repository name components are lowercase letters and "
 					"digits, joined by '.', '_', '__' or dashes");
@@ -280,7 +280,7 @@ int ref_parse(const char *s, Reference *ret, KilnError **err)
 		while ((last = memchr(colon + 1, ':', n - (size_t)(colon + 1 - s))))
 			colon = last;
 		size_t tn = n - (size_t)(colon + 1 - s);
-		if (!tag_valid(colon + 1, tn))
+		if (!ref_tag_valid(colon + 1, tn))
 			return ref_fail(err, s,
 					"invalid tag (letters, digits, '_', '.', '-', at most 128, "
 					"not starting with '.' or '-')");

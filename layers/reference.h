@@ -24,6 +24,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stddef.h>
 
 #include "common/digest.h"
 #include "common/error.h"
@@ -65,6 +66,15 @@ int ref_canonical_name(const char *s, char **ret, KilnError **err);
 
 /* Same domain, path, tag and digest. */
 bool ref_equal(const Reference *a, const Reference *b);
+
+/* The grammar's parts, for names that reach the registry client in pieces (the registry
+ * config, kiln login's HOST, a reference given as domain, repository and tag): a domain
+ * (HOST[:PORT], a port 1-65535), one path component, a tag, and whether a domain is one of
+ * Docker Hub's spellings. p need not be NUL-terminated. */
+bool ref_domain_valid(const char *p, size_t n);
+bool ref_path_component_valid(const char *p, size_t n);
+bool ref_tag_valid(const char *p, size_t n);
+bool ref_domain_is_hub(const char *p, size_t n);
 
 /* The host to talk to for a domain's registry API: "registry-1.docker.io" for "docker.io" (the
  * index domain names Docker Hub but does not serve /v2/), the domain itself (with its port)

@@ -12,6 +12,7 @@
 #include "common/fdutil.h"
 #include "common/strbuf.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 #include "layers/registry_auth.h"
 
 #define MT_DOCKER_SCHEMA1 "application/vnd.docker.distribution.manifest.v1"
@@ -538,15 +539,10 @@ void registry_manifest_done(RegistryManifest *m)
 	*m = (RegistryManifest){0};
 }
 
-/* A tag ([A-Za-z0-9_][A-Za-z0-9_.-]{0,127}) or a sha256 digest. */
+/* A tag or a sha256 digest. */
 static int reference_check(const char *ref, KilnError **err)
 {
-	size_t n = strlen(ref);
-	bool tag = n > 0 && n <= 128 && (isalnum((unsigned char)ref[0]) || ref[0] == '_');
-
-	for (size_t i = 1; tag && i < n; i++)
-		tag = isalnum((unsigned char)ref[i]) || strchr("_.-", ref[i]);
-	if (tag || digest_is_valid(ref))
+	if (ref_tag_valid(ref, strlen(ref)) || digest_is_valid(ref))
 		return 0;
 	if (strchr(ref, ':'))
 		return kiln_error(err, ENOTSUP,

@@ -63,10 +63,11 @@ static inline void registry_client_freep(RegistryClient **c)
 	registry_client_free(*c);
 }
 
-/* The repository a request is about. The reference module's (layers/reference.h) parsed
- * references give these strings. */
+/* The repository a request is about: from a parsed reference (layers/reference.h),
+ * {.domain = ref.domain, .repository = ref.path}; the tag or digest is the request's
+ * reference argument (ref.digest when set, else ref.tag). */
 typedef struct RegistryRepo {
-	const char *domain;	/* as in the reference: "docker.io", "ghcr.io", "localhost:5000" */
+	const char *domain;	/* "docker.io", "ghcr.io", "localhost:5000" (any spelling of it) */
 	const char *repository; /* "library/busybox" */
 	bool push;		/* part of a push: the named registry only, scope pull,push */
 } RegistryRepo;

@@ -15,6 +15,7 @@
 #include "common/strbuf.h"
 #include "layers/http.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 
 #define CERTS_FILES_MAX 64
 
@@ -35,84 +36,23 @@ struct RegistryConfig {
 
 /* ---------- names ---------- */
 
-static bool dns_name_valid(const char *s, size_t len)
-{
-	size_t label = 0;
-
-	if (len == 0 || len > 253)
-		return false;
-	for (size_t i = 0; i < len; i++) {
-		char ch = s[i];
-		if (ch == '.') {
-			if (label == 0 || s[i - 1] == '-')
-				return false;
-			label = 0;
-		} else if (isalnum((unsigned char)ch) || (ch == '-' && label > 0)) {
-			if (++label > 63)
-				return false;
-		} else {
-			return false;
-		}
-	}
-	return label > 0 && s[len - 1] != '-';
-}
-
-bool registry_host_is_valid(const char *host)
-{
-	const char *p = host;
-
-	if (*p == '[') {
-		const char *end = strchr(p, ']');
-		char buf[INET6_ADDRSTRLEN];
-		struct in6_addr a;
-		if (!end || (size_t)(end - p - 1) >= sizeof(buf))
-			return false;
-		memcpy(buf, p + 1, (size_t)(end - p - 1));
-		buf[end - p - 1] = '\0';
-		if (inet_pton(AF_INET6, buf, &a) != 1)
-			return false;
-		p = end + 1;
-	} else {
-		size_t n = strcspn(p, ":");
-		if (!dns_name_valid(p, n))
-			return false;
-		p += n;
-	}
-	if (*p == ':') {
-		char *end;
-		if (!isdigit((unsigned char)p[1]) || strlen(p + 1) > 5)
-			return false;
-		long port = strtol(p + 1, &end, 10);
-		return *end == '\0' && port >= 1 && port <= 65535;
-	}
-	return *p == '\0';
-}
-
-const char *registry_domain_api_host(const char *domain)
-{
-	return strcmp(domain, REGISTRY_DOCKER_HUB) == 0 ? REGISTRY_DOCKER_HUB_API : domain;
-}
-
 /* Lowercase, docker.io's aliases folded; NULL for an invalid HOST[:PORT]. */
 static char *host_canonical(const char *host, size_t len)
 {
-	static const char *const hub_aliases[] = {"docker.io", "index.docker.io",
-						  "registry-1.docker.io"};
 	char *h = strndup(host, len);
 
 	if (!h)
 		abort();
 	for (char *p = h; *p; p++)
 		*p = (char)tolower((unsigned char)*p);
-	if (!registry_host_is_valid(h)) {
+	if (!ref_domain_valid(h, len)) {
 		free(h);
 		return NULL;
 	}
-	for (size_t i = 0; i < ELEMENTSOF(hub_aliases); i++)
-		if (strcmp(h, hub_aliases[i]) == 0) {
-			free(h);
-			return xstrdup(REGISTRY_DOCKER_HUB);
-		}
+	if (ref_domain_is_hub(h, len)) {
+		free(h);
+		return xstrdup(REF_DEFAULT_DOMAIN);
+	}
 	return h;
 }
 
@@ -133,27 +73,20 @@ char *registry_domain_canonical(const char *domain)
 	return NULL;
 }
 
-/* A repository path: components of [a-z0-9._-] that start and end with a letter or digit. */
+/* A repository path: path components joined by '/'. */
 static bool repo_prefix_valid(const char *s)
 {
-	size_t comp = 0;
+	size_t n = strlen(s);
 
-	if (!*s || strlen(s) > 255)
+	if (n == 0 || n > REF_NAME_MAX)
 		return false;
-	for (const char *p = s;; p++) {
-		if (*p == '/' || *p == '\0') {
-			if (comp == 0 || !isalnum((unsigned char)p[-1]))
-				return false;
-			if (*p == '\0')
-				return true;
-			comp = 0;
-		} else if ((islower((unsigned char)*p) || isdigit((unsigned char)*p)) ||
-			   (comp > 0 && strchr("._-", *p))) {
-			comp++;
-		} else {
+	for (size_t i = 0; i <= n;) {
+		size_t c = strcspn(s + i, "/");
+		if (!ref_path_component_valid(s + i, c))
 			return false;
-		}
+		i += c + 1;
 	}
+	return true;
 }
 
 /* "HOST[:PORT][/PREFIX]" -> canonical host and prefix ("" none). */
@@ -529,9 +462,8 @@ static int endpoint_add(const RegistryConfig *c, RegistryEndpoint **v, size_t *n
 			return 0;
 	*v = xrealloc(*v, (*n + 1) * sizeof(**v));
 	RegistryEndpoint *ep = &(*v)[(*n)++];
-	*ep = (RegistryEndpoint){.host = xstrdup(registry_domain_api_host(host)),
-				 .prefix = xstrdup(prefix),
-				 .mirror = mirror};
+	*ep = (RegistryEndpoint){
+	    .host = xstrdup(ref_registry_host(host)), .prefix = xstrdup(prefix), .mirror = mirror};
 	return endpoint_tls(c, host, ep, err);
 }
 

@@ -32,10 +32,6 @@
 #define REGISTRY_CONFIG_ENTRIES_MAX 1024
 #define REGISTRY_MIRRORS_MAX 32
 
-/* Docker Hub: its name in references and the host that serves its API. */
-#define REGISTRY_DOCKER_HUB "docker.io"
-#define REGISTRY_DOCKER_HUB_API "registry-1.docker.io"
-
 typedef struct RegistryConfig RegistryConfig;
 
 /* An empty config (no file). */
@@ -71,7 +67,7 @@ void registry_config_set_certs_dirs(RegistryConfig *c, char *const *dirs);
 
 /* One host to try for a registry, with its TLS settings. */
 typedef struct RegistryEndpoint {
-	char *host;	    /* HOST[:PORT] to connect to (docker.io: registry-1.docker.io) */
+	char *host;	    /* HOST[:PORT] to connect to (docker.io: ref_registry_host's) */
 	char *prefix;	    /* prepended to repository names ("" none) */
 	bool mirror;	    /* a mirror, not the registry itself */
 	bool insecure;	    /* marked insecure: plain HTTP allowed, certificates not verified */
@@ -90,12 +86,6 @@ void registry_endpoints_free(RegistryEndpoint *v, size_t n);
 
 /* A registry domain as kiln keys it: lowercase, "index.docker.io" and "registry-1.docker.io"
  * as "docker.io", an "https://" prefix and a trailing "/" or "/v1/"/"/v2/" path dropped (as
- * docker accepts hosts written as URLs); NULL when what remains is not a valid HOST[:PORT]. */
+ * docker accepts hosts written as URLs); NULL when what remains is not a valid domain
+ * (ref_domain_valid: safe as a path component, as certs.d uses it). */
 char *registry_domain_canonical(const char *domain);
-
-/* HOST[:PORT]: a DNS name (letters, digits, '-', '.'), an IPv4 address or a bracketed IPv6
- * address, and a port 1-65535. Safe as a path component. */
-bool registry_host_is_valid(const char *host);
-
-/* The host that serves domain's API (docker.io: registry-1.docker.io). */
-const char *registry_domain_api_host(const char *domain);

@@ -15,6 +15,7 @@
 #include "common/fdutil.h"
 #include "common/strbuf.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
 #include "layers/registry_config.h"
 
 #define HELPER_NAME_MAX 64
@@ -93,7 +94,7 @@ int registry_base64_decode(const char *s, char **ret, size_t *ret_len)
 
 const char *registry_creds_server(const char *domain)
 {
-	return strcmp(domain, REGISTRY_DOCKER_HUB) == 0 ? "https://index.docker.io/v1/" : domain;
+	return strcmp(domain, REF_DEFAULT_DOMAIN) == 0 ? "https://index.docker.io/v1/" : domain;
 }
 
 char *registry_docker_config_path(void)

@@ -8,6 +8,7 @@
 #include "httpserver.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "layers/reference.h"
 #include "layers/registry_auth.h"
 #include "layers/registry_config.h"
 #include "layers/registry_creds.h"
@@ -178,8 +179,8 @@ TEST(domain_names)
 			printf("#   '%s' accepted as '%s'\n", bad[i], d);
 		CHECK(d == NULL);
 	}
-	CHECK_EQ_STR(registry_domain_api_host("docker.io"), "registry-1.docker.io");
-	CHECK_EQ_STR(registry_domain_api_host("ghcr.io"), "ghcr.io");
+	CHECK_EQ_STR(ref_registry_host("docker.io"), "registry-1.docker.io");
+	CHECK_EQ_STR(ref_registry_host("ghcr.io"), "ghcr.io");
 }
 
 static void use_certs_dirs(RegistryConfig *c)
