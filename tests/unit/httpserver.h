@@ -38,7 +38,7 @@ struct Srv {
 	pthread_mutex_t mu;
 	unsigned n;
 	char *log[SRV_LOG_MAX]; /* heads of the requests, in order */
-	int stop; /* __atomic */
+	int stop;		/* __atomic */
 };
 
 static inline void srv_write(int fd, const void *buf, size_t len)
