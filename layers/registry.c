@@ -788,7 +788,10 @@ int registry_manifest_put(RegistryClient *c, const RegistryRepo *repo, const cha
 	if (digest_is_valid(reference) && strcmp(reference, p.digest) != 0)
 		return kiln_error(err, EINVAL, "manifest of digest %s pushed as %s", p.digest,
 				  reference);
-	r = registry_run(c, repo, NULL, manifest_put_fn, &p, err);
+	/* Writes go to the registry itself, never a mirror. */
+	RegistryRepo target = *repo;
+	target.push = true;
+	r = registry_run(c, &target, NULL, manifest_put_fn, &p, err);
 	if (r >= 0 && ret_digest)
 		memcpy(ret_digest, p.digest, DIGEST_STRING_MAX);
 	return r;
@@ -1214,7 +1217,9 @@ int registry_blob_push(RegistryClient *c, const RegistryRepo *repo, const char *
 		return r;
 	if (mount_from && strcmp(mount_from, repo->repository) == 0)
 		p.mount_from = NULL;
-	r = registry_run(c, repo, p.mount_from, blob_push_fn, &p, err);
+	RegistryRepo target = *repo;
+	target.push = true;
+	r = registry_run(c, &target, p.mount_from, blob_push_fn, &p, err);
 	if (r >= 0 && ret_how)
 		*ret_how = p.how;
 	return r;

@@ -108,9 +108,9 @@ typedef struct RegistryDescriptor {
 int registry_manifest_head(RegistryClient *c, const RegistryRepo *repo, const char *reference,
 			   RegistryDescriptor *ret, KilnError **err);
 
-/* PUT a manifest or index under reference (a tag, or its own digest) with its media type. The
- * bytes go unchanged; a Docker-Content-Digest in the answer must equal their digest, which
- * *ret_digest (may be NULL) receives. */
+/* PUT a manifest or index under reference (a tag, or its own digest) with its media type, to the
+ * named registry (as if repo->push were set). The bytes go unchanged; a Docker-Content-Digest in
+ * the answer must equal their digest, which *ret_digest (may be NULL) receives. */
 int registry_manifest_put(RegistryClient *c, const RegistryRepo *repo, const char *reference,
 			  const char *media_type, const void *data, size_t len,
 			  char ret_digest[DIGEST_STRING_MAX], KilnError **err);
@@ -147,11 +147,11 @@ typedef enum {
 	REGISTRY_BLOB_MOUNTED, /* cross-repository mount: no bytes sent */
 } RegistryBlobPushed;
 
-/* Uploads size bytes of fd (from offset 0, read with pread) as blob digest into repo (whose
- * push should be true). mount_from (may be NULL): another repository of the same registry
- * that has the blob; kiln asks to mount it from there first (POST ?mount=&from=: 201 mounted,
- * 202 not, then the upload goes on in that session). Blobs up to monolithic_max go in one PUT,
- * larger ones in PATCH chunks then a PUT. A failure that a retry can fix starts the upload
+/* Uploads size bytes of fd (from offset 0, read with pread) as blob digest into repo, at the
+ * named registry (as if repo->push were set). mount_from (may be NULL): another repository of the
+ * same registry that has the blob; kiln asks to mount it from there first (POST ?mount=&from=: 201
+ * mounted, 202 not, then the upload goes on in that session). Blobs up to monolithic_max go in one
+ * PUT, larger ones in PATCH chunks then a PUT. A failure that a retry can fix starts the upload
  * again (a new session). The registry checks the digest; the caller should HEAD first
  * (registry_blob_head) to skip blobs the registry has. */
 int registry_blob_push(RegistryClient *c, const RegistryRepo *repo, const char *digest, int fd,
