@@ -1163,6 +1163,21 @@ static int upload_commit(Call *call, BlobPush *p, const char *location, uint64_t
 	return 0;
 }
 
+/* A mount-only push that the registry answered with an upload session: the session is
+ * cancelled (best effort: registries purge abandoned ones anyway). */
+static int upload_cancel(Call *call, BlobPush *p, const char *location, KilnError **err)
+{
+	_cleanup_http_response_ HttpResponse resp = {0};
+	_cleanup_error_ KilnError *e = NULL;
+	HttpRequest rq = HTTP_REQUEST_INIT;
+
+	rq.method = "DELETE";
+	rq.url = location;
+	(void)call_request(call, &rq, &resp, &e);
+	return kiln_error(err, ENOENT, "%s: blob %s: not mounted from '%s'", call->name, p->digest,
+			  p->mount_from);
+}
+
 static int blob_push_once(Call *call, BlobPush *p, KilnError **err)
 {
 	RegistryClient *c = call->c;
@@ -1172,6 +1187,8 @@ static int blob_push_once(Call *call, BlobPush *p, KilnError **err)
 
 	if (r != 0)
 		return r < 0 ? r : 0;
+	if (p->fd < 0)
+		return upload_cancel(call, p, location, err);
 	if (p->size <= c->monolithic_max)
 		return upload_commit(call, p, location, 0, p->size, err);
 	chunk = c->chunk_size > min_chunk ? c->chunk_size : min_chunk;
@@ -1217,6 +1234,9 @@ int registry_blob_push(RegistryClient *c, const RegistryRepo *repo, const char *
 		return r;
 	if (mount_from && strcmp(mount_from, repo->repository) == 0)
 		p.mount_from = NULL;
+	if (fd < 0 && !p.mount_from)
+		return kiln_error(err, EINVAL, "blob %s: no bytes and nothing to mount from",
+				  digest);
 	RegistryRepo target = *repo;
 	target.push = true;
 	r = registry_run(c, &target, p.mount_from, blob_push_fn, &p, err);

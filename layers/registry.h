@@ -153,7 +153,10 @@ typedef enum {
  * mounted, 202 not, then the upload goes on in that session). Blobs up to monolithic_max go in one
  * PUT, larger ones in PATCH chunks then a PUT. A failure that a retry can fix starts the upload
  * again (a new session). The registry checks the digest; the caller should HEAD first
- * (registry_blob_head) to skip blobs the registry has. */
+ * (registry_blob_head) to skip blobs the registry has.
+ * fd -1 (with mount_from): mount only, for a blob whose bytes are not here (kiln merge of images
+ * in a registry): when the registry does not mount it, the upload session is cancelled and the
+ * answer is ENOENT ("not mounted"); the caller then fetches the bytes and pushes them. */
 int registry_blob_push(RegistryClient *c, const RegistryRepo *repo, const char *digest, int fd,
 		       uint64_t size, const char *mount_from, RegistryBlobPushed *ret_how,
 		       KilnError **err);
