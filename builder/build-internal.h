@@ -37,6 +37,7 @@
 #include "layers/layer_apply.h"
 #include "layers/layer_write.h"
 #include "layers/oci.h"
+#include "layers/registry_push.h"
 #include "platforms/binfmt.h"
 #include "sandbox/container.h"
 #include "sandbox/overlay.h"
@@ -123,6 +124,8 @@ typedef struct Build {
 	int net_state;	      /* under lock: 0 not probed yet, 1 private works, -1 host instead */
 	char *resolv_private; /* work/resolv.conf of private networks */
 	LimitsCgroup *cgroup; /* parent of the steps' cgroups (--memory, --pids-limit) */
+	PushResult *pushed;   /* type=registry: one result per destination */
+	size_t n_pushed;
 } Build;
 
 /* One target platform's run through the stages. */

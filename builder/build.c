@@ -1,4 +1,5 @@
 #include "builder/build-internal.h"
+#include "builder/cli-push.h"
 #include "layers/export_local.h"
 
 double now_seconds(void)
@@ -627,6 +628,8 @@ static int write_outputs(Build *b, const OciDescriptor *root, const OciDescripto
 			oci_image_free(img);
 			break;
 		}
+		case OUTPUT_REGISTRY: /* build_push */
+			break;
 		case OUTPUT_LOCAL:
 			for (size_t p = 0; p < o->n_platforms && k >= 0; p++) {
 				char pl[96];
@@ -663,12 +666,60 @@ static int write_metadata(Build *b, const OciDescriptor *root, KilnError **err)
 	json_object_set_new(m, "containerimage.descriptor", d);
 	if (names)
 		json_object_set_new(m, "image.name", json_string(names));
-	char *s = json_dumps(m, JSON_INDENT(2));
+	if (b->pushed)
+		push_metadata_add(m, b->pushed, b->n_pushed);
+	char *s = json_dumps(m, JSON_INDENT(2) | JSON_REAL_PRECISION(6));
 	json_decref(m);
 	int k = write_file_atomic_at(AT_FDCWD, b->o->metadata_file, s, strlen(s), 0644, err);
 	if (k >= 0 && (k = owner_give_at(AT_FDCWD, b->o->metadata_file)) < 0)
 		k = kiln_error_errno(err, -k, "chown '%s'", b->o->metadata_file);
 	free(s);
+	return k;
+}
+
+/* The destinations of the type=registry outputs that push: their names, else the -t tags (by
+ * digest: each one's repository @ the digest), each once. */
+static int push_destination_list(const BuildOptions *o, const char *digest, char ***ret,
+				 KilnError **err)
+{
+	for (size_t i = 0; i < o->n_outputs; i++) {
+		const OutputSpec *out = &o->outputs[i];
+		if (out->type != OUTPUT_REGISTRY || !out->push)
+			continue;
+		char *const *names = out->names ? out->names : o->tags;
+		for (size_t j = 0; names && names[j]; j++) {
+			char *d = out->by_digest ? push_name_by_digest(names[j], digest, err)
+						 : xstrdup(names[j]);
+			if (!d)
+				return -EINVAL;
+			bool dup = false;
+			for (size_t k = 0; *ret && (*ret)[k] && !dup; k++)
+				dup = strcmp((*ret)[k], d) == 0;
+			if (dup)
+				free(d);
+			else
+				strv_consume(ret, d);
+		}
+	}
+	return 0;
+}
+
+/* -o type=registry, --push: the image to every destination; their results go into the
+ * metadata, and a failure into the build's status at its end. */
+static int build_push(Build *b, const OciDescriptor *root, KilnError **err)
+{
+	_cleanup_strv_free_ char **dests = NULL;
+	_cleanup_(registry_config_freep) RegistryConfig *cfg = NULL;
+	_cleanup_(registry_client_freep) RegistryClient *client = NULL;
+	const RegistryCliOptions none = {0};
+	int k = push_destination_list(b->o, root->digest, &dests, err);
+
+	if (k < 0 || !dests)
+		return k;
+	k = registry_cli_client(b->o->registry ? b->o->registry : &none, &cfg, &client, err);
+	if (k >= 0)
+		k = push_destinations(client, b->store, NULL, root, dests, b->progress, &b->pushed,
+				      &b->n_pushed, err);
 	return k;
 }
 
@@ -790,6 +841,7 @@ static void build_done(Build *b)
 	free(b->work);
 	free(b->resolv_private);
 	limits_cgroup_free(b->cgroup);
+	push_results_free(b->pushed, b->n_pushed);
 	free(b->snapdir);
 	build_context_free(b->ctx);
 	dockerfile_free(b->df);
@@ -1029,12 +1081,16 @@ int build_run(const BuildOptions *o, KilnError **err)
 		k = store_tag_set(b.store, o->tags[i], &root, NULL, err);
 	if (k >= 0)
 		k = write_outputs(&b, &root, manifests, err);
+	if (k >= 0)
+		k = build_push(&b, &root, err);
 	if (k >= 0 && o->metadata_file)
 		k = write_metadata(&b, &root, err);
 	if (k >= 0 && o->cache_to)
 		k = export_cache(&b, target, err);
 	if (k >= 0 && o->report_file)
 		k = write_report(&b, now_seconds() - t0, err);
+	if (k >= 0)
+		k = push_results_check(b.pushed, b.n_pushed, err);
 	if (k >= 0) {
 		warn_unused_args(&b);
 		progress_note(b.progress, "writing image %s done", root.digest);

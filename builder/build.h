@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "builder/cli-registry.h"
 #include "builder/progress.h"
 #include "common/error.h"
 #include "layers/compress.h"
@@ -13,17 +14,23 @@
 #include "sandbox/network.h"
 #include "sandbox/userns.h"
 
-typedef enum { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL } OutputType;
+typedef enum { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL, OUTPUT_REGISTRY } OutputType;
 
 typedef struct OutputSpec {
 	OutputType type;
 	char *dest;
 	bool tar; /* OCI: a tar file (default) or a layout dir (tar=false) */
 	Compression compression;
+	/* type=registry (as buildx): name=REF (repeatable; none: the -t tags), push=true|false,
+	 * push-by-digest=true (each name's repository, by the image's digest, no tag) */
+	char **names;
+	bool push;
+	bool by_digest;
 } OutputSpec;
 
-/* Parses "type=oci,dest=PATH[,tar=false][,compression=zstd]" and friends. Usage errors say which
- * key. */
+/* Parses "type=oci,dest=PATH[,tar=false][,compression=zstd]",
+ * "type=registry[,name=REF...][,push=true][,push-by-digest=true]" and friends. Usage errors say
+ * which key. */
 int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err);
 void output_spec_done(OutputSpec *o);
 
@@ -57,6 +64,7 @@ typedef struct BuildOptions {
 	uint64_t max_layer_entries;
 	Store *store;
 	const IdMapInfo *idmap;
+	const RegistryCliOptions *registry; /* --tls-ca, --registry-mirror: type=registry pushes */
 } BuildOptions;
 
 /* Parses --cache-from "type=local,src=DIR" (ret_dir) or --cache-to "type=local,dest=DIR[,mode=

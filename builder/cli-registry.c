@@ -75,7 +75,7 @@ static int cli_client(const RegistryCliOptions *o, uint64_t chunk, RegistryConfi
 int registry_cli_client(const RegistryCliOptions *o, RegistryConfig **ret_config,
 			RegistryClient **ret_client, KilnError **err)
 {
-	return cli_client(o, 0, ret_config, ret_client, err);
+	return cli_client(o, o->chunk_size, ret_config, ret_client, err);
 }
 
 /* ---------- login, logout ---------- */

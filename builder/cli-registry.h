@@ -4,6 +4,7 @@
 #pragma once
 
 #include <getopt.h>
+#include <stdint.h>
 
 #include "common/error.h"
 #include "layers/registry.h"
@@ -30,6 +31,9 @@ enum {
 typedef struct RegistryCliOptions {
 	const char *tls_ca;
 	char **mirrors; /* "DOMAIN=MIRROR" */
+	/* kiln push's hidden --chunk-size N (for the tests): blobs above N bytes go up in PATCH
+	 * chunks of N; 0: the client's defaults */
+	uint64_t chunk_size;
 } RegistryCliOptions;
 
 void registry_cli_options_done(RegistryCliOptions *o);

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include "builder/build.h"
+#include "builder/cli-merge.h"
+#include "builder/cli-push.h"
 #include "builder/cli-registry.h"
 #include "builder/context.h"
 #include "builder/dockerfile.h"
@@ -49,6 +51,9 @@ static const char usage_text[] =
     "                               check credentials against a registry and keep them in\n"
     "                               docker's config.json (HOST: default docker.io)\n"
     "  logout [HOST]                remove a registry's credentials\n"
+    "  push [--platform LIST] [--mount-from REPO] [--metadata-file F] [--jobs N] SOURCE DEST...\n"
+    "                               push an image (every platform and the index, byte for\n"
+    "                               byte) to registries; a summary line per destination\n"
     "\n"
     "layer caps (build, load): --max-layer-size SIZE (uncompressed, default 32GB),\n"
     "                           --max-layer-entries N (default 4000000)\n"
@@ -288,9 +293,11 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"ulimit", required_argument, NULL, OPT_ULIMIT},
 	    {"memory", required_argument, NULL, OPT_MEMORY},
 	    {"pids-limit", required_argument, NULL, OPT_PIDS_LIMIT},
+	    REGISTRY_CLI_OPTIONS,
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
+	_cleanup_(registry_cli_options_done) RegistryCliOptions ro = {0};
 	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL,
 				 **cache_from = NULL;
 	_cleanup_free_ char *cache_to = NULL;
@@ -418,6 +425,12 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 				goto out;
 			break;
 		case OPT_PUSH:
+			outputs = xrealloc(outputs, (n_outputs + 1) * sizeof(OutputSpec));
+			r = output_spec_parse("type=registry", &outputs[n_outputs], err);
+			if (r < 0)
+				goto out;
+			n_outputs++;
+			break;
 		case OPT_SECRET:
 			r = usage_error(err,
 					"build option '%s' is not available in this version of "
@@ -425,10 +438,15 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 					argv[optind - 1]);
 			goto out;
 		default:
+			if (registry_cli_option(c, optarg, &ro))
+				break;
 			r = usage_error(err, "see 'kiln build --help'");
 			goto out;
 		}
 	}
+	r = push_outputs_check(outputs, n_outputs, tags, err);
+	if (r < 0)
+		goto out;
 	if (optind != argc - 1) {
 		r = usage_error(err, "kiln build takes exactly one CONTEXT argument");
 		goto out;
@@ -459,6 +477,7 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	o.cache_to = cache_to;
 	o.outputs = outputs;
 	o.n_outputs = n_outputs;
+	o.registry = &ro;
 	r = build_in_store(root, &o, err);
 out:
 	for (size_t i = 0; i < n_outputs; i++)
@@ -467,57 +486,104 @@ out:
 	return r;
 }
 
+static int output_type_parse(const char *v, OutputType *ret, KilnError **err)
+{
+	static const struct {
+		const char *name;
+		OutputType type;
+	} types[] = {{"oci", OUTPUT_OCI},
+		     {"docker", OUTPUT_DOCKER},
+		     {"local", OUTPUT_LOCAL},
+		     {"registry", OUTPUT_REGISTRY}};
+
+	for (size_t i = 0; i < ELEMENTSOF(types); i++)
+		if (strcmp(v, types[i].name) == 0) {
+			*ret = types[i].type;
+			return 0;
+		}
+	return usage_error(err,
+			   "--output type '%s' is not supported (oci, docker, local, registry)", v);
+}
+
+static int output_bool(const char *key, const char *v, bool *ret, KilnError **err)
+{
+	if (strcmp(v, "true") && strcmp(v, "false"))
+		return usage_error(err, "--output %s is true or false, not '%s'", key, v);
+	*ret = strcmp(v, "true") == 0;
+	return 0;
+}
+
+/* One KEY=VALUE of --output (type excepted). */
+static int output_spec_key(OutputSpec *o, const char *kv, const char *eq, KilnError **err)
+{
+	if (strcmp(kv, "dest") == 0) {
+		free(o->dest);
+		o->dest = xstrdup(eq);
+	} else if (strcmp(kv, "tar") == 0) {
+		o->tar = strcmp(eq, "false") != 0;
+	} else if (strcmp(kv, "compression") == 0) {
+		if (strcmp(eq, "gzip") == 0)
+			o->compression = COMPRESSION_GZIP;
+		else if (strcmp(eq, "zstd") == 0)
+			o->compression = COMPRESSION_ZSTD;
+		else if (strcmp(eq, "uncompressed") == 0)
+			o->compression = COMPRESSION_NONE;
+		else
+			return usage_error(
+			    err, "--output compression '%s': gzip, zstd or uncompressed", eq);
+	} else if (strcmp(kv, "name") == 0) {
+		Reference ref;
+		if (ref_parse(eq, &ref, err) < 0)
+			return kiln_error_wrap(err, KILN_EUSAGE, "--output name");
+		strv_push(&o->names, eq);
+	} else if (strcmp(kv, "push") == 0) {
+		return output_bool(kv, eq, &o->push, err);
+	} else if (strcmp(kv, "push-by-digest") == 0) {
+		return output_bool(kv, eq, &o->by_digest, err);
+	} else {
+		return usage_error(err, "--output: unknown key '%s'", kv);
+	}
+	return 0;
+}
+
 int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
 {
-	_cleanup_free_ char *copy = xstrdup(s), *dest = NULL;
-	char *save = NULL;
-	OutputSpec o = {.tar = true, .compression = COMPRESSION_GZIP};
+	_cleanup_free_ char *copy = xstrdup(s);
+	char *save = NULL, *last = NULL;
+	OutputSpec o = {.tar = true, .compression = COMPRESSION_GZIP, .push = true};
 	bool has_type = false;
+	int r = 0;
 
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
+	for (char *kv = strtok_r(copy, ",", &save); kv && r >= 0; kv = strtok_r(NULL, ",", &save)) {
 		char *eq = strchr(kv, '=');
-		if (!eq)
-			return usage_error(err, "--output: '%s' is not KEY=VALUE", kv);
+		/* buildx's "name=a,b": a word after name= is another name */
+		if (!eq && last && strcmp(last, "name") == 0) {
+			r = output_spec_key(&o, last, kv, err);
+			continue;
+		}
+		if (!eq) {
+			r = usage_error(err, "--output: '%s' is not KEY=VALUE", kv);
+			break;
+		}
 		*eq++ = 0;
+		last = kv;
 		if (strcmp(kv, "type") == 0) {
 			has_type = true;
-			if (strcmp(eq, "oci") == 0)
-				o.type = OUTPUT_OCI;
-			else if (strcmp(eq, "docker") == 0)
-				o.type = OUTPUT_DOCKER;
-			else if (strcmp(eq, "local") == 0)
-				o.type = OUTPUT_LOCAL;
-			else
-				return usage_error(err,
-						   "--output type '%s' is not supported (oci, "
-						   "docker, local; registry comes with push)",
-						   eq);
-		} else if (strcmp(kv, "dest") == 0) {
-			free(dest);
-			dest = xstrdup(eq);
-		} else if (strcmp(kv, "tar") == 0) {
-			o.tar = strcmp(eq, "false") != 0;
-		} else if (strcmp(kv, "compression") == 0) {
-			if (strcmp(eq, "gzip") == 0)
-				o.compression = COMPRESSION_GZIP;
-			else if (strcmp(eq, "zstd") == 0)
-				o.compression = COMPRESSION_ZSTD;
-			else if (strcmp(eq, "uncompressed") == 0)
-				o.compression = COMPRESSION_NONE;
-			else
-				return usage_error(err,
-						   "--output compression '%s': gzip, zstd or "
-						   "uncompressed",
-						   eq);
+			r = output_type_parse(eq, &o.type, err);
 		} else {
-			return usage_error(err, "--output: unknown key '%s'", kv);
+			r = output_spec_key(&o, kv, eq, err);
 		}
 	}
-	if (!has_type)
-		return usage_error(err, "--output needs type=oci|docker|local");
-	if (!dest)
-		return usage_error(err, "--output needs dest=PATH");
-	o.dest = TAKE_PTR(dest);
+	if (r >= 0 && !has_type)
+		r = usage_error(err, "--output needs type=oci|docker|local|registry");
+	if (r >= 0 && !o.dest && o.type != OUTPUT_REGISTRY)
+		r = usage_error(err, "--output needs dest=PATH");
+	if (r >= 0 && o.type != OUTPUT_REGISTRY && (o.names || o.by_digest))
+		r = usage_error(err, "--output name= and push-by-digest= are for type=registry");
+	if (r < 0) {
+		output_spec_done(&o);
+		return r;
+	}
 	*ret = o;
 	return 0;
 }
@@ -564,6 +630,8 @@ void output_spec_done(OutputSpec *o)
 {
 	free(o->dest);
 	o->dest = NULL;
+	strv_free(o->names);
+	o->names = NULL;
 }
 
 /* ---------- load, images, rmi ---------- */
@@ -1022,60 +1090,10 @@ out:
 	return r;
 }
 
-/* ---------- merge ---------- */
+/* ---------- images named on the command line ---------- */
 
-typedef struct MergeEntry {
-	OciDescriptor desc;
-	const char *source;
-} MergeEntry;
-
-/* Adds every platform image of root to the list; a platform already there is an error unless
- * replace is set, in which case the later input wins. */
-static int merge_add(Store *store, const OciDescriptor *root, const char *source, bool replace,
-		     MergeEntry **list, size_t *n, KilnError **err)
-{
-	_cleanup_free_ Platform *ps = NULL;
-	size_t np = 0;
-	int r = oci_list_platforms(store, root, &ps, &np, err);
-
-	if (r < 0)
-		return kiln_error_wrap(err, r, "'%s'", source);
-	for (size_t i = 0; i < np; i++) {
-		OciImage *img = NULL;
-		r = oci_image_resolve(store, root, &ps[i], NULL, &img, err);
-		if (r < 0)
-			return kiln_error_wrap(err, r, "'%s'", source);
-		MergeEntry e = {.source = source,
-				.desc = {.size = img->manifest_size,
-					 .has_platform = true,
-					 .platform = img->platform}};
-		snprintf(e.desc.media_type, sizeof(e.desc.media_type), "%s",
-			 img->manifest_media_type);
-		memcpy(e.desc.digest, img->manifest_digest, DIGEST_STRING_MAX);
-		oci_image_free(img);
-		size_t j;
-		for (j = 0; j < *n; j++)
-			if (platform_equal(&(*list)[j].desc.platform, &e.desc.platform))
-				break;
-		if (j < *n && !replace) {
-			char pl[PLATFORM_STRING_MAX];
-			platform_format(&e.desc.platform, pl, sizeof(pl));
-			return kiln_error(
-			    err, EEXIST,
-			    "platform %s is in both '%s' and '%s' (--replace keeps the "
-			    "later one)",
-			    pl, (*list)[j].source, source);
-		}
-		if (j == *n) {
-			*list = xrealloc(*list, (*n + 1) * sizeof(MergeEntry));
-			(*n)++;
-		}
-		(*list)[j] = e;
-	}
-	return 0;
-}
-
-static int merge_source(Store *store, const char *ref, OciDescriptor *ret, KilnError **err)
+/* A file source (its first image, imported) or a store name. */
+static int image_source(Store *store, const char *ref, OciDescriptor *ret, KilnError **err)
 {
 	int r;
 
@@ -1101,102 +1119,36 @@ static int merge_source(Store *store, const char *ref, OciDescriptor *ret, KilnE
 	return r;
 }
 
-static int cmd_merge(int argc, char **argv, KilnError **err)
-{
-	static const struct option opts[] = {
-	    {"output", required_argument, NULL, 'o'},
-	    {"tag", required_argument, NULL, 't'},
-	    {"root", required_argument, NULL, OPT_ROOT},
-	    {"replace", no_argument, NULL, OPT_REPLACE},
-	    {0},
-	};
-	const char *root = NULL, *out = NULL;
-	_cleanup_strv_free_ char **tags = NULL;
-	_cleanup_(store_freep) Store *store = NULL;
-	MergeEntry *list = NULL;
-	OciDescriptor *descs = NULL;
-	OciDescriptor index = {0};
-	OutputSpec spec = {0};
-	bool replace = false;
-	size_t n = 0;
-	IdMapInfo idmap;
-	char tmpl[] = "/tmp/kiln-merge-XXXXXX";
-	bool scratch;
-	int c, r = 0;
+/* ---------- for the commands in other files (cli.h) ---------- */
 
-	optind = 1;
-	while ((c = getopt_long(argc, argv, "o:t:", opts, NULL)) != -1) {
-		switch (c) {
-		case 'o':
-			out = optarg;
-			break;
-		case 't':
-			r = tag_arg_check(optarg, err);
-			if (r < 0)
-				return r;
-			strv_push(&tags, optarg);
-			break;
-		case OPT_ROOT:
-			root = optarg;
-			break;
-		case OPT_REPLACE:
-			replace = true;
-			break;
-		default:
-			return usage_error(err,
-					   "usage: kiln merge -o OUT [--replace] [-t NAME] IN...");
-		}
-	}
-	if (!out || optind >= argc)
-		return usage_error(err, "usage: kiln merge -o OUT [--replace] [-t NAME] IN...");
-	if (strstr(out, "type=")) {
-		r = output_spec_parse(out, &spec, err);
-		if (r < 0)
-			return r;
-		if (spec.type != OUTPUT_OCI) {
-			output_spec_done(&spec);
-			return usage_error(err, "kiln merge writes type=oci only");
-		}
-	} else {
-		spec = (OutputSpec){.type = OUTPUT_OCI, .dest = xstrdup(out), .tar = true};
-	}
-	/* Files merged without -t into no chosen root go to a scratch store, which leaves the
-	 * default store alone; a store name as input, -t, --root or $KILN_ROOT use the store. */
-	scratch = !root_chosen(root) && !tags;
-	for (int i = optind; i < argc; i++)
-		scratch &= looks_like_path(argv[i]);
-	if (scratch && !mkdtemp(tmpl)) {
-		output_spec_done(&spec);
-		return kiln_error_errno(err, errno, "mkdtemp");
-	}
-	r = store_enter(scratch ? tmpl : root, &idmap, &store, err);
-	for (int i = optind; r >= 0 && i < argc; i++) {
-		OciDescriptor d = {0};
-		r = merge_source(store, argv[i], &d, err);
-		if (r >= 0)
-			r = merge_add(store, &d, argv[i], replace, &list, &n, err);
-		oci_descriptor_done(&d);
-	}
-	if (r >= 0) {
-		descs = xcalloc(n ? n : 1, sizeof(OciDescriptor));
-		for (size_t i = 0; i < n; i++)
-			descs[i] = list[i].desc;
-		r = oci_index_put(store, descs, n, &index, err);
-	}
-	for (size_t i = 0; r >= 0 && tags && tags[i]; i++)
-		r = store_tag_set(store, tags[i], &index, NULL, err);
-	if (r >= 0)
-		r = spec.tar
-			? export_oci_archive(store, &index, tags ? tags[0] : NULL, spec.dest, err)
-			: export_oci_dir(store, &index, tags ? tags[0] : NULL, spec.dest, err);
-	if (r >= 0)
-		printf("%s\n", index.digest);
-	free(descs);
-	free(list);
-	output_spec_done(&spec);
-	if (scratch)
-		rm_rf_at(AT_FDCWD, tmpl, NULL);
-	return r;
+int cli_store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
+{
+	return store_enter(root_opt, idmap, ret, err);
+}
+
+bool cli_root_chosen(const char *root_opt)
+{
+	return root_chosen(root_opt);
+}
+
+bool cli_looks_like_path(const char *s)
+{
+	return looks_like_path(s);
+}
+
+int cli_parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
+{
+	return parse_platforms(list, ret, ret_n, err);
+}
+
+int cli_tag_check(const char *name, KilnError **err)
+{
+	return tag_arg_check(name, err);
+}
+
+int cli_image_source(Store *s, const char *ref, OciDescriptor *ret, KilnError **err)
+{
+	return image_source(s, ref, ret, err);
 }
 
 /* ---------- parse, doctor ---------- */
@@ -1355,8 +1307,9 @@ int cli_main(int argc, char **argv)
 	    {"doctor", cmd_doctor},   {"merge", cmd_merge},
 	    {"prune", cmd_prune},     {"login", cmd_login},
 	    {"logout", cmd_logout},   {"registry-debug", cmd_registry_debug},
+	    {"push", cmd_push},
 	};
-	static const char *const later[] = {"push", "pull", "run"};
+	static const char *const later[] = {"pull", "run"};
 	_cleanup_error_ KilnError *err = NULL;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
