@@ -387,6 +387,7 @@ static int call_request(Call *call, HttpRequest *rq, HttpResponse *resp, KilnErr
 		rq->headers = h;
 		rq->tls = call->hs->tls;
 		rq->retry_policy = &call->c->retry;
+		rq->http1 = call->repo->push;
 		r = http_request(call->c->http, rq, resp, err);
 		rq->headers = orig;
 		free(h);

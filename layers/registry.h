@@ -69,7 +69,7 @@ static inline void registry_client_freep(RegistryClient **c)
 typedef struct RegistryRepo {
 	const char *domain;	/* "docker.io", "ghcr.io", "localhost:5000" (any spelling of it) */
 	const char *repository; /* "library/busybox" */
-	bool push;		/* part of a push: the named registry only, scope pull,push */
+	bool push; /* part of a push: the named registry only, scope pull,push, HTTP/1.1 */
 } RegistryRepo;
 
 /* ---------- manifests ---------- */
