@@ -334,6 +334,8 @@ int cmd_merge(int argc, char **argv, KilnError **err)
 	if (scratch && !mkdtemp(tmpl))
 		return kiln_error_errno(err, errno, "mkdtemp");
 	r = cli_store_enter(scratch ? tmpl : m.root, &idmap, &store, err);
+	if (r >= 0 && scratch)
+		store_set_scratch(store);
 	if (r >= 0)
 		r = merge_run(&m, store, argv + optind, err);
 	if (scratch)

@@ -360,6 +360,8 @@ int cmd_push(int argc, char **argv, KilnError **err)
 	if (scratch && !mkdtemp(tmpl))
 		return kiln_error_errno(err, errno, "mkdtemp");
 	r = cli_store_enter(scratch ? tmpl : a.root, &idmap, &store, err);
+	if (r >= 0 && scratch)
+		store_set_scratch(store);
 	if (r >= 0)
 		r = push_run(store, &a, src, dests, err);
 	if (scratch)

@@ -43,6 +43,10 @@ static inline void store_freep(Store **s)
 {
 	store_free(*s);
 }
+/* A scratch store, removed when the command ends (kiln push or merge of files): blobs are not
+ * fsynced. Digests are still checked before a blob gets its name, so a crash can leave only
+ * the scratch dir behind, never a wrong blob. (Importing a 52 MB archive: 0.18 s -> 0.11 s.) */
+void store_set_scratch(Store *s);
 const char *store_path(const Store *s);
 /* NULL, or a one-line warning for the user (the builder prints it): the root is accessible to
  * group or others. */

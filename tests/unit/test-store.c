@@ -126,6 +126,26 @@ TEST(digest_mismatch_leaves_nothing)
 	CHECK_EQ_INT(count_entries("root/tmp"), 0);
 }
 
+/* A scratch store skips fsync only: blobs are checked and published as in any store. */
+TEST(scratch_store_checks_digests)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL;
+	char wrong[DIGEST_STRING_MAX], actual[DIGEST_STRING_MAX], got[DIGEST_STRING_MAX];
+
+	store_set_scratch(s);
+	digest_buffer("other", 5, wrong);
+	digest_buffer("hello", 5, actual);
+	CHECK(store_put_blob(s, "hello", 5, wrong, NULL, &e) < 0);
+	CHECK_EQ_INT(e ? e->code : 0, EIO);
+	CHECK_EQ_INT(count_entries("root/blobs/sha256"), 0);
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+	CHECK_EQ_INT(store_put_blob(s, "hello", 5, actual, got, NULL), 0);
+	CHECK_EQ_STR(got, actual);
+	CHECK(store_has_blob(s, actual));
+	CHECK_EQ_INT(count_entries("root/tmp"), 0);
+}
+
 TEST(invalid_digests_refused)
 {
 	_cleanup_(store_freep) Store *s = open_store();
@@ -583,6 +603,7 @@ int main(void)
 	RUN(streaming_writer);
 	RUN(writer_free_without_commit_removes_temp);
 	RUN(digest_mismatch_leaves_nothing);
+	RUN(scratch_store_checks_digests);
 	RUN(invalid_digests_refused);
 	RUN(missing_blob_is_enoent);
 	RUN(read_detects_corruption_and_size);
