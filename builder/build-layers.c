@@ -394,6 +394,18 @@ int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, K
 
 /* ---------- step cache ---------- */
 
+/* build_cache_lookup: a local entry, or one a --cache-from source offers (its blob fetched now).
+ * A source that failed to deliver is a warning: the step runs. */
+static int step_cache_find(Build *b, const char *key, CacheEntry *ret)
+{
+	_cleanup_error_ KilnError *warning = NULL;
+	int r = build_cache_lookup(b->cache, b->store, key, ret, &warning);
+
+	if (warning)
+		progress_note(b->progress, "warning: %s; building without it", warning->message);
+	return r;
+}
+
 /* Looks up r->step_key. A usable hit is applied (layer and history) and returns 1; a miss sets
  * r->reason and returns 0. slot/sources (COPY, ADD) let a miss name the first changed source. */
 int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char *created,
@@ -406,8 +418,7 @@ int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char
 		r->reason = xstrdup("no-cache");
 		return 0;
 	}
-	if (build_cache_get(b->cache, r->step_key, &e) == 0 &&
-	    (!e.has_layer || store_has_blob(b->store, e.digest))) {
+	if (step_cache_find(b, r->step_key, &e) == 0) {
 		if (e.has_layer) {
 			LayerRef l = {0};
 			memcpy(l.diff_id, e.diff_id, DIGEST_STRING_MAX);
@@ -472,7 +483,7 @@ int step_meta_cache(StageRun *r, const char *keyword, char *const *fields, KilnE
 	cache_key_add(&k, keyword);
 	cache_key_add_strv(&k, fields);
 	cache_key_end(&k, r->step_key);
-	if (!r->b->o->no_cache && build_cache_get(r->b->cache, r->step_key, &e) == 0) {
+	if (!r->b->o->no_cache && step_cache_find(r->b, r->step_key, &e) == 0) {
 		build_cache_touch(r->b->cache, r->step_key);
 		r->cached = true;
 		memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);

@@ -969,11 +969,13 @@ static int export_cache(Build *b, Stage *target, KilnError **err)
 		if (b->o->cache_to_max || in_result[b->steps[i].stage_index])
 			strv_push(&keys, b->steps[i].key);
 	free(in_result);
-	k = build_cache_export(b->cache, b->store, keys, b->o->cache_to, err);
+	CacheDoc doc = {0};
+	cache_doc_collect(b->cache, keys, &doc);
+	k = cache_doc_write_dir(&doc, b->store, b->o->cache_to, err);
 	if (k >= 0)
 		progress_note(b->progress, "exporting cache to %s: %zu entries (mode=%s)",
-			      b->o->cache_to, strv_length(keys),
-			      b->o->cache_to_max ? "max" : "min");
+			      b->o->cache_to, doc.n, b->o->cache_to_max ? "max" : "min");
+	cache_doc_done(&doc);
 	return k;
 }
 
