@@ -1,7 +1,9 @@
 /* The cache that travels: the cache document (one form of entries for kiln-cache.json and a
- * registry cache's config) and entries offered by a source and fetched when a step hits them. */
+ * registry cache's config), the registry cache's manifest, entries offered by a source and
+ * fetched when a step hits them. */
 #include <jansson.h>
 
+#include "builder/cache-registry.h"
 #include "builder/cache.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
@@ -138,6 +140,65 @@ TEST(doc_parse_refuses_what_is_not_a_cache)
 	CHECK(cache_doc_parse(ok, CACHE_DOC_MAX + 1ul, &d, NULL) == -EFBIG);
 }
 
+TEST(manifest_roundtrip_and_refusals)
+{
+	OciDescriptor config = {.media_type = CACHE_CONFIG_MEDIA_TYPE, .size = 10};
+	OciDescriptor layers[2] = {{.media_type = LAYER_MT, .size = 1},
+				   {.media_type = MT_OCI_LAYER_ZSTD, .size = 2}};
+	OciDescriptor got = {0}, *gl = NULL;
+	_cleanup_free_ char *m = NULL, *empty = NULL;
+	size_t len = 0, n = 0;
+
+	key_of("config", config.digest);
+	key_of("b", layers[0].digest);
+	key_of("a", layers[1].digest);
+	m = cache_manifest_format(&config, layers, 2, &len);
+	CHECK(cache_manifest_parse(m, len, &got, &gl, &n, NULL) == 0);
+	CHECK_EQ_STR(got.digest, config.digest);
+	CHECK_EQ_INT(n, 2);
+	CHECK(n == 2 && strcmp(gl[0].digest, gl[1].digest) < 0);
+	oci_descriptors_free(gl, n);
+	_cleanup_json_ json_t *j = json_loadb(m, len, 0, NULL);
+	CHECK_EQ_STR(json_string_value(json_object_get(j, "artifactType")), CACHE_ARTIFACT_TYPE);
+	CHECK_EQ_STR(json_string_value(json_object_get(j, "mediaType")), MT_OCI_MANIFEST);
+	/* no layers: the spec's empty descriptor */
+	empty = cache_manifest_format(&config, NULL, 0, &len);
+	CHECK(strstr(empty, "\"application/vnd.oci.empty.v1+json\""));
+	CHECK(strstr(empty,
+		     "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"));
+
+	/* an image, another artifact, an index, a huge config */
+	_cleanup_error_ KilnError *e = NULL;
+	json_object_del(j, "artifactType");
+	json_object_set_new(json_object_get(j, "config"), "mediaType", json_string(MT_OCI_CONFIG));
+	_cleanup_free_ char *image = json_dumps(j, JSON_COMPACT);
+	CHECK(cache_manifest_parse(image, strlen(image), &got, &gl, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "not a kiln build cache: no artifactType"));
+	kiln_error_free(TAKE_PTR(e));
+	json_object_set_new(j, "artifactType", json_string("application/vnd.example+type"));
+	_cleanup_free_ char *other = json_dumps(j, JSON_COMPACT);
+	CHECK(cache_manifest_parse(other, strlen(other), &got, &gl, &n, &e) == -EINVAL);
+	CHECK(e && strstr(e->message, "artifactType 'application/vnd.example+type'"));
+	kiln_error_free(TAKE_PTR(e));
+	json_object_set_new(j, "artifactType", json_string(CACHE_ARTIFACT_TYPE));
+	_cleanup_free_ char *wrong_config = json_dumps(j, JSON_COMPACT);
+	CHECK(cache_manifest_parse(wrong_config, strlen(wrong_config), &got, &gl, &n, NULL) ==
+	      -EINVAL);
+	json_object_set_new(json_object_get(j, "config"), "mediaType",
+			    json_string(CACHE_CONFIG_MEDIA_TYPE));
+	json_object_set_new(json_object_get(j, "config"), "size",
+			    json_integer(CACHE_DOC_MAX + 1ll));
+	_cleanup_free_ char *huge = json_dumps(j, JSON_COMPACT);
+	CHECK(cache_manifest_parse(huge, strlen(huge), &got, &gl, &n, NULL) == -EFBIG);
+	json_object_set_new(json_object_get(j, "config"), "size", json_integer(10));
+	json_object_set_new(j, "layers", json_string("no"));
+	_cleanup_free_ char *bad_layers = json_dumps(j, JSON_COMPACT);
+	CHECK(cache_manifest_parse(bad_layers, strlen(bad_layers), &got, &gl, &n, NULL) == -EINVAL);
+	const char *index =
+	    "{\"schemaVersion\":2,\"mediaType\":\"" MT_OCI_INDEX "\",\"manifests\":[]}";
+	CHECK(cache_manifest_parse(index, strlen(index), &got, &gl, &n, NULL) == -EINVAL);
+}
+
 /* A source whose blobs are in memory; counts fetches, fails them when told to. */
 typedef struct FakeSource {
 	Store *store;
@@ -200,6 +261,7 @@ int main(void)
 {
 	RUN(doc_roundtrip_is_deterministic_and_holds_only_keys_and_layers);
 	RUN(doc_parse_refuses_what_is_not_a_cache);
+	RUN(manifest_roundtrip_and_refusals);
 	RUN(offered_entries_fetch_their_blob_on_a_hit);
 	return tap_done();
 }
