@@ -954,8 +954,8 @@ static int write_report(Build *b, double wall, KilnError **err)
 static int export_cache(Build *b, Stage *target, KilnError **err)
 {
 	bool *in_result = xcalloc(b->n_stages, sizeof(bool));
-	_cleanup_strv_free_ char **keys = NULL;
-	int k;
+	_cleanup_strv_free_ char **all = NULL, **result = NULL;
+	int k = 0;
 
 	for (Stage *st = target; st;) {
 		in_result[st->index] = true;
@@ -965,17 +965,18 @@ static int export_cache(Build *b, Stage *target, KilnError **err)
 		Stage *base = image ? stage_find(b, image) : NULL;
 		st = base && base->index < st->index ? base : NULL;
 	}
-	for (size_t i = 0; i < b->n_steps; i++)
-		if (b->o->cache_to_max || in_result[b->steps[i].stage_index])
-			strv_push(&keys, b->steps[i].key);
+	for (size_t i = 0; i < b->n_steps; i++) {
+		strv_push(&all, b->steps[i].key);
+		if (in_result[b->steps[i].stage_index])
+			strv_push(&result, b->steps[i].key);
+	}
 	free(in_result);
-	CacheDoc doc = {0};
-	cache_doc_collect(b->cache, keys, &doc);
-	k = cache_doc_write_dir(&doc, b->store, b->o->cache_to, err);
-	if (k >= 0)
-		progress_note(b->progress, "exporting cache to %s: %zu entries (mode=%s)",
-			      b->o->cache_to, doc.n, b->o->cache_to_max ? "max" : "min");
-	cache_doc_done(&doc);
+	for (size_t i = 0; k >= 0 && i < b->o->cache_to.n; i++) {
+		const CacheSpec *to = &b->o->cache_to.v[i];
+		k = cache_export_target(b->cache, b->store, b->o->registry, to,
+					to->max ? all : result, &b->o->cache_from, b->progress,
+					err);
+	}
 	return k;
 }
 
@@ -999,13 +1000,8 @@ int build_run(const BuildOptions *o, KilnError **err)
 			break;
 		}
 	k = build_prepare(&b, err);
-	for (size_t i = 0; k >= 0 && o->cache_from && o->cache_from[i]; i++) {
-		size_t n = 0;
-		k = build_cache_import(b.cache, b.store, o->cache_from[i], &n, err);
-		if (k >= 0)
-			progress_note(b.progress, "importing cache from %s: %zu entries",
-				      o->cache_from[i], n);
-	}
+	if (k >= 0)
+		cache_import_sources(b.cache, b.store, o->registry, &o->cache_from, b.progress);
 	if (k >= 0)
 		k = stages_split(&b, err);
 	if (k < 0)
@@ -1033,7 +1029,7 @@ int build_run(const BuildOptions *o, KilnError **err)
 		k = write_outputs(&b, &root, manifests, err);
 	if (k >= 0 && o->metadata_file)
 		k = write_metadata(&b, &root, err);
-	if (k >= 0 && o->cache_to)
+	if (k >= 0 && o->cache_to.n > 0)
 		k = export_cache(&b, target, err);
 	if (k >= 0 && o->report_file)
 		k = write_report(&b, now_seconds() - t0, err);

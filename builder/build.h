@@ -4,6 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "builder/cache-io.h"
 #include "builder/progress.h"
 #include "common/error.h"
 #include "layers/compress.h"
@@ -45,11 +46,11 @@ typedef struct BuildOptions {
 	ProgressMode progress;
 	const char *metadata_file;
 	const char *report_file;
-	char **cache_from;    /* --cache-from type=local,src=DIR: the DIRs */
-	const char *cache_to; /* --cache-to type=local,dest=DIR */
-	bool cache_to_max;    /* mode=max */
-	long jobs;	      /* parallel platform passes; 0: number of CPUs */
-	const char *qemu_dir; /* --qemu-dir: searched first for qemu-<arch>-static */
+	CacheSpecList cache_from; /* --cache-from, in order */
+	CacheSpecList cache_to;	  /* --cache-to */
+	RegistryClient *registry; /* for type=registry caches; NULL when none is asked for */
+	long jobs;		  /* parallel platform passes; 0: number of CPUs */
+	const char *qemu_dir;	  /* --qemu-dir: searched first for qemu-<arch>-static */
 	/* Caps on every layer kiln unpacks (base layer snapshots, ADD of a local archive,
 	 * type=local outputs): uncompressed bytes and entries; 0 = the defaults of
 	 * layers/layer_apply.h (LAYER_MAX_BYTES_DEFAULT, LAYER_MAX_ENTRIES_DEFAULT). */
@@ -58,10 +59,6 @@ typedef struct BuildOptions {
 	Store *store;
 	const IdMapInfo *idmap;
 } BuildOptions;
-
-/* Parses --cache-from "type=local,src=DIR" (ret_dir) or --cache-to "type=local,dest=DIR[,mode=
- * min|max]" (ret_dir, ret_max). Other types are usage errors saying what is supported. */
-int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, KilnError **err);
 
 /* Runs the build. RUN failures and Dockerfile errors come back as errors naming file:line. */
 int build_run(const BuildOptions *o, KilnError **err);

@@ -247,12 +247,32 @@ static int tag_arg_check(const char *name, KilnError **err)
 	return r;
 }
 
-static int build_in_store(const char *root, BuildOptions *o, KilnError **err)
+/* The registry client of a build that needs one: registry caches. Made after the store is entered
+ * (the user namespace must be entered while the process has one thread). */
+static int build_registry_client(const RegistryCliOptions *ro, BuildOptions *o,
+				 RegistryConfig **ret_config, RegistryClient **ret_client,
+				 KilnError **err)
+{
+	if (!cache_spec_list_uses_registry(&o->cache_from) &&
+	    !cache_spec_list_uses_registry(&o->cache_to))
+		return 0;
+	int r = registry_cli_client(ro, ret_config, ret_client, err);
+	if (r >= 0)
+		o->registry = *ret_client;
+	return r;
+}
+
+static int build_in_store(const char *root, BuildOptions *o, const RegistryCliOptions *ro,
+			  KilnError **err)
 {
 	IdMapInfo idmap;
 	_cleanup_(store_freep) Store *store = NULL;
+	_cleanup_(registry_config_freep) RegistryConfig *config = NULL;
+	_cleanup_(registry_client_freep) RegistryClient *client = NULL;
 	int r = store_enter_quiet(root, &idmap, &store, err);
 
+	if (r >= 0)
+		r = build_registry_client(ro, o, &config, &client, err);
 	if (r < 0)
 		return r;
 	o->store = store;
@@ -288,12 +308,13 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"ulimit", required_argument, NULL, OPT_ULIMIT},
 	    {"memory", required_argument, NULL, OPT_MEMORY},
 	    {"pids-limit", required_argument, NULL, OPT_PIDS_LIMIT},
+	    REGISTRY_CLI_OPTIONS,
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
-	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL,
-				 **cache_from = NULL;
-	_cleanup_free_ char *cache_to = NULL;
+	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL;
+	_cleanup_(cache_spec_list_done) CacheSpecList cache_from = {0}, cache_to = {0};
+	_cleanup_(registry_cli_options_done) RegistryCliOptions ro = {0};
 	_cleanup_free_ Platform *platforms = NULL;
 	const char *root = NULL;
 	OutputSpec *outputs = NULL;
@@ -402,18 +423,10 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 			if (r < 0)
 				goto out;
 			break;
-		case OPT_CACHE_FROM: {
-			char *dir = NULL;
-			r = cache_spec_parse(optarg, false, &dir, NULL, err);
-			if (r < 0)
-				goto out;
-			strv_consume(&cache_from, dir);
-			break;
-		}
+		case OPT_CACHE_FROM:
 		case OPT_CACHE_TO:
-			free(cache_to);
-			cache_to = NULL;
-			r = cache_spec_parse(optarg, true, &cache_to, &o.cache_to_max, err);
+			r = cache_spec_list_add(c == OPT_CACHE_TO ? &cache_to : &cache_from, optarg,
+						c == OPT_CACHE_TO, err);
 			if (r < 0)
 				goto out;
 			break;
@@ -425,6 +438,8 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 					argv[optind - 1]);
 			goto out;
 		default:
+			if (registry_cli_option(c, optarg, &ro))
+				break;
 			r = usage_error(err, "see 'kiln build --help'");
 			goto out;
 		}
@@ -459,7 +474,7 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	o.cache_to = cache_to;
 	o.outputs = outputs;
 	o.n_outputs = n_outputs;
-	r = build_in_store(root, &o, err);
+	r = build_in_store(root, &o, &ro, err);
 out:
 	for (size_t i = 0; i < n_outputs; i++)
 		output_spec_done(&outputs[i]);
@@ -519,44 +534,6 @@ int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
 		return usage_error(err, "--output needs dest=PATH");
 	o.dest = TAKE_PTR(dest);
 	*ret = o;
-	return 0;
-}
-
-int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, KilnError **err)
-{
-	_cleanup_free_ char *copy = xstrdup(s), *dir = NULL;
-	char *save = NULL;
-	bool local = false, max = false;
-	const char *opt = to ? "--cache-to" : "--cache-from";
-
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		if (!eq)
-			return usage_error(err, "%s: '%s' is not KEY=VALUE", opt, kv);
-		*eq++ = 0;
-		if (strcmp(kv, "type") == 0) {
-			if (strcmp(eq, "local") != 0)
-				return usage_error(err,
-						   "%s type '%s' is not supported yet (type=local "
-						   "works; registry caches come with push)",
-						   opt, eq);
-			local = true;
-		} else if (strcmp(kv, to ? "dest" : "src") == 0) {
-			free(dir);
-			dir = xstrdup(eq);
-		} else if (to && strcmp(kv, "mode") == 0) {
-			if (strcmp(eq, "min") && strcmp(eq, "max"))
-				return usage_error(err, "%s mode is min or max, not '%s'", opt, eq);
-			max = strcmp(eq, "max") == 0;
-		} else {
-			return usage_error(err, "%s: unknown key '%s'", opt, kv);
-		}
-	}
-	if (!local || !dir)
-		return usage_error(err, "%s needs type=local,%s=DIR", opt, to ? "dest" : "src");
-	*ret_dir = TAKE_PTR(dir);
-	if (ret_max)
-		*ret_max = max;
 	return 0;
 }
 

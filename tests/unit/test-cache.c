@@ -1,8 +1,9 @@
 /* The cache that travels: the cache document (one form of entries for kiln-cache.json and a
  * registry cache's config), the registry cache's manifest, entries offered by a source and
- * fetched when a step hits them. */
+ * fetched when a step hits them, and the --cache-from / --cache-to syntax. */
 #include <jansson.h>
 
+#include "builder/cache-io.h"
 #include "builder/cache-registry.h"
 #include "builder/cache.h"
 #include "common/cleanup.h"
@@ -257,11 +258,62 @@ TEST(offered_entries_fetch_their_blob_on_a_hit)
 	CHECK_EQ_INT(good.fetches, 1);
 }
 
+static int spec(const char *s, bool to, CacheSpec *ret)
+{
+	_cleanup_(cache_spec_list_done) CacheSpecList l = {0};
+	_cleanup_error_ KilnError *e = NULL;
+	int r = cache_spec_list_add(&l, s, to, &e);
+
+	if (r >= 0) {
+		*ret = l.v[0];
+		ret->dir = NULL; /* freed with the list */
+	}
+	return r;
+}
+
+TEST(cache_spec_syntax)
+{
+	CacheSpec s;
+
+	CHECK(spec("type=local,src=d", false, &s) == 0 && s.type == CACHE_SPEC_LOCAL);
+	CHECK(spec("type=local,dest=d,mode=max", true, &s) == 0 && s.max && !s.ignore_error);
+	CHECK(spec("type=local,dest=d", true, &s) == 0 && !s.max);
+	CHECK(spec("type=registry,ref=reg.io/a/b:c,mode=max,ignore-error=true,image-manifest=true,"
+		   "oci-mediatypes=true",
+		   true, &s) == 0 &&
+	      s.type == CACHE_SPEC_REGISTRY && s.max && s.ignore_error);
+	CHECK_EQ_STR(s.ref.domain, "reg.io");
+	CHECK_EQ_STR(s.ref.path, "a/b");
+	CHECK_EQ_STR(s.ref.tag, "c");
+	/* buildx's shorthand: a plain ref is a registry cache */
+	CHECK(spec("user/app:cache", false, &s) == 0 && s.type == CACHE_SPEC_REGISTRY);
+	CHECK_EQ_STR(s.ref.path, "user/app");
+	CHECK(spec("type=registry,ref=reg.io/a/b,mode=max", false, &s) == 0 && !s.max);
+	CHECK(spec("type=registry,ref=reg.io/a/b@sha256:"
+		   "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+		   false, &s) == 0);
+	CHECK(spec("type=registry,ref=reg.io/a/b@sha256:"
+		   "44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a",
+		   true, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=registry,ref=reg.io/a/b,image-manifest=false", true, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=registry,ref=reg.io/a/b,ignore-error=maybe", true, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=registry,ref=reg.io/a/b,ignore-error=true", false, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=registry,ref=Bad Ref", false, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=registry", false, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=registry,ref=r.io/a,src=d", false, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=local", true, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=local,src=d", true, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=gha,scope=x", true, &s) == -KILN_EUSAGE);
+	CHECK(spec("type=local,dest=d,mode=all", true, &s) == -KILN_EUSAGE);
+	CHECK(spec("dest=d", true, &s) == -KILN_EUSAGE);
+}
+
 int main(void)
 {
 	RUN(doc_roundtrip_is_deterministic_and_holds_only_keys_and_layers);
 	RUN(doc_parse_refuses_what_is_not_a_cache);
 	RUN(manifest_roundtrip_and_refusals);
 	RUN(offered_entries_fetch_their_blob_on_a_hit);
+	RUN(cache_spec_syntax);
 	return tap_done();
 }
