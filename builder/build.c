@@ -191,7 +191,7 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 		return 0;
 	}
 	OciImage *img = NULL;
-	k = image_lookup(b, image, &out->platform, &img, err);
+	k = image_lookup(b, r->st, image, &out->platform, &img, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	k = stage_from_image(b, out, img, err);
@@ -370,7 +370,7 @@ static void result_settle(Build *b, StageResult *r, bool ok)
 	pthread_mutex_unlock(&b->lock);
 }
 
-static char *stage_label(const Stage *st)
+char *stage_label(const Stage *st)
 {
 	return st->name ? xstrdup(st->name) : xasprintf("stage-%zu", st->index);
 }
@@ -790,6 +790,7 @@ static void build_done(Build *b)
 	free(b->work);
 	free(b->resolv_private);
 	limits_cgroup_free(b->cgroup);
+	build_pull_free(b->pull);
 	free(b->snapdir);
 	build_context_free(b->ctx);
 	dockerfile_free(b->df);
@@ -907,6 +908,7 @@ static int write_report(Build *b, double wall, KilnError **err)
 		json_array_append_new(plats, json_string(pl));
 	}
 	json_object_set_new(rep, "platforms", plats);
+	json_object_set_new(rep, "bases", build_bases_json(b));
 	for (size_t i = 0; i < b->n_steps; i++) {
 		const ReportStep *s = &b->steps[i];
 		json_t *o = json_object();
