@@ -139,9 +139,10 @@ static void pull_progress(void *userdata, PullEventKind kind, const OciDescripto
 		d->digest, (long long)d->size);
 }
 
-/* What -o writes: the root as the registry has it when the store has all of it; else the one
- * platform's manifest (as `skopeo copy` of one platform does), or an index of the platforms
- * pulled (a new document: its digest is not the registry's). */
+/* What -o writes: with --all-platforms (or an image that is one manifest) the root as the
+ * registry has it, byte for byte; else the platform's manifest (as `skopeo copy` of one
+ * platform does), or an index of the platforms asked for (a new document: its digest is not
+ * the registry's). */
 static int pull_export(Store *s, const OciDescriptor *root, const PullResult *res,
 		       const PullArgs *a, KilnError **err)
 {
@@ -159,7 +160,7 @@ static int pull_export(Store *s, const OciDescriptor *root, const PullResult *re
 		char *tags[] = {name, NULL};
 		return export_docker_archive(s, res->images[0], name ? tags : NULL, out->dest, err);
 	}
-	if (res->complete) {
+	if (a->all || !oci_media_type_is_index(root->media_type)) {
 		d = *root;
 		d.annotations = NULL;
 	} else if (res->n_images == 1) {
