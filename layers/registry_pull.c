@@ -249,17 +249,14 @@ static int jobs_result(Jobs *j, KilnError **err)
 static const OciDescriptor **blobs_missing(RegistryPull *p, const OciDescriptor *v, size_t n,
 					   size_t *ret_n)
 {
+	_cleanup_json_ json_t *seen = json_object();
 	const OciDescriptor **todo = xcalloc(n + 1, sizeof(*todo));
 	size_t k = 0;
 
 	for (size_t i = 0; i < n; i++) {
-		bool dup = false;
-		for (size_t j = 0; j < k && !dup; j++)
-			dup = strcmp(todo[j]->digest, v[i].digest) == 0;
-		for (size_t j = 0; j < i && !dup; j++)
-			dup = strcmp(v[j].digest, v[i].digest) == 0;
-		if (dup)
+		if (json_object_get(seen, v[i].digest))
 			continue;
+		json_object_set_new(seen, v[i].digest, json_true());
 		if (store_has_blob(p->store, v[i].digest))
 			pull_event(p, PULL_BLOB_PRESENT, &v[i]);
 		else
