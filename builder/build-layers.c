@@ -352,40 +352,25 @@ static int context_image_root(Build *b, const char *name, const char *src, OciDe
 	return r;
 }
 
-/* The image a reference names in the store: by name, or by digest for NAME@sha256:... */
-static int store_image_root(Build *b, const char *ref, OciDescriptor *ret, KilnError **err)
-{
-	_cleanup_error_ KilnError *e = NULL;
-	Reference parsed;
-	int r = ref_parse(ref, &parsed, err);
-
-	if (r < 0 && err && *err) /* the Dockerfile's error, not the command line's */
-		(*err)->code = EINVAL;
-	if (r < 0)
-		return -EINVAL;
-	r = store_image_lookup(b->store, &parsed, ret, &e);
-	if (r == -ENOENT)
-		return kiln_error(err, ENOENT,
-				  "image '%s' is not in the local store and kiln does not "
-				  "pull yet: load it with 'kiln load FILE' or pass "
-				  "--build-context %s=oci-archive:FILE",
-				  ref, ref);
-	if (r < 0 && err && !*err)
-		*err = TAKE_PTR(e);
-	return r;
-}
-
-/* Finds an image by reference: a --build-context of that name, then the local store. */
-int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, KilnError **err)
+/* The image FROM or COPY --from names: a --build-context of that name (an archive or layout
+ * imported into the store, or buildx's docker-image://REF), else the store or a registry. */
+int image_lookup(Build *b, const Stage *st, const char *ref, const Platform *p, OciImage **ret,
+		 KilnError **err)
 {
 	const char *src = build_context_source(b, ref);
 	OciDescriptor root = {0};
-	int r = src ? context_image_root(b, ref, src, &root, err)
-		    : store_image_root(b, ref, &root, err);
+	int r;
 
+	if (src && strncmp(src, "docker-image://", 15) == 0)
+		return base_image_pull(b, st, src + 15, p, ret, err);
+	if (!src)
+		return base_image_pull(b, st, ref, p, ret, err);
+	r = context_image_root(b, ref, src, &root, err);
 	if (r < 0)
 		return r;
 	r = oci_image_resolve(b->store, &root, p, NULL, ret, err);
+	if (r >= 0)
+		build_base_record(b, st, ref, root.digest, *ret, "build-context");
 	oci_descriptor_done(&root);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "image '%s'", ref);

@@ -191,7 +191,7 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 		return 0;
 	}
 	OciImage *img = NULL;
-	k = image_lookup(b, image, &out->platform, &img, err);
+	k = image_lookup(b, r->st, image, &out->platform, &img, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	k = stage_from_image(b, out, img, err);
@@ -370,7 +370,7 @@ static void result_settle(Build *b, StageResult *r, bool ok)
 	pthread_mutex_unlock(&b->lock);
 }
 
-static char *stage_label(const Stage *st)
+char *stage_label(const Stage *st)
 {
 	return st->name ? xstrdup(st->name) : xasprintf("stage-%zu", st->index);
 }
@@ -790,6 +790,7 @@ static void build_done(Build *b)
 	free(b->work);
 	free(b->resolv_private);
 	limits_cgroup_free(b->cgroup);
+	build_pull_free(b->pull);
 	free(b->snapdir);
 	build_context_free(b->ctx);
 	dockerfile_free(b->df);
@@ -907,6 +908,7 @@ static int write_report(Build *b, double wall, KilnError **err)
 		json_array_append_new(plats, json_string(pl));
 	}
 	json_object_set_new(rep, "platforms", plats);
+	json_object_set_new(rep, "bases", build_bases_json(b));
 	for (size_t i = 0; i < b->n_steps; i++) {
 		const ReportStep *s = &b->steps[i];
 		json_t *o = json_object();
@@ -971,13 +973,29 @@ static int export_cache(Build *b, Stage *target, KilnError **err)
 			strv_push(&result, b->steps[i].key);
 	}
 	free(in_result);
+	RegistryClient *client = NULL;
+	if (cache_spec_list_uses_registry(&b->o->cache_to))
+		k = build_registry_client(b, &client, err);
 	for (size_t i = 0; k >= 0 && i < b->o->cache_to.n; i++) {
 		const CacheSpec *to = &b->o->cache_to.v[i];
-		k = cache_export_target(b->cache, b->store, b->o->registry, to,
-					to->max ? all : result, &b->o->cache_from, b->progress,
-					err);
+		k = cache_export_target(b->cache, b->store, client, to, to->max ? all : result,
+					&b->o->cache_from, b->progress, err);
 	}
 	return k;
+}
+
+/* --cache-from: every source, a registry one through the build's client; a source that cannot be
+ * read is a warning (cache_import_sources), a client that cannot be made too. */
+static void cache_import(Build *b)
+{
+	RegistryClient *client = NULL;
+
+	if (cache_spec_list_uses_registry(&b->o->cache_from)) {
+		_cleanup_error_ KilnError *e = NULL;
+		if (build_registry_client(b, &client, &e) < 0)
+			progress_note(b->progress, "warning: --cache-from: %s", e->message);
+	}
+	cache_import_sources(b->cache, b->store, client, &b->o->cache_from, b->progress);
 }
 
 int build_run(const BuildOptions *o, KilnError **err)
@@ -1001,7 +1019,7 @@ int build_run(const BuildOptions *o, KilnError **err)
 		}
 	k = build_prepare(&b, err);
 	if (k >= 0)
-		cache_import_sources(b.cache, b.store, o->registry, &o->cache_from, b.progress);
+		cache_import(&b);
 	if (k >= 0)
 		k = stages_split(&b, err);
 	if (k < 0)

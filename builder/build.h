@@ -16,6 +16,16 @@
 
 typedef enum { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL } OutputType;
 
+/* --pull: when FROM (and COPY --from an image) asks a registry. MISSING: the store when it has
+ * the name, else the registry; ALWAYS: the registry resolves a tag again (blobs already in the
+ * store are reused); NEVER: the store only. */
+typedef enum { PULL_MISSING, PULL_ALWAYS, PULL_NEVER } PullPolicy;
+
+/* "missing", "always", "never" (or NULL: `--pull` alone, always); -1 for anything else. */
+int pull_policy_parse(const char *s);
+
+struct RegistryCliOptions;
+
 typedef struct OutputSpec {
 	OutputType type;
 	char *dest;
@@ -48,7 +58,6 @@ typedef struct BuildOptions {
 	const char *report_file;
 	CacheSpecList cache_from; /* --cache-from, in order */
 	CacheSpecList cache_to;	  /* --cache-to */
-	RegistryClient *registry; /* for type=registry caches; NULL when none is asked for */
 	long jobs;		  /* parallel platform passes; 0: number of CPUs */
 	const char *qemu_dir;	  /* --qemu-dir: searched first for qemu-<arch>-static */
 	/* Caps on every layer kiln unpacks (base layer snapshots, ADD of a local archive,
@@ -56,6 +65,10 @@ typedef struct BuildOptions {
 	 * layers/layer_apply.h (LAYER_MAX_BYTES_DEFAULT, LAYER_MAX_ENTRIES_DEFAULT). */
 	uint64_t max_layer_bytes;
 	uint64_t max_layer_entries;
+	PullPolicy pull;
+	/* --tls-ca, --registry-mirror for pulls (NULL: none); the client is made when a pull
+	 * needs it */
+	const struct RegistryCliOptions *registry;
 	Store *store;
 	const IdMapInfo *idmap;
 } BuildOptions;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "builder/build.h"
+#include "builder/cli-pull.h"
 #include "builder/cli-registry.h"
 #include "builder/context.h"
 #include "builder/dockerfile.h"
@@ -25,6 +26,7 @@
 #include "layers/layer_apply.h"
 #include "layers/oci.h"
 #include "layers/reference.h"
+#include "layers/registry_pull.h"
 #include "layers/store.h"
 #include "platforms/binfmt.h"
 #include "platforms/platform.h"
@@ -49,7 +51,12 @@ static const char usage_text[] =
     "                               check credentials against a registry and keep them in\n"
     "                               docker's config.json (HOST: default docker.io)\n"
     "  logout [HOST]                remove a registry's credentials\n"
+    "  pull [--platform LIST | --all-platforms] [-o type=oci,dest=FILE] REF\n"
+    "                               fetch an image from a registry into the store (and an\n"
+    "                               archive); default platform: the host's\n"
     "\n"
+    "base images (build): --pull[=missing|always|never] (default missing: the store, then\n"
+    "                     the registry), --tls-ca FILE, --registry-mirror DOMAIN=MIRROR\n"
     "layer caps (build, load): --max-layer-size SIZE (uncompressed, default 32GB),\n"
     "                           --max-layer-entries N (default 4000000)\n"
     "common option: --root DIR (default $KILN_ROOT, else $XDG_DATA_HOME/kiln; root: "
@@ -115,7 +122,7 @@ static int store_enter_quiet(const char *root_opt, IdMapInfo *idmap, Store **ret
 }
 
 /* store_enter_quiet(), printing the store's warning (a build prints it with its progress). */
-static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
+int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
 {
 	int r = store_enter_quiet(root_opt, idmap, ret, err);
 
@@ -151,6 +158,7 @@ enum {
 	OPT_ULIMIT,
 	OPT_MEMORY,
 	OPT_PIDS_LIMIT,
+	OPT_PULL,
 };
 
 /* --network, --ulimit (buildx's names), --memory, --pids-limit (buildx has none: docker run's). */
@@ -193,7 +201,7 @@ static int parse_layer_cap(int opt, const char *arg, uint64_t *bytes, uint64_t *
 	return 0;
 }
 
-static int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
+int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
 {
 	_cleanup_free_ char *copy = xstrdup(list);
 	char *save = NULL;
@@ -247,32 +255,12 @@ static int tag_arg_check(const char *name, KilnError **err)
 	return r;
 }
 
-/* The registry client of a build that needs one: registry caches. Made after the store is entered
- * (the user namespace must be entered while the process has one thread). */
-static int build_registry_client(const RegistryCliOptions *ro, BuildOptions *o,
-				 RegistryConfig **ret_config, RegistryClient **ret_client,
-				 KilnError **err)
-{
-	if (!cache_spec_list_uses_registry(&o->cache_from) &&
-	    !cache_spec_list_uses_registry(&o->cache_to))
-		return 0;
-	int r = registry_cli_client(ro, ret_config, ret_client, err);
-	if (r >= 0)
-		o->registry = *ret_client;
-	return r;
-}
-
-static int build_in_store(const char *root, BuildOptions *o, const RegistryCliOptions *ro,
-			  KilnError **err)
+static int build_in_store(const char *root, BuildOptions *o, KilnError **err)
 {
 	IdMapInfo idmap;
 	_cleanup_(store_freep) Store *store = NULL;
-	_cleanup_(registry_config_freep) RegistryConfig *config = NULL;
-	_cleanup_(registry_client_freep) RegistryClient *client = NULL;
 	int r = store_enter_quiet(root, &idmap, &store, err);
 
-	if (r >= 0)
-		r = build_registry_client(ro, o, &config, &client, err);
 	if (r < 0)
 		return r;
 	o->store = store;
@@ -308,6 +296,7 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"ulimit", required_argument, NULL, OPT_ULIMIT},
 	    {"memory", required_argument, NULL, OPT_MEMORY},
 	    {"pids-limit", required_argument, NULL, OPT_PIDS_LIMIT},
+	    {"pull", optional_argument, NULL, OPT_PULL},
 	    REGISTRY_CLI_OPTIONS,
 	    {0},
 	};
@@ -430,6 +419,14 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 			if (r < 0)
 				goto out;
 			break;
+		case OPT_PULL:
+			c = pull_policy_parse(optarg);
+			if (c < 0) {
+				r = usage_error(err, "--pull takes missing, always or never");
+				goto out;
+			}
+			o.pull = (PullPolicy)c;
+			break;
 		case OPT_PUSH:
 		case OPT_SECRET:
 			r = usage_error(err,
@@ -474,7 +471,8 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	o.cache_to = cache_to;
 	o.outputs = outputs;
 	o.n_outputs = n_outputs;
-	r = build_in_store(root, &o, &ro, err);
+	o.registry = &ro;
+	r = build_in_store(root, &o, err);
 out:
 	for (size_t i = 0; i < n_outputs; i++)
 		output_spec_done(&outputs[i]);
@@ -880,6 +878,8 @@ static void print_inspect_text(json_t *j)
 	printf("Name:      %s\n", json_string_value(json_object_get(j, "name")) ?: "(none)");
 	printf("Digest:    %s\n", json_string_value(json_object_get(j, "digest")));
 	printf("MediaType: %s\n", json_string_value(json_object_get(j, "mediaType")));
+	json_array_foreach (json_object_get(j, "notPulled"), i, p)
+		printf("Not pulled: %s\n", json_string_value(p));
 	json_array_foreach (json_object_get(j, "platforms"), i, p) {
 		json_t *cfg = json_object_get(p, "config");
 		json_t *cc = json_object_get(cfg, "config");
@@ -973,15 +973,29 @@ static int cmd_inspect(int argc, char **argv, KilnError **err)
 	json_object_set_new(j, "digest", json_string(desc.digest));
 	json_object_set_new(j, "mediaType", json_string(desc.media_type));
 	json_object_set_new(j, "size", json_integer(desc.size));
+	json_t *not_pulled = json_array();
 	for (size_t i = 0; i < np && r >= 0; i++) {
-		json_t *p = inspect_platform(store, &desc, &ps[i], err);
-		if (!p)
-			r = -EINVAL;
-		else
+		_cleanup_error_ KilnError *e = NULL;
+		json_t *p = inspect_platform(store, &desc, &ps[i], &e);
+		if (p) {
 			json_array_append_new(plats, p);
+		} else if (e && e->code == ENOENT &&
+			   oci_descriptor_annotation(&desc, PULL_ANNOTATION_MANIFESTS)) {
+			/* a partial pull (layers/registry_pull.h) */
+			char pl[PLATFORM_STRING_MAX];
+			platform_format(&ps[i], pl, sizeof(pl));
+			json_array_append_new(not_pulled, json_string(pl));
+		} else {
+			r = -EINVAL;
+			if (err && !*err)
+				*err = TAKE_PTR(e);
+		}
 	}
 	free(ps);
 	json_object_set_new(j, "platforms", plats);
+	if (json_array_size(not_pulled))
+		json_object_set(j, "notPulled", not_pulled);
+	json_decref(not_pulled);
 	if (r >= 0) {
 		if (json) {
 			char *s = json_dumps(j, JSON_INDENT(2));
@@ -1332,8 +1346,9 @@ int cli_main(int argc, char **argv)
 	    {"doctor", cmd_doctor},   {"merge", cmd_merge},
 	    {"prune", cmd_prune},     {"login", cmd_login},
 	    {"logout", cmd_logout},   {"registry-debug", cmd_registry_debug},
+	    {"pull", cmd_pull},
 	};
-	static const char *const later[] = {"push", "pull", "run"};
+	static const char *const later[] = {"push", "run"};
 	_cleanup_error_ KilnError *err = NULL;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
