@@ -99,6 +99,8 @@ typedef struct ReportStep {
 	size_t stage_index;
 } ReportStep;
 
+typedef struct BuildPull BuildPull;
+
 typedef struct Build {
 	const BuildOptions *o;
 	Dockerfile *df;
@@ -124,6 +126,7 @@ typedef struct Build {
 	int net_state;	      /* under lock: 0 not probed yet, 1 private works, -1 host instead */
 	char *resolv_private; /* work/resolv.conf of private networks */
 	LimitsCgroup *cgroup; /* parent of the steps' cgroups (--memory, --pids-limit) */
+	BuildPull *pull;      /* build-pull.c: registry client, base images resolved */
 	PushResult *pushed;   /* type=registry: one result per destination */
 	size_t n_pushed;
 } Build;
@@ -194,7 +197,26 @@ int stage_build(Pass *p, Stage *st, StageResult **ret, KilnError **err);
 Stage *stage_find(Build *b, const char *name);
 const char *build_context_source(Build *b, const char *name);
 bool is_local_dir_context(const char *src);
-int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, KilnError **err);
+/* The image FROM or COPY --from names (st: the stage asking, for the report): a
+ * --build-context of that name, else base_image_pull(). */
+int image_lookup(Build *b, const Stage *st, const char *ref, const Platform *p, OciImage **ret,
+		 KilnError **err);
+/* build-pull.c: the build's one registry client (pulls, registry caches), made on first use so
+ * that a build that touches no registry reads no registry config. Thread-safe. */
+int build_registry_client(Build *b, RegistryClient **ret, KilnError **err);
+/* build-pull.c: the image ref names, from the store or a registry as --pull says, with what p
+ * needs of it fetched and the store name updated; recorded for the report. */
+int base_image_pull(Build *b, const Stage *st, const char *ref, const Platform *p, OciImage **ret,
+		    KilnError **err);
+/* Records a base image for the report's "bases" (source: "store", "registry",
+ * "build-context"). */
+void build_base_record(Build *b, const Stage *st, const char *ref, const char *root_digest,
+		       const OciImage *img, const char *source);
+/* The report's "bases" array. */
+json_t *build_bases_json(Build *b);
+void build_pull_free(BuildPull *p);
+/* "name" or "stage-N". malloc'd. */
+char *stage_label(const Stage *st);
 int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char *created,
 		      KilnError **err);
 int step_cache_record(StageRun *r, const char *slot, json_t *sources, KilnError **err);

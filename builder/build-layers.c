@@ -352,40 +352,25 @@ static int context_image_root(Build *b, const char *name, const char *src, OciDe
 	return r;
 }
 
-/* The image a reference names in the store: by name, or by digest for NAME@sha256:... */
-static int store_image_root(Build *b, const char *ref, OciDescriptor *ret, KilnError **err)
-{
-	_cleanup_error_ KilnError *e = NULL;
-	Reference parsed;
-	int r = ref_parse(ref, &parsed, err);
-
-	if (r < 0 && err && *err) /* the Dockerfile's error, not the command line's */
-		(*err)->code = EINVAL;
-	if (r < 0)
-		return -EINVAL;
-	r = store_image_lookup(b->store, &parsed, ret, &e);
-	if (r == -ENOENT)
-		return kiln_error(err, ENOENT,
-				  "image '%s' is not in the local store and kiln does not "
-				  "pull yet: load it with 'kiln load FILE' or pass "
-				  "--build-context %s=oci-archive:FILE",
-				  ref, ref);
-	if (r < 0 && err && !*err)
-		*err = TAKE_PTR(e);
-	return r;
-}
-
-/* Finds an image by reference: a --build-context of that name, then the local store. */
-int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, KilnError **err)
+/* The image FROM or COPY --from names: a --build-context of that name (an archive or layout
+ * imported into the store, or buildx's docker-image://REF), else the store or a registry. */
+int image_lookup(Build *b, const Stage *st, const char *ref, const Platform *p, OciImage **ret,
+		 KilnError **err)
 {
 	const char *src = build_context_source(b, ref);
 	OciDescriptor root = {0};
-	int r = src ? context_image_root(b, ref, src, &root, err)
-		    : store_image_root(b, ref, &root, err);
+	int r;
 
+	if (src && strncmp(src, "docker-image://", 15) == 0)
+		return base_image_pull(b, st, src + 15, p, ret, err);
+	if (!src)
+		return base_image_pull(b, st, ref, p, ret, err);
+	r = context_image_root(b, ref, src, &root, err);
 	if (r < 0)
 		return r;
 	r = oci_image_resolve(b->store, &root, p, NULL, ret, err);
+	if (r >= 0)
+		build_base_record(b, st, ref, root.digest, *ret, "build-context");
 	oci_descriptor_done(&root);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "image '%s'", ref);
@@ -393,6 +378,18 @@ int image_lookup(Build *b, const char *ref, const Platform *p, OciImage **ret, K
 }
 
 /* ---------- step cache ---------- */
+
+/* build_cache_lookup: a local entry, or one a --cache-from source offers (its blob fetched now).
+ * A source that failed to deliver is a warning: the step runs. */
+static int step_cache_find(Build *b, const char *key, CacheEntry *ret)
+{
+	_cleanup_error_ KilnError *warning = NULL;
+	int r = build_cache_lookup(b->cache, b->store, key, ret, &warning);
+
+	if (warning)
+		progress_note(b->progress, "warning: %s; building without it", warning->message);
+	return r;
+}
 
 /* Looks up r->step_key. A usable hit is applied (layer and history) and returns 1; a miss sets
  * r->reason and returns 0. slot/sources (COPY, ADD) let a miss name the first changed source. */
@@ -406,8 +403,7 @@ int step_cache_lookup(StageRun *r, const char *slot, json_t *sources, const char
 		r->reason = xstrdup("no-cache");
 		return 0;
 	}
-	if (build_cache_get(b->cache, r->step_key, &e) == 0 &&
-	    (!e.has_layer || store_has_blob(b->store, e.digest))) {
+	if (step_cache_find(b, r->step_key, &e) == 0) {
 		if (e.has_layer) {
 			LayerRef l = {0};
 			memcpy(l.diff_id, e.diff_id, DIGEST_STRING_MAX);
@@ -472,7 +468,7 @@ int step_meta_cache(StageRun *r, const char *keyword, char *const *fields, KilnE
 	cache_key_add(&k, keyword);
 	cache_key_add_strv(&k, fields);
 	cache_key_end(&k, r->step_key);
-	if (!r->b->o->no_cache && build_cache_get(r->b->cache, r->step_key, &e) == 0) {
+	if (!r->b->o->no_cache && step_cache_find(r->b, r->step_key, &e) == 0) {
 		build_cache_touch(r->b->cache, r->step_key);
 		r->cached = true;
 		memcpy(r->chain, r->step_key, DIGEST_STRING_MAX);

@@ -192,7 +192,7 @@ static int stage_from(StageRun *r, const char *image, KilnError **err)
 		return 0;
 	}
 	OciImage *img = NULL;
-	k = image_lookup(b, image, &out->platform, &img, err);
+	k = image_lookup(b, r->st, image, &out->platform, &img, err);
 	if (k < 0)
 		return inst_wrap(b, in, k, err);
 	k = stage_from_image(b, out, img, err);
@@ -371,7 +371,7 @@ static void result_settle(Build *b, StageResult *r, bool ok)
 	pthread_mutex_unlock(&b->lock);
 }
 
-static char *stage_label(const Stage *st)
+char *stage_label(const Stage *st)
 {
 	return st->name ? xstrdup(st->name) : xasprintf("stage-%zu", st->index);
 }
@@ -709,14 +709,12 @@ static int push_destination_list(const BuildOptions *o, const char *digest, char
 static int build_push(Build *b, const OciDescriptor *root, KilnError **err)
 {
 	_cleanup_strv_free_ char **dests = NULL;
-	_cleanup_(registry_config_freep) RegistryConfig *cfg = NULL;
-	_cleanup_(registry_client_freep) RegistryClient *client = NULL;
-	const RegistryCliOptions none = {0};
+	RegistryClient *client = NULL;
 	int k = push_destination_list(b->o, root->digest, &dests, err);
 
 	if (k < 0 || !dests)
 		return k;
-	k = registry_cli_client(b->o->registry ? b->o->registry : &none, &cfg, &client, err);
+	k = build_registry_client(b, &client, err);
 	if (k >= 0)
 		k = push_destinations(client, b->store, NULL, root, dests, b->progress, &b->pushed,
 				      &b->n_pushed, err);
@@ -842,6 +840,7 @@ static void build_done(Build *b)
 	free(b->resolv_private);
 	limits_cgroup_free(b->cgroup);
 	push_results_free(b->pushed, b->n_pushed);
+	build_pull_free(b->pull);
 	free(b->snapdir);
 	build_context_free(b->ctx);
 	dockerfile_free(b->df);
@@ -959,6 +958,7 @@ static int write_report(Build *b, double wall, KilnError **err)
 		json_array_append_new(plats, json_string(pl));
 	}
 	json_object_set_new(rep, "platforms", plats);
+	json_object_set_new(rep, "bases", build_bases_json(b));
 	for (size_t i = 0; i < b->n_steps; i++) {
 		const ReportStep *s = &b->steps[i];
 		json_t *o = json_object();
@@ -1006,8 +1006,8 @@ static int write_report(Build *b, double wall, KilnError **err)
 static int export_cache(Build *b, Stage *target, KilnError **err)
 {
 	bool *in_result = xcalloc(b->n_stages, sizeof(bool));
-	_cleanup_strv_free_ char **keys = NULL;
-	int k;
+	_cleanup_strv_free_ char **all = NULL, **result = NULL;
+	int k = 0;
 
 	for (Stage *st = target; st;) {
 		in_result[st->index] = true;
@@ -1017,16 +1017,35 @@ static int export_cache(Build *b, Stage *target, KilnError **err)
 		Stage *base = image ? stage_find(b, image) : NULL;
 		st = base && base->index < st->index ? base : NULL;
 	}
-	for (size_t i = 0; i < b->n_steps; i++)
-		if (b->o->cache_to_max || in_result[b->steps[i].stage_index])
-			strv_push(&keys, b->steps[i].key);
+	for (size_t i = 0; i < b->n_steps; i++) {
+		strv_push(&all, b->steps[i].key);
+		if (in_result[b->steps[i].stage_index])
+			strv_push(&result, b->steps[i].key);
+	}
 	free(in_result);
-	k = build_cache_export(b->cache, b->store, keys, b->o->cache_to, err);
-	if (k >= 0)
-		progress_note(b->progress, "exporting cache to %s: %zu entries (mode=%s)",
-			      b->o->cache_to, strv_length(keys),
-			      b->o->cache_to_max ? "max" : "min");
+	RegistryClient *client = NULL;
+	if (cache_spec_list_uses_registry(&b->o->cache_to))
+		k = build_registry_client(b, &client, err);
+	for (size_t i = 0; k >= 0 && i < b->o->cache_to.n; i++) {
+		const CacheSpec *to = &b->o->cache_to.v[i];
+		k = cache_export_target(b->cache, b->store, client, to, to->max ? all : result,
+					&b->o->cache_from, b->progress, err);
+	}
 	return k;
+}
+
+/* --cache-from: every source, a registry one through the build's client; a source that cannot be
+ * read is a warning (cache_import_sources), a client that cannot be made too. */
+static void cache_import(Build *b)
+{
+	RegistryClient *client = NULL;
+
+	if (cache_spec_list_uses_registry(&b->o->cache_from)) {
+		_cleanup_error_ KilnError *e = NULL;
+		if (build_registry_client(b, &client, &e) < 0)
+			progress_note(b->progress, "warning: --cache-from: %s", e->message);
+	}
+	cache_import_sources(b->cache, b->store, client, &b->o->cache_from, b->progress);
 }
 
 int build_run(const BuildOptions *o, KilnError **err)
@@ -1049,13 +1068,8 @@ int build_run(const BuildOptions *o, KilnError **err)
 			break;
 		}
 	k = build_prepare(&b, err);
-	for (size_t i = 0; k >= 0 && o->cache_from && o->cache_from[i]; i++) {
-		size_t n = 0;
-		k = build_cache_import(b.cache, b.store, o->cache_from[i], &n, err);
-		if (k >= 0)
-			progress_note(b.progress, "importing cache from %s: %zu entries",
-				      o->cache_from[i], n);
-	}
+	if (k >= 0)
+		cache_import(&b);
 	if (k >= 0)
 		k = stages_split(&b, err);
 	if (k < 0)
@@ -1085,7 +1099,7 @@ int build_run(const BuildOptions *o, KilnError **err)
 		k = build_push(&b, &root, err);
 	if (k >= 0 && o->metadata_file)
 		k = write_metadata(&b, &root, err);
-	if (k >= 0 && o->cache_to)
+	if (k >= 0 && o->cache_to.n > 0)
 		k = export_cache(&b, target, err);
 	if (k >= 0 && o->report_file)
 		k = write_report(&b, now_seconds() - t0, err);

@@ -4,7 +4,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "builder/cli-registry.h"
+#include "builder/cache-io.h"
 #include "builder/progress.h"
 #include "common/error.h"
 #include "layers/compress.h"
@@ -15,6 +15,16 @@
 #include "sandbox/userns.h"
 
 typedef enum { OUTPUT_OCI, OUTPUT_DOCKER, OUTPUT_LOCAL, OUTPUT_REGISTRY } OutputType;
+
+/* --pull: when FROM (and COPY --from an image) asks a registry. MISSING: the store when it has
+ * the name, else the registry; ALWAYS: the registry resolves a tag again (blobs already in the
+ * store are reused); NEVER: the store only. */
+typedef enum { PULL_MISSING, PULL_ALWAYS, PULL_NEVER } PullPolicy;
+
+/* "missing", "always", "never" (or NULL: `--pull` alone, always); -1 for anything else. */
+int pull_policy_parse(const char *s);
+
+struct RegistryCliOptions;
 
 typedef struct OutputSpec {
 	OutputType type;
@@ -52,24 +62,22 @@ typedef struct BuildOptions {
 	ProgressMode progress;
 	const char *metadata_file;
 	const char *report_file;
-	char **cache_from;    /* --cache-from type=local,src=DIR: the DIRs */
-	const char *cache_to; /* --cache-to type=local,dest=DIR */
-	bool cache_to_max;    /* mode=max */
-	long jobs;	      /* parallel platform passes; 0: number of CPUs */
-	const char *qemu_dir; /* --qemu-dir: searched first for qemu-<arch>-static */
+	CacheSpecList cache_from; /* --cache-from, in order */
+	CacheSpecList cache_to;	  /* --cache-to */
+	long jobs;		  /* parallel platform passes; 0: number of CPUs */
+	const char *qemu_dir;	  /* --qemu-dir: searched first for qemu-<arch>-static */
 	/* Caps on every layer kiln unpacks (base layer snapshots, ADD of a local archive,
 	 * type=local outputs): uncompressed bytes and entries; 0 = the defaults of
 	 * layers/layer_apply.h (LAYER_MAX_BYTES_DEFAULT, LAYER_MAX_ENTRIES_DEFAULT). */
 	uint64_t max_layer_bytes;
 	uint64_t max_layer_entries;
+	PullPolicy pull;
+	/* --tls-ca, --registry-mirror for pulls and type=registry pushes (NULL: none); the client
+	 * is made when a pull or a push needs it */
+	const struct RegistryCliOptions *registry;
 	Store *store;
 	const IdMapInfo *idmap;
-	const RegistryCliOptions *registry; /* --tls-ca, --registry-mirror: type=registry pushes */
 } BuildOptions;
-
-/* Parses --cache-from "type=local,src=DIR" (ret_dir) or --cache-to "type=local,dest=DIR[,mode=
- * min|max]" (ret_dir, ret_max). Other types are usage errors saying what is supported. */
-int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, KilnError **err);
 
 /* Runs the build. RUN failures and Dockerfile errors come back as errors naming file:line. */
 int build_run(const BuildOptions *o, KilnError **err);

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,9 +16,23 @@
 #include "common/owner.h"
 #include "layers/store.h"
 
+typedef struct CacheOffer {
+	char *name;
+	CacheDoc doc;
+	OciFetcher fetch;
+	void (*userdata_free)(void *);
+	bool broken; /* __atomic: a fetch failed, the source is not asked again */
+} CacheOffer;
+
 struct BuildCache {
 	char *dir;
 	int fd;
+	CacheOffer *offers;
+	size_t n_offers;
+	/* Blobs being fetched: a layer two platforms share is fetched once, the other waits. */
+	pthread_mutex_t lock;
+	pthread_cond_t fetched;
+	char **fetching;
 };
 
 int build_cache_open(const char *root, BuildCache **ret, KilnError **err)
@@ -34,6 +49,8 @@ int build_cache_open(const char *root, BuildCache **ret, KilnError **err)
 	BuildCache *c = xcalloc(1, sizeof(*c));
 	c->dir = TAKE_PTR(dir);
 	c->fd = fd;
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->fetched, NULL);
 	*ret = c;
 	return 0;
 }
@@ -44,6 +61,17 @@ void build_cache_free(BuildCache *c)
 		return;
 	if (c->fd >= 0)
 		close(c->fd);
+	for (size_t i = 0; i < c->n_offers; i++) {
+		CacheOffer *o = &c->offers[i];
+		if (o->userdata_free)
+			o->userdata_free(o->fetch.userdata);
+		cache_doc_done(&o->doc);
+		free(o->name);
+	}
+	free(c->offers);
+	strv_free(c->fetching);
+	pthread_cond_destroy(&c->fetched);
+	pthread_mutex_destroy(&c->lock);
 	free(c->dir);
 	free(c);
 }
@@ -79,57 +107,68 @@ static int write_json_at(int dirfd, const char *name, json_t *j, KilnError **err
 	return r;
 }
 
-static void copy_str(char *dst, size_t n, json_t *v)
+/* An entry as the local cache, kiln-cache.json and a registry cache's config hold it:
+ * {"layer": {"mediaType", "digest", "size", "diff_id"}}, or {"layer": null}. */
+static json_t *entry_to_json(const CacheEntry *e)
 {
-	snprintf(dst, n, "%s", json_string_value(v) ? json_string_value(v) : "");
+	if (!e->has_layer)
+		return json_pack("{s:n}", "layer");
+	return json_pack("{s:{s:s, s:s, s:I, s:s}}", "layer", "mediaType", e->media_type, "digest",
+			 e->digest, "size", (json_int_t)e->size, "diff_id", e->diff_id);
+}
+
+static bool copy_str(char *dst, size_t n, json_t *v)
+{
+	const char *s = json_string_value(v);
+
+	if (!s || strlen(s) >= n)
+		return false;
+	memcpy(dst, s, strlen(s) + 1);
+	return true;
+}
+
+/* -EBADMSG for anything but the form entry_to_json writes with valid digests, a layer media
+ * type and a size >= 0. */
+static int entry_from_json(json_t *j, CacheEntry *ret)
+{
+	json_t *l = json_object_get(j, "layer");
+	json_t *size = json_object_get(l, "size");
+	CacheEntry e = {0};
+
+	if (json_is_null(l)) {
+		*ret = e;
+		return 0;
+	}
+	e.has_layer = true;
+	if (!json_is_object(l) ||
+	    !copy_str(e.digest, sizeof(e.digest), json_object_get(l, "digest")) ||
+	    !copy_str(e.diff_id, sizeof(e.diff_id), json_object_get(l, "diff_id")) ||
+	    !copy_str(e.media_type, sizeof(e.media_type), json_object_get(l, "mediaType")) ||
+	    !json_is_integer(size))
+		return -EBADMSG;
+	e.size = json_integer_value(size);
+	if (!digest_is_valid(e.digest) || !digest_is_valid(e.diff_id) || e.size < 0 ||
+	    !oci_media_type_is_layer(e.media_type))
+		return -EBADMSG;
+	*ret = e;
+	return 0;
 }
 
 int build_cache_get(BuildCache *c, const char *key, CacheEntry *ret)
 {
 	if (!digest_is_valid(key))
 		return -EINVAL;
-	json_t *j = read_json_at(c->fd, digest_hex(key));
+	_cleanup_json_ json_t *j = read_json_at(c->fd, digest_hex(key));
 	if (!j)
 		return -ENOENT;
-	json_t *l = json_object_get(j, "layer");
-	CacheEntry e = {0};
-	if (json_is_object(l)) {
-		e.has_layer = true;
-		copy_str(e.digest, sizeof(e.digest), json_object_get(l, "digest"));
-		copy_str(e.diff_id, sizeof(e.diff_id), json_object_get(l, "diff_id"));
-		copy_str(e.media_type, sizeof(e.media_type), json_object_get(l, "mediaType"));
-		e.size = json_integer_value(json_object_get(l, "size"));
-		if (!digest_is_valid(e.digest) || !digest_is_valid(e.diff_id) || e.size < 0) {
-			json_decref(j);
-			return -EBADMSG;
-		}
-	} else if (!json_is_null(l)) {
-		json_decref(j);
-		return -EBADMSG;
-	}
-	json_decref(j);
-	*ret = e;
-	return 0;
+	return entry_from_json(j, ret);
 }
 
 int build_cache_put(BuildCache *c, const char *key, const CacheEntry *e, KilnError **err)
 {
-	json_t *j = json_object();
-	int r;
+	_cleanup_json_ json_t *j = entry_to_json(e);
 
-	if (e->has_layer) {
-		json_t *l = json_object();
-		json_object_set_new(l, "mediaType", json_string(e->media_type));
-		json_object_set_new(l, "digest", json_string(e->digest));
-		json_object_set_new(l, "size", json_integer(e->size));
-		json_object_set_new(l, "diff_id", json_string(e->diff_id));
-		json_object_set_new(j, "layer", l);
-	} else {
-		json_object_set_new(j, "layer", json_null());
-	}
-	r = write_json_at(c->fd, digest_hex(key), j, err);
-	json_decref(j);
-	return r;
+	return write_json_at(c->fd, digest_hex(key), j, err);
 }
 
 void build_cache_touch(BuildCache *c, const char *key)
@@ -220,24 +259,115 @@ void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *cons
 	cache_key_end(&k, out);
 }
 
-/* ---------- portable cache (--cache-to / --cache-from type=local) ---------- */
+/* ---------- the cache document ---------- */
 
-static json_t *entry_json(const CacheEntry *e)
+void cache_doc_done(CacheDoc *d)
 {
-	json_t *j = json_object();
-
-	if (!e->has_layer) {
-		json_object_set_new(j, "layer", json_null());
-		return j;
-	}
-	json_t *l = json_object();
-	json_object_set_new(l, "mediaType", json_string(e->media_type));
-	json_object_set_new(l, "digest", json_string(e->digest));
-	json_object_set_new(l, "size", json_integer(e->size));
-	json_object_set_new(l, "diff_id", json_string(e->diff_id));
-	json_object_set_new(j, "layer", l);
-	return j;
+	free(d->v);
+	*d = (CacheDoc){0};
 }
+
+static int doc_entry_cmp(const void *a, const void *b)
+{
+	return strcmp(((const CacheDocEntry *)a)->key, ((const CacheDocEntry *)b)->key);
+}
+
+void cache_doc_collect(BuildCache *c, char *const *keys, CacheDoc *ret)
+{
+	size_t n = strv_length(keys), m = 0;
+	CacheDocEntry *v = xcalloc(n ? n : 1, sizeof(*v));
+
+	for (size_t i = 0; i < n; i++) {
+		snprintf(v[m].key, sizeof(v[m].key), "%s", keys[i]);
+		if (build_cache_get(c, v[m].key, &v[m].e) == 0)
+			m++;
+	}
+	qsort(v, m, sizeof(*v), doc_entry_cmp);
+	size_t w = 0;
+	for (size_t i = 0; i < m; i++)
+		if (w == 0 || strcmp(v[w - 1].key, v[i].key) != 0)
+			v[w++] = v[i];
+	*ret = (CacheDoc){v, w};
+}
+
+char *cache_doc_format(const CacheDoc *d, size_t *ret_len)
+{
+	_cleanup_json_ json_t *root = json_object();
+	json_t *entries = json_object();
+	char *s;
+
+	json_object_set_new(root, "version", json_integer(CACHE_DOC_VERSION));
+	json_object_set_new(root, "entries", entries);
+	for (size_t i = 0; i < d->n; i++)
+		json_object_set_new(entries, digest_hex(d->v[i].key), entry_to_json(&d->v[i].e));
+	s = json_dumps(root, JSON_COMPACT | JSON_SORT_KEYS);
+	if (!s)
+		abort(); /* out of memory */
+	*ret_len = strlen(s);
+	return s;
+}
+
+int cache_doc_parse(const char *data, size_t len, CacheDoc *ret, KilnError **err)
+{
+	_cleanup_json_ json_t *root = NULL;
+	json_error_t je;
+	json_t *entries, *v;
+	const char *k;
+	size_t n = 0;
+
+	if (len > CACHE_DOC_MAX)
+		return kiln_error(err, EFBIG, "cache document of %zu bytes (at most %u)", len,
+				  CACHE_DOC_MAX);
+	root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &je);
+	if (!root)
+		return kiln_error(err, EINVAL, "cache document: %s", je.text);
+	entries = json_object_get(root, "entries");
+	if (!json_is_object(entries) ||
+	    json_integer_value(json_object_get(root, "version")) != CACHE_DOC_VERSION)
+		return kiln_error(err, EINVAL,
+				  "not a kiln cache document (it needs \"version\": %d and "
+				  "\"entries\")",
+				  CACHE_DOC_VERSION);
+	_cleanup_free_ CacheDocEntry *out = xcalloc(json_object_size(entries) + 1, sizeof(*out));
+	json_object_foreach (entries, k, v) {
+		int r = snprintf(out[n].key, sizeof(out[n].key), "sha256:%s", k);
+		if (r >= (int)sizeof(out[n].key) || !digest_is_valid(out[n].key))
+			return kiln_error(err, EINVAL, "cache document: bad entry key '%.80s'", k);
+		if (entry_from_json(v, &out[n].e) < 0)
+			return kiln_error(err, EINVAL, "cache document: bad entry %s", k);
+		n++;
+	}
+	qsort(out, n, sizeof(*out), doc_entry_cmp);
+	*ret = (CacheDoc){TAKE_PTR(out), n};
+	return 0;
+}
+
+static int descriptor_digest_cmp(const void *a, const void *b)
+{
+	return strcmp(((const OciDescriptor *)a)->digest, ((const OciDescriptor *)b)->digest);
+}
+
+void cache_doc_layers(const CacheDoc *d, OciDescriptor **ret, size_t *ret_n)
+{
+	OciDescriptor *v = xcalloc(d->n + 1, sizeof(*v));
+	size_t n = 0, w = 0;
+
+	for (size_t i = 0; i < d->n; i++) {
+		if (!d->v[i].e.has_layer)
+			continue;
+		memcpy(v[n].digest, d->v[i].e.digest, DIGEST_STRING_MAX);
+		memcpy(v[n].media_type, d->v[i].e.media_type, sizeof(v[n].media_type));
+		v[n++].size = d->v[i].e.size;
+	}
+	qsort(v, n, sizeof(*v), descriptor_digest_cmp);
+	for (size_t i = 0; i < n; i++)
+		if (w == 0 || strcmp(v[w - 1].digest, v[i].digest) != 0)
+			v[w++] = v[i];
+	*ret = v;
+	*ret_n = w;
+}
+
+/* ---------- portable cache (--cache-to / --cache-from type=local) ---------- */
 
 static int copy_blob_out(Store *s, const char *digest, int blobs_fd, KilnError **err)
 {
@@ -302,49 +432,41 @@ static int cache_dir_open(const char *dir, int *ret_dfd, int *ret_bfd, KilnError
 	return 0;
 }
 
-int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *dir, KilnError **err)
+/* Removes the blobs of an older export that no entry references now. */
+static void cache_dir_sweep(int bfd, const CacheDoc *doc)
+{
+	_cleanup_closedir_ DIR *d = fdopendir(fcntl(bfd, F_DUPFD_CLOEXEC, 3));
+	struct dirent *de;
+
+	while (d && (de = readdir(d))) {
+		bool used = false;
+		for (size_t i = 0; i < doc->n && !used; i++)
+			used = doc->v[i].e.has_layer &&
+			       strcmp(digest_hex(doc->v[i].e.digest), de->d_name) == 0;
+		if (!used && de->d_name[0] != '.')
+			unlinkat(bfd, de->d_name, 0);
+	}
+}
+
+int cache_doc_write_dir(const CacheDoc *doc, Store *s, const char *dir, KilnError **err)
 {
 	_cleanup_close_ int dfd = -1, bfd = -1;
-	json_t *root = json_object(), *entries = json_object();
+	_cleanup_free_ char *json = NULL;
+	size_t len = 0;
 	int r;
 
-	json_object_set_new(root, "version", json_integer(1));
-	json_object_set_new(root, "entries", entries);
 	r = cache_dir_open(dir, &dfd, &bfd, err);
-	for (size_t i = 0; r >= 0 && keys && keys[i]; i++) {
-		CacheEntry e;
-		if (build_cache_get(c, keys[i], &e) < 0)
-			continue;
-		if (e.has_layer && (r = copy_blob_out(s, e.digest, bfd, err)) < 0)
-			break;
-		json_object_set_new(entries, digest_hex(keys[i]), entry_json(&e));
-	}
-	if (r >= 0)
-		r = write_json_at(dfd, "kiln-cache.json", root, err);
+	for (size_t i = 0; r >= 0 && i < doc->n; i++)
+		if (doc->v[i].e.has_layer)
+			r = copy_blob_out(s, doc->v[i].e.digest, bfd, err);
+	if (r < 0)
+		return r;
+	json = cache_doc_format(doc, &len);
+	r = write_file_atomic_at(dfd, "kiln-cache.json", json, len, 0600, err);
 	if (r >= 0 && (r = owner_give_at(dfd, "kiln-cache.json")) < 0)
 		r = kiln_error_errno(err, -r, "chown '%s/kiln-cache.json'", dir);
-	if (r >= 0) {
-		/* Blobs of an older export that nothing references now. */
-		_cleanup_closedir_ DIR *d = fdopendir(fcntl(bfd, F_DUPFD_CLOEXEC, 3));
-		_cleanup_strv_free_ char **keep = NULL;
-		const char *k;
-		json_t *v;
-		json_object_foreach (entries, k, v) {
-			const char *dg = json_string_value(
-			    json_object_get(json_object_get(v, "layer"), "digest"));
-			if (dg && digest_is_valid(dg))
-				strv_push(&keep, digest_hex(dg));
-		}
-		struct dirent *de;
-		while (d && (de = readdir(d))) {
-			bool used = false;
-			for (size_t i = 0; keep && keep[i]; i++)
-				used |= strcmp(keep[i], de->d_name) == 0;
-			if (!used && de->d_name[0] != '.')
-				unlinkat(bfd, de->d_name, 0);
-		}
-	}
-	json_decref(root);
+	if (r >= 0)
+		cache_dir_sweep(bfd, doc);
 	return r < 0 ? r : 0;
 }
 
@@ -382,64 +504,157 @@ static int import_blob(Store *s, int blobs_fd, const char *digest, KilnError **e
 	return r < 0 ? r : 0;
 }
 
+/* Reads and parses DIR/kiln-cache.json; a FIFO or anything but a regular file there fails. */
+static int cache_dir_read(int dfd, const char *dir, CacheDoc *ret, KilnError **err)
+{
+	_cleanup_close_ int fd =
+	    openat(dfd, "kiln-cache.json", O_RDONLY | O_NONBLOCK | O_NOFOLLOW | O_CLOEXEC);
+	_cleanup_free_ char *data = NULL;
+	size_t len = 0;
+	int r;
+
+	if (fd < 0 && errno == ENOENT)
+		return kiln_error(err, ENOENT, "'%s/kiln-cache.json' is missing: not a kiln cache",
+				  dir);
+	if (fd < 0)
+		return kiln_error_errno(err, errno, "open '%s/kiln-cache.json'", dir);
+	r = read_regular_fd(fd, "kiln-cache.json", CACHE_DOC_MAX, &data, &len, err);
+	if (r >= 0)
+		r = cache_doc_parse(data, len, ret, err);
+	if (r < 0)
+		return kiln_error_wrap(err, r, "'%s/kiln-cache.json' is not a kiln cache", dir);
+	return 0;
+}
+
 int build_cache_import(BuildCache *c, Store *s, const char *dir, size_t *ret_n, KilnError **err)
 {
 	_cleanup_free_ char *blobs = xasprintf("%s/blobs/sha256", dir);
 	_cleanup_close_ int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	_cleanup_close_ int bfd = -1;
-	json_t *root, *entries;
-	const char *k;
-	json_t *v;
+	CacheDoc doc = {0};
 	size_t n = 0;
-	int r = 0;
+	int r;
 
 	if (dfd < 0)
-		return kiln_error_errno(err, errno, "--cache-from: open '%s'", dir);
-	root = read_json_at(dfd, "kiln-cache.json");
-	entries = json_object_get(root, "entries");
-	if (!json_is_object(entries) || json_integer_value(json_object_get(root, "version")) != 1) {
-		json_decref(root);
-		return kiln_error(err, EINVAL,
-				  "--cache-from: '%s/kiln-cache.json' is missing or not "
-				  "a kiln cache",
-				  dir);
-	}
-	bfd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	json_object_foreach (entries, k, v) {
-		_cleanup_free_ char *key = xasprintf("sha256:%s", k);
-		CacheEntry e = {0}, have;
-		json_t *l = json_object_get(v, "layer");
-		if (!digest_is_valid(key)) {
-			r = kiln_error(err, EINVAL, "--cache-from: bad entry key '%s'", k);
-			break;
-		}
-		if (build_cache_get(c, key, &have) == 0)
-			continue;
-		if (json_is_object(l)) {
-			e.has_layer = true;
-			copy_str(e.digest, sizeof(e.digest), json_object_get(l, "digest"));
-			copy_str(e.diff_id, sizeof(e.diff_id), json_object_get(l, "diff_id"));
-			copy_str(e.media_type, sizeof(e.media_type),
-				 json_object_get(l, "mediaType"));
-			e.size = json_integer_value(json_object_get(l, "size"));
-			if (!digest_is_valid(e.digest) || !digest_is_valid(e.diff_id)) {
-				r = kiln_error(err, EINVAL,
-					       "--cache-from: entry %s names a bad digest", k);
-				break;
-			}
-			r = bfd < 0 ? kiln_error_errno(err, errno, "--cache-from: open '%s'", blobs)
-				    : import_blob(s, bfd, e.digest, err);
-			if (r < 0)
-				break;
-		}
-		r = build_cache_put(c, key, &e, err);
-		if (r < 0)
-			break;
-		n++;
-	}
-	json_decref(root);
+		return kiln_error_errno(err, errno, "open '%s'", dir);
+	r = cache_dir_read(dfd, dir, &doc, err);
 	if (r < 0)
-		return kiln_error_wrap(err, r, "--cache-from '%s'", dir);
+		return r;
+	bfd = open(blobs, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (size_t i = 0; r >= 0 && i < doc.n; i++) {
+		const CacheDocEntry *d = &doc.v[i];
+		CacheEntry have;
+		if (build_cache_get(c, d->key, &have) == 0)
+			continue;
+		if (d->e.has_layer)
+			r = bfd < 0 ? kiln_error_errno(err, errno, "open '%s'", blobs)
+				    : import_blob(s, bfd, d->e.digest, err);
+		if (r >= 0)
+			r = build_cache_put(c, d->key, &d->e, err);
+		n += r >= 0;
+	}
+	cache_doc_done(&doc);
+	if (r < 0)
+		return r;
 	*ret_n = n;
 	return 0;
+}
+
+/* ---------- entries offered by a source, fetched when a step hits them ---------- */
+
+void build_cache_offer(BuildCache *c, const char *name, CacheDoc *doc, const OciFetcher *fetch,
+		       void (*userdata_free)(void *))
+{
+	c->offers = xrealloc(c->offers, (c->n_offers + 1) * sizeof(CacheOffer));
+	c->offers[c->n_offers++] = (CacheOffer){
+	    .name = xstrdup(name), .doc = *doc, .fetch = *fetch, .userdata_free = userdata_free};
+	*doc = (CacheDoc){0};
+}
+
+static bool strv_contains(char *const *v, const char *s)
+{
+	for (size_t i = 0; v && v[i]; i++)
+		if (strcmp(v[i], s) == 0)
+			return true;
+	return false;
+}
+
+static void strv_remove(char **v, const char *s)
+{
+	size_t n = strv_length(v);
+
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(v[i], s) == 0) {
+			free(v[i]);
+			v[i] = v[n - 1];
+			v[n - 1] = NULL;
+			return;
+		}
+}
+
+/* oci_blob_ensure through o's fetcher, at most once at a time per blob. */
+static int offer_fetch(BuildCache *c, Store *s, CacheOffer *o, const OciDescriptor *d,
+		       KilnError **err)
+{
+	int r;
+
+	pthread_mutex_lock(&c->lock);
+	while (strv_contains(c->fetching, d->digest))
+		pthread_cond_wait(&c->fetched, &c->lock);
+	if (store_has_blob(s, d->digest)) {
+		pthread_mutex_unlock(&c->lock);
+		return 0;
+	}
+	strv_push(&c->fetching, d->digest);
+	pthread_mutex_unlock(&c->lock);
+	r = oci_blob_ensure(s, &o->fetch, d, err);
+	pthread_mutex_lock(&c->lock);
+	strv_remove(c->fetching, d->digest);
+	pthread_cond_broadcast(&c->fetched);
+	pthread_mutex_unlock(&c->lock);
+	return r;
+}
+
+/* The offered entry of key from o: 0, or -ENOENT when o has none or its blob did not arrive. */
+static int offer_take(BuildCache *c, Store *s, CacheOffer *o, const char *key, CacheEntry *ret,
+		      KilnError **ret_warning)
+{
+	CacheDocEntry probe = {0}, *hit;
+	_cleanup_error_ KilnError *e = NULL;
+
+	snprintf(probe.key, sizeof(probe.key), "%s", key);
+	hit = bsearch(&probe, o->doc.v, o->doc.n, sizeof(probe), doc_entry_cmp);
+	if (!hit || __atomic_load_n(&o->broken, __ATOMIC_RELAXED))
+		return -ENOENT;
+	if (hit->e.has_layer) {
+		OciDescriptor d = {.size = hit->e.size};
+		memcpy(d.digest, hit->e.digest, DIGEST_STRING_MAX);
+		memcpy(d.media_type, hit->e.media_type, sizeof(d.media_type));
+		if (offer_fetch(c, s, o, &d, &e) < 0) {
+			__atomic_store_n(&o->broken, true, __ATOMIC_RELAXED);
+			kiln_error_wrap(&e, ENOENT, "cache '%s' (not asked again)", o->name);
+			if (ret_warning && !*ret_warning)
+				*ret_warning = TAKE_PTR(e);
+			return -ENOENT;
+		}
+	}
+	/* Kept locally: later builds on this root hit without the source. */
+	(void)build_cache_put(c, key, &hit->e, NULL);
+	*ret = hit->e;
+	return 0;
+}
+
+int build_cache_lookup(BuildCache *c, Store *s, const char *key, CacheEntry *ret,
+		       KilnError **ret_warning)
+{
+	CacheEntry e;
+
+	if (build_cache_get(c, key, &e) == 0 && (!e.has_layer || store_has_blob(s, e.digest))) {
+		*ret = e;
+		return 0;
+	}
+	for (size_t i = 0; i < c->n_offers; i++)
+		if (offer_take(c, s, &c->offers[i], key, ret, ret_warning) == 0)
+			return 0;
+	return -ENOENT;
 }

@@ -13,6 +13,7 @@
 
 #include "common/digest.h"
 #include "common/error.h"
+#include "layers/oci.h"
 
 typedef struct BuildCache BuildCache;
 
@@ -74,14 +75,68 @@ void cache_key(char out[DIGEST_STRING_MAX], const char *parent, const char *cons
 
 typedef struct Store Store;
 
-/* Writes the entries named by keys (hex-or-full digests; duplicates fine) and the layer blobs they
- * reference to DIR as a portable cache: DIR/kiln-cache.json ({"version": 1, "entries": {KEY HEX:
- * {"layer": ...}}}) and DIR/blobs/sha256/<hex>. The JSON is replaced atomically; blobs no entry
- * references any more are removed. */
-int build_cache_export(BuildCache *c, Store *s, char *const *keys, const char *dir,
-		       KilnError **err);
+/* ---------- the cache document: one form of entries for every cache that travels ----------
+ *
+ * {"version": 1, "entries": {KEY HEX: {"layer": {"mediaType", "digest", "size", "diff_id"}}}},
+ * "layer" null for a step without one: kiln-cache.json of a --cache-to type=local dir and the
+ * config blob of a type=registry cache. It holds step keys (hashes) and layer descriptors and
+ * nothing else: no instruction text, build arg, source path or secret a step read. */
+#define CACHE_DOC_VERSION 1
+#define CACHE_DOC_MAX (64u << 20)
 
-/* Reads a cache written by build_cache_export: every layer blob is copied into the store with its
+typedef struct CacheDocEntry {
+	char key[DIGEST_STRING_MAX]; /* "sha256:<hex>" */
+	CacheEntry e;
+} CacheDocEntry;
+
+typedef struct CacheDoc {
+	CacheDocEntry *v; /* sorted by key, no key twice */
+	size_t n;
+} CacheDoc;
+
+void cache_doc_done(CacheDoc *d);
+
+/* The local entries of keys ("sha256:<hex>"; duplicates and keys without an entry are left
+ * out). */
+void cache_doc_collect(BuildCache *c, char *const *keys, CacheDoc *ret);
+
+/* The document's bytes: compact, keys sorted, so the same entries give the same bytes (and
+ * digest). NUL-terminated, malloc'd. */
+char *cache_doc_format(const CacheDoc *d, size_t *ret_len);
+
+/* Parses and checks a document of at most CACHE_DOC_MAX bytes: version 1, every key a sha256 hex,
+ * every layer with valid digests, a layer media type and a size >= 0. Errors (EINVAL, EFBIG) say
+ * what is wrong; unknown members are ignored. */
+int cache_doc_parse(const char *data, size_t len, CacheDoc *ret, KilnError **err);
+
+/* The distinct layers the entries name (mediaType, digest, size), sorted by digest; *ret_n of
+ * them. Free with oci_descriptors_free. */
+void cache_doc_layers(const CacheDoc *d, OciDescriptor **ret, size_t *ret_n);
+
+/* ---------- portable caches ---------- */
+
+/* Writes doc and the layer blobs its entries name (from s) to DIR as a portable cache:
+ * DIR/kiln-cache.json (the document) and DIR/blobs/sha256/<hex>. The JSON is replaced atomically;
+ * blobs no entry references any more are removed. */
+int cache_doc_write_dir(const CacheDoc *doc, Store *s, const char *dir, KilnError **err);
+
+/* Reads a cache written by cache_doc_write_dir: every layer blob is copied into the store with its
  * digest verified (a mismatch is an error naming the blob) and every entry the local cache lacks is
  * added. *ret_n: entries imported. */
 int build_cache_import(BuildCache *c, Store *s, const char *dir, size_t *ret_n, KilnError **err);
+
+/* Entries a cache source offers without their blobs (a registry cache): a step whose key has no
+ * usable local entry but is offered gets the entry's layer blob through fetch (which puts it in
+ * the store, digest-verified), then the entry is kept in the local cache. Sources are asked in
+ * the order they were offered. The cache takes doc's entries (doc is left empty) and userdata
+ * (freed with userdata_free, may be NULL); fetch is called from the build's threads, at the same
+ * time for different blobs. */
+void build_cache_offer(BuildCache *c, const char *name, CacheDoc *doc, const OciFetcher *fetch,
+		       void (*userdata_free)(void *));
+
+/* The entry of a step: the local one when its layer blob (if any) is in the store, else the first
+ * offered one whose blob is (or could be fetched). 0 and *ret on a hit, -ENOENT on a miss. A
+ * miss because an offered blob could not be fetched fills *ret_warning (when given) with why;
+ * that source is not asked again. */
+int build_cache_lookup(BuildCache *c, Store *s, const char *key, CacheEntry *ret,
+		       KilnError **ret_warning);

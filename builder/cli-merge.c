@@ -333,7 +333,7 @@ int cmd_merge(int argc, char **argv, KilnError **err)
 		scratch &= cli_looks_like_path(argv[i]) || strncmp(argv[i], "docker://", 9) == 0;
 	if (scratch && !mkdtemp(tmpl))
 		return kiln_error_errno(err, errno, "mkdtemp");
-	r = cli_store_enter(scratch ? tmpl : m.root, &idmap, &store, err);
+	r = store_enter(scratch ? tmpl : m.root, &idmap, &store, err);
 	if (r >= 0 && scratch)
 		store_set_scratch(store);
 	if (r >= 0)

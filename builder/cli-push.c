@@ -225,7 +225,7 @@ static int push_parse_option(int c, const char *arg, PushArgs *a, KilnError **er
 	case OPT_PUSH_PLATFORM:
 		free(a->platforms);
 		a->platforms = NULL;
-		return cli_parse_platforms(arg, &a->platforms, &a->n_platforms, err);
+		return parse_platforms(arg, &a->platforms, &a->n_platforms, err);
 	case OPT_PUSH_MOUNT_FROM:
 		a->po.mount_from = arg;
 		return 0;
@@ -359,7 +359,7 @@ int cmd_push(int argc, char **argv, KilnError **err)
 	bool scratch = cli_looks_like_path(src) && !cli_root_chosen(a.root);
 	if (scratch && !mkdtemp(tmpl))
 		return kiln_error_errno(err, errno, "mkdtemp");
-	r = cli_store_enter(scratch ? tmpl : a.root, &idmap, &store, err);
+	r = store_enter(scratch ? tmpl : a.root, &idmap, &store, err);
 	if (r >= 0 && scratch)
 		store_set_scratch(store);
 	if (r >= 0)

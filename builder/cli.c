@@ -12,6 +12,7 @@
 
 #include "builder/build.h"
 #include "builder/cli-merge.h"
+#include "builder/cli-pull.h"
 #include "builder/cli-push.h"
 #include "builder/cli-registry.h"
 #include "builder/context.h"
@@ -27,6 +28,7 @@
 #include "layers/layer_apply.h"
 #include "layers/oci.h"
 #include "layers/reference.h"
+#include "layers/registry_pull.h"
 #include "layers/store.h"
 #include "platforms/binfmt.h"
 #include "platforms/platform.h"
@@ -51,10 +53,15 @@ static const char usage_text[] =
     "                               check credentials against a registry and keep them in\n"
     "                               docker's config.json (HOST: default docker.io)\n"
     "  logout [HOST]                remove a registry's credentials\n"
+    "  pull [--platform LIST | --all-platforms] [-o type=oci,dest=FILE] REF\n"
+    "                               fetch an image from a registry into the store (and an\n"
+    "                               archive); default platform: the host's\n"
     "  push [--platform LIST] [--mount-from REPO] [--metadata-file F] [--jobs N] SOURCE DEST...\n"
     "                               push an image (every platform and the index, byte for\n"
     "                               byte) to registries; a summary line per destination\n"
     "\n"
+    "base images (build): --pull[=missing|always|never] (default missing: the store, then\n"
+    "                     the registry), --tls-ca FILE, --registry-mirror DOMAIN=MIRROR\n"
     "layer caps (build, load): --max-layer-size SIZE (uncompressed, default 32GB),\n"
     "                           --max-layer-entries N (default 4000000)\n"
     "common option: --root DIR (default $KILN_ROOT, else $XDG_DATA_HOME/kiln; root: "
@@ -120,7 +127,7 @@ static int store_enter_quiet(const char *root_opt, IdMapInfo *idmap, Store **ret
 }
 
 /* store_enter_quiet(), printing the store's warning (a build prints it with its progress). */
-static int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
+int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
 {
 	int r = store_enter_quiet(root_opt, idmap, ret, err);
 
@@ -156,6 +163,7 @@ enum {
 	OPT_ULIMIT,
 	OPT_MEMORY,
 	OPT_PIDS_LIMIT,
+	OPT_PULL,
 };
 
 /* --network, --ulimit (buildx's names), --memory, --pids-limit (buildx has none: docker run's). */
@@ -198,7 +206,7 @@ static int parse_layer_cap(int opt, const char *arg, uint64_t *bytes, uint64_t *
 	return 0;
 }
 
-static int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
+int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
 {
 	_cleanup_free_ char *copy = xstrdup(list);
 	char *save = NULL;
@@ -293,14 +301,14 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 	    {"ulimit", required_argument, NULL, OPT_ULIMIT},
 	    {"memory", required_argument, NULL, OPT_MEMORY},
 	    {"pids-limit", required_argument, NULL, OPT_PIDS_LIMIT},
+	    {"pull", optional_argument, NULL, OPT_PULL},
 	    REGISTRY_CLI_OPTIONS,
 	    {0},
 	};
 	BuildOptions o = {.progress = PROGRESS_AUTO};
+	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL;
+	_cleanup_(cache_spec_list_done) CacheSpecList cache_from = {0}, cache_to = {0};
 	_cleanup_(registry_cli_options_done) RegistryCliOptions ro = {0};
-	_cleanup_strv_free_ char **args = NULL, **contexts = NULL, **tags = NULL,
-				 **cache_from = NULL;
-	_cleanup_free_ char *cache_to = NULL;
 	_cleanup_free_ Platform *platforms = NULL;
 	const char *root = NULL;
 	OutputSpec *outputs = NULL;
@@ -409,20 +417,20 @@ static int cmd_build(int argc, char **argv, KilnError **err)
 			if (r < 0)
 				goto out;
 			break;
-		case OPT_CACHE_FROM: {
-			char *dir = NULL;
-			r = cache_spec_parse(optarg, false, &dir, NULL, err);
-			if (r < 0)
-				goto out;
-			strv_consume(&cache_from, dir);
-			break;
-		}
+		case OPT_CACHE_FROM:
 		case OPT_CACHE_TO:
-			free(cache_to);
-			cache_to = NULL;
-			r = cache_spec_parse(optarg, true, &cache_to, &o.cache_to_max, err);
+			r = cache_spec_list_add(c == OPT_CACHE_TO ? &cache_to : &cache_from, optarg,
+						c == OPT_CACHE_TO, err);
 			if (r < 0)
 				goto out;
+			break;
+		case OPT_PULL:
+			c = pull_policy_parse(optarg);
+			if (c < 0) {
+				r = usage_error(err, "--pull takes missing, always or never");
+				goto out;
+			}
+			o.pull = (PullPolicy)c;
 			break;
 		case OPT_PUSH:
 			outputs = xrealloc(outputs, (n_outputs + 1) * sizeof(OutputSpec));
@@ -585,44 +593,6 @@ int output_spec_parse(const char *s, OutputSpec *ret, KilnError **err)
 		return r;
 	}
 	*ret = o;
-	return 0;
-}
-
-int cache_spec_parse(const char *s, bool to, char **ret_dir, bool *ret_max, KilnError **err)
-{
-	_cleanup_free_ char *copy = xstrdup(s), *dir = NULL;
-	char *save = NULL;
-	bool local = false, max = false;
-	const char *opt = to ? "--cache-to" : "--cache-from";
-
-	for (char *kv = strtok_r(copy, ",", &save); kv; kv = strtok_r(NULL, ",", &save)) {
-		char *eq = strchr(kv, '=');
-		if (!eq)
-			return usage_error(err, "%s: '%s' is not KEY=VALUE", opt, kv);
-		*eq++ = 0;
-		if (strcmp(kv, "type") == 0) {
-			if (strcmp(eq, "local") != 0)
-				return usage_error(err,
-						   "%s type '%s' is not supported yet (type=local "
-						   "works; registry caches come with push)",
-						   opt, eq);
-			local = true;
-		} else if (strcmp(kv, to ? "dest" : "src") == 0) {
-			free(dir);
-			dir = xstrdup(eq);
-		} else if (to && strcmp(kv, "mode") == 0) {
-			if (strcmp(eq, "min") && strcmp(eq, "max"))
-				return usage_error(err, "%s mode is min or max, not '%s'", opt, eq);
-			max = strcmp(eq, "max") == 0;
-		} else {
-			return usage_error(err, "%s: unknown key '%s'", opt, kv);
-		}
-	}
-	if (!local || !dir)
-		return usage_error(err, "%s needs type=local,%s=DIR", opt, to ? "dest" : "src");
-	*ret_dir = TAKE_PTR(dir);
-	if (ret_max)
-		*ret_max = max;
 	return 0;
 }
 
@@ -971,6 +941,8 @@ static void print_inspect_text(json_t *j)
 	printf("Name:      %s\n", json_string_value(json_object_get(j, "name")) ?: "(none)");
 	printf("Digest:    %s\n", json_string_value(json_object_get(j, "digest")));
 	printf("MediaType: %s\n", json_string_value(json_object_get(j, "mediaType")));
+	json_array_foreach (json_object_get(j, "notPulled"), i, p)
+		printf("Not pulled: %s\n", json_string_value(p));
 	json_array_foreach (json_object_get(j, "platforms"), i, p) {
 		json_t *cfg = json_object_get(p, "config");
 		json_t *cc = json_object_get(cfg, "config");
@@ -1064,15 +1036,29 @@ static int cmd_inspect(int argc, char **argv, KilnError **err)
 	json_object_set_new(j, "digest", json_string(desc.digest));
 	json_object_set_new(j, "mediaType", json_string(desc.media_type));
 	json_object_set_new(j, "size", json_integer(desc.size));
+	json_t *not_pulled = json_array();
 	for (size_t i = 0; i < np && r >= 0; i++) {
-		json_t *p = inspect_platform(store, &desc, &ps[i], err);
-		if (!p)
-			r = -EINVAL;
-		else
+		_cleanup_error_ KilnError *e = NULL;
+		json_t *p = inspect_platform(store, &desc, &ps[i], &e);
+		if (p) {
 			json_array_append_new(plats, p);
+		} else if (e && e->code == ENOENT &&
+			   oci_descriptor_annotation(&desc, PULL_ANNOTATION_MANIFESTS)) {
+			/* a partial pull (layers/registry_pull.h) */
+			char pl[PLATFORM_STRING_MAX];
+			platform_format(&ps[i], pl, sizeof(pl));
+			json_array_append_new(not_pulled, json_string(pl));
+		} else {
+			r = -EINVAL;
+			if (err && !*err)
+				*err = TAKE_PTR(e);
+		}
 	}
 	free(ps);
 	json_object_set_new(j, "platforms", plats);
+	if (json_array_size(not_pulled))
+		json_object_set(j, "notPulled", not_pulled);
+	json_decref(not_pulled);
 	if (r >= 0) {
 		if (json) {
 			char *s = json_dumps(j, JSON_INDENT(2));
@@ -1121,11 +1107,6 @@ static int image_source(Store *store, const char *ref, OciDescriptor *ret, KilnE
 
 /* ---------- for the commands in other files (cli.h) ---------- */
 
-int cli_store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err)
-{
-	return store_enter(root_opt, idmap, ret, err);
-}
-
 bool cli_root_chosen(const char *root_opt)
 {
 	return root_chosen(root_opt);
@@ -1134,11 +1115,6 @@ bool cli_root_chosen(const char *root_opt)
 bool cli_looks_like_path(const char *s)
 {
 	return looks_like_path(s);
-}
-
-int cli_parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err)
-{
-	return parse_platforms(list, ret, ret_n, err);
 }
 
 int cli_tag_check(const char *name, KilnError **err)
@@ -1307,9 +1283,9 @@ int cli_main(int argc, char **argv)
 	    {"doctor", cmd_doctor},   {"merge", cmd_merge},
 	    {"prune", cmd_prune},     {"login", cmd_login},
 	    {"logout", cmd_logout},   {"registry-debug", cmd_registry_debug},
-	    {"push", cmd_push},
+	    {"pull", cmd_pull},	      {"push", cmd_push},
 	};
-	static const char *const later[] = {"pull", "run"};
+	static const char *const later[] = {"run"};
 	_cleanup_error_ KilnError *err = NULL;
 
 	if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {

@@ -13,17 +13,16 @@
 /* Runs kiln with argv; returns the process exit status (0, 1 failure, 2 usage). */
 int cli_main(int argc, char **argv);
 
-/* For the commands that live in other files (cli-push.c). */
-/* Enters kiln's user namespace and opens the store at root_opt (NULL: $KILN_ROOT or the
- * default), printing the store's warning. */
-int cli_store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err);
+/* For the commands in cli-*.c: enters kiln's user namespace and opens the store at root_opt
+ * (NULL: the default root), printing the store's warning; and parses a --platform LIST
+ * ("linux/amd64,linux/arm64": duplicates dropped; errors are usage errors). */
+int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err);
+int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err);
 /* Whether the user chose a root (--root or $KILN_ROOT). */
 bool cli_root_chosen(const char *root_opt);
 /* Whether an IMAGE argument names a file source (oci:, oci-archive:, docker-archive: or an
  * existing path). */
 bool cli_looks_like_path(const char *s);
-/* --platform LIST: comma-separated, duplicates dropped; usage errors. */
-int cli_parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err);
 /* -t NAME: an image name (KILN_EUSAGE naming -t otherwise). */
 int cli_tag_check(const char *name, KilnError **err);
 /* An IMAGE argument: a file source imported into s (its first image), else a store name. */

@@ -442,7 +442,7 @@ static int copy_source_open(StageRun *r, const DfInstruction *in, const char *fr
 		s->from_context = true;
 		return 0;
 	}
-	k = image_lookup(b, from, &r->out->platform, &s->img, err);
+	k = image_lookup(b, r->st, from, &r->out->platform, &s->img, err);
 	if (k < 0) {
 		if (k == -ENOENT && !src) {
 			/* The store's "not found" is replaced by what COPY --from can name. */

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -17,6 +18,7 @@
 #include "common/fdutil.h"
 #include "layers/oci.h"
 #include "layers/reference.h"
+#include "layers/registry_pull.h"
 
 #define INDEX_JSON_MAX (64u << 20)
 
@@ -292,6 +294,9 @@ typedef struct Walk {
 	json_t *corrupt;   /* verify: digests already reported as corrupt */
 	char ***damage;	   /* verify: problems go here; NULL: prune, where they are errors */
 	const char *where; /* the index.json entry being walked, for messages */
+	const OciDescriptor *entry; /* ... and its descriptor */
+	unsigned optional_depth;    /* verify: below a platform that was not pulled, or UINT_MAX */
+	size_t not_pulled;	    /* verify: blobs missing there (harmless) */
 } Walk;
 
 static int walk_problem(Walk *w, KilnError **err, const char *fmt, ...)
@@ -344,6 +349,19 @@ static int walk_config(Walk *w, const char *digest, KilnError **err)
 	return 0;
 }
 
+/* Verify: whether d lies below a manifest of a partially pulled image whose platform was not
+ * pulled (layers/registry_pull.h): such blobs may be missing. The walk is depth first, so the
+ * subtree ends at the next descriptor that is not deeper. */
+static bool reach_optional(Walk *w, const OciDescriptor *d, unsigned depth)
+{
+	if (depth <= w->optional_depth)
+		w->optional_depth = UINT_MAX;
+	if (w->optional_depth == UINT_MAX && w->damage && w->entry && depth > 0 &&
+	    oci_media_type_is_manifest(d->media_type) && pull_entry_not_pulled(w->entry, d->digest))
+		w->optional_depth = depth;
+	return w->optional_depth != UINT_MAX;
+}
+
 /* oci_walk visitor: marks d reachable; checks (verify) that its blob is there with its size. */
 static int reach_visit(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
 {
@@ -351,13 +369,18 @@ static int reach_visit(const OciDescriptor *d, unsigned depth, void *userdata, K
 	char path[96];
 	struct stat st;
 	int r = 0;
+	bool optional = reach_optional(w, d, depth);
 
-	(void)depth;
 	if (set_has(w->blobs, d->digest))
 		return OCI_WALK_SKIP;
-	set_add(w->blobs, d->digest);
 	snprintf(path, sizeof(path), "blobs/sha256/%s", digest_hex(d->digest));
-	if (fstatat(store_dirfd(w->s), path, &st, AT_SYMLINK_NOFOLLOW) < 0) {
+	bool missing = fstatat(store_dirfd(w->s), path, &st, AT_SYMLINK_NOFOLLOW) < 0;
+	if (missing && optional) {
+		w->not_pulled++;
+		return OCI_WALK_SKIP;
+	}
+	set_add(w->blobs, d->digest);
+	if (missing) {
 		/* prune: nothing below a missing blob can be known or kept */
 		if (w->damage)
 			r = walk_problem(w, err, "%s: missing blob %s", w->where, d->digest);
@@ -429,10 +452,13 @@ static int walk_roots(Walk *w, size_t *ret_n, KilnError **err)
 		if (oci_descriptor_from_json(entry, &d, &de) < 0) {
 			r = walk_problem(w, err, "%s: %s", where, de->message);
 		} else {
+			w->entry = &d;
+			w->optional_depth = UINT_MAX;
 			r = oci_walk(w->s, &d, 1, &wo, err);
 			oci_descriptor_done(&d);
 		}
 		w->where = NULL;
+		w->entry = NULL;
 		if (r < 0)
 			return r;
 		(*ret_n)++;
@@ -901,6 +927,7 @@ int prune_verify(Store *s, VerifyReport *ret, KilnError **err)
 	if (r >= 0)
 		r = walk_roots(&w, &rep.names, err);
 	rep.reachable = json_object_size(w.blobs);
+	rep.not_pulled = w.not_pulled;
 	if (r >= 0)
 		r = cache_items_load(s, &items, &n_items, err);
 	for (size_t i = 0; r >= 0 && i < n_items; i++) {
@@ -938,6 +965,11 @@ void verify_report_print(const VerifyReport *r, const char *root, FILE *f)
 		fprintf(f, ", stale cache entries %zu (harmless; kiln prune removes them)",
 			r->stale_cache_entries);
 	fprintf(f, "\nsnapshots: %zu\n", r->snapshots);
+	if (r->not_pulled)
+		fprintf(f,
+			"not pulled: %zu blobs of platforms no pull asked for (harmless; a build "
+			"that needs one fetches it)\n",
+			r->not_pulled);
 	if (r->temps)
 		fprintf(
 		    f,

@@ -73,18 +73,20 @@ typedef struct VerifyReport {
 	size_t reachable;    /* distinct blobs reachable from them */
 	size_t cache_entries, stale_cache_entries;
 	size_t snapshots;
-	size_t temps;  /* temporary files and dirs (running or interrupted writers) */
-	char **damage; /* NULL-terminated; each names the digest or path and what is wrong */
+	size_t temps;	   /* temporary files and dirs (running or interrupted writers) */
+	size_t not_pulled; /* blobs of platforms a partial pull left out (layers/registry_pull.h) */
+	char **damage;	   /* NULL-terminated; each names the digest or path and what is wrong */
 } VerifyReport;
 
 void verify_report_done(VerifyReport *r);
 
 /* `kiln doctor --verify`: re-hashes every blob (its name must be the sha256 of its bytes),
  * parses index.json and checks that every blob its descriptors reach exists with the size the
- * descriptor gives and (indexes, manifests, configs) parses; counts cache entries whose blob is
- * missing or that do not parse as stale (harmless: a build treats them as misses) and temporary
- * files (harmless). Damage goes to ret->damage; returns < 0 only when the check itself could
- * not run. Read-only; runs beside builds. */
+ * descriptor gives and (indexes, manifests, configs) parses (except, below a partially pulled
+ * image, the platforms that were not pulled: counted as not_pulled); counts cache entries whose
+ * blob is missing or that do not parse as stale (harmless: a build treats them as misses) and
+ * temporary files (harmless). Damage goes to ret->damage; returns < 0 only when the check itself
+ * could not run. Read-only; runs beside builds. */
 int prune_verify(Store *s, VerifyReport *ret, KilnError **err);
 
 /* Prints the counts and each damaged item ("damaged: ..."), then "store is clean" or

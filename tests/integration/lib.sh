@@ -3,7 +3,8 @@
 #
 # Environment (run.sh sets them; defaults let a file run alone from the repo):
 #   KILN            the kiln binary (default: REPO/build/builder/kiln)
-#   FIX             fixture directory from tests/fixtures/cached.sh (busybox-amd64.oci.tar, ...)
+#   FIX             fixture directory from tests/fixtures/cached.sh (busybox-amd64.oci.tar, ...);
+#                   made for the platforms in FIX_PLATFORMS (default amd64) when unset
 #   KILN_ROOT       store and cache for this run (default: a fresh dir under the file's temp dir)
 #   KILN_MUST_WORK  1: a test that would skip for a missing kernel feature fails instead
 #   KILN_TIMEOUT    seconds one kiln command may take (default 600)
@@ -24,7 +25,8 @@ TEST_FILE=$(basename "$0" .sh)
 : "${KILN:=$(cd "$_here/../.." && pwd)/build/builder/kiln}"
 : "${FIX:=}"
 if [ -z "$FIX" ]; then
-	FIX=$("$_here/../fixtures/cached.sh" amd64) || { echo "Bail out! no fixtures" >&2; exit 1; }
+	# shellcheck disable=SC2086 # FIX_PLATFORMS: a file's platforms, "amd64 arm64"
+	FIX=$("$_here/../fixtures/cached.sh" ${FIX_PLATFORMS:-amd64}) || { echo "Bail out! no fixtures" >&2; exit 1; }
 fi
 export KILN FIX
 unset SOURCE_DATE_EPOCH # builds default to the epoch 0 unless a test sets it
@@ -147,6 +149,16 @@ require_userns() {
 	local probe=(unshare --user --map-root-user --mount --pid --fork true)
 	if ! "${probe[@]}" >/dev/null 2>&1; then
 		skip "user namespaces" "this kernel or user cannot create user namespaces (${probe[*]} failed)"
+		finish
+	fi
+}
+
+# Sets base to the two-platform busybox fixture (set FIX_PLATFORMS="amd64 arm64" before sourcing
+# this file), or stops the file with a skip when it is missing.
+require_multi_base() {
+	base=$FIX/busybox-multi.oci.tar
+	if [ ! -s "$base" ]; then
+		skip "two-platform base" "no $base (make it: tests/fixtures/cached.sh amd64 arm64)"
 		finish
 	fi
 }

@@ -93,6 +93,13 @@ static inline int srv_read(int fd, SrvReq *rq)
 		}
 		len += (size_t)r;
 		buf[len] = '\0';
+		/* A TLS ClientHello (a client that tries HTTPS first): answer as Go's server does,
+		 * so the client's handshake fails at once instead of waiting. */
+		if ((unsigned char)buf[0] == 0x16) {
+			srv_write(fd, "HTTP/1.0 400 Bad Request\r\n\r\n", 28);
+			free(buf);
+			return -1;
+		}
 		end = strstr(buf, "\r\n\r\n");
 	}
 	rq->head = strndup(buf, (size_t)(end - buf) + 2);

@@ -554,7 +554,8 @@ TEST(cache_import_fifo_refused)
 	size_t n = 0;
 	const char *h = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 	_cleanup_free_ char *json = xasprintf(
-	    "{\"version\":1,\"entries\":{\"%s\":{\"layer\":{\"mediaType\":\"x\",\"digest\":"
+	    "{\"version\":1,\"entries\":{\"%s\":{\"layer\":{\"mediaType\":\"" MT_OCI_LAYER_GZIP
+	    "\",\"digest\":"
 	    "\"sha256:%s\",\"size\":1,\"diff_id\":\"sha256:%s\"}}}}",
 	    h, h, h);
 	_cleanup_free_ char *blob = xasprintf("cdir/blobs/sha256/%s", h);

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "common/fdutil.h"
 #include "layers/oci.h"
+#include "layers/registry_pull.h"
 #include "layers/store.h"
 #include "deeptree.h"
 #include "tap.h"
@@ -531,6 +532,86 @@ TEST(verify_detects_missing_and_wrong_size_and_bad_index)
 	verify_report_done(&rep);
 }
 
+/* An index of a (amd64) and b (arm64) named as a partial pull of a only
+ * (PULL_ANNOTATION_MANIFESTS, or none when pulled is NULL); sizes: of the two manifests. */
+static void name_partial(Store *s, const TestImage *a, const TestImage *b, const size_t sizes[2],
+			 const char *pulled)
+{
+	_cleanup_free_ char *ma = NULL, *mb = NULL, *index = NULL;
+	_cleanup_error_ KilnError *e = NULL;
+	OciDescriptor d = {0};
+
+	ma = xasprintf("{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu,\"platform\":{"
+		       "\"architecture\":\"amd64\",\"os\":\"linux\"}}",
+		       MT_OCI_MANIFEST, a->manifest, sizes[0]);
+	mb = xasprintf("{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%zu,\"platform\":{"
+		       "\"architecture\":\"arm64\",\"os\":\"linux\"}}",
+		       MT_OCI_MANIFEST, b->manifest, sizes[1]);
+	index = xasprintf("{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":[%s,%s]}",
+			  MT_OCI_INDEX, ma, mb);
+	put(s, index, d.digest);
+	snprintf(d.media_type, sizeof(d.media_type), "%s", MT_OCI_INDEX);
+	d.size = (int64_t)strlen(index);
+	d.annotations = json_object();
+	if (pulled)
+		json_object_set_new(d.annotations, PULL_ANNOTATION_MANIFESTS, json_string(pulled));
+	CHECK(store_tag_set(s, "multi:1", &d, NULL, &e) == 0);
+	oci_descriptor_done(&d);
+}
+
+static size_t blob_size(const char *digest)
+{
+	_cleanup_free_ char *p = blob_path(digest);
+	struct stat st;
+
+	return stat(p, &st) == 0 ? (size_t)st.st_size : 0;
+}
+
+TEST(verify_partial_pull)
+{
+	_cleanup_(store_freep) Store *s = open_store();
+	_cleanup_error_ KilnError *e = NULL;
+	_cleanup_free_ char *bl = NULL, *bm = NULL, *al = NULL;
+	VerifyReport rep;
+	TestImage a, b;
+
+	if (!s)
+		return;
+	make_image(s, NULL, "a", &a);
+	make_image(s, NULL, "b", &b);
+	size_t sizes[2] = {blob_size(a.manifest), blob_size(b.manifest)};
+	name_partial(s, &a, &b, sizes, a.manifest);
+	/* b's layer missing (an interrupted pull of b): not damage */
+	bl = blob_path(b.layer);
+	CHECK(unlink(bl) == 0);
+	CHECK(prune_verify(s, &rep, &e) == 0);
+	CHECK_EQ_INT(strv_length(rep.damage), 0);
+	CHECK_EQ_INT(rep.not_pulled, 1);
+	verify_report_done(&rep);
+	/* b's manifest missing too (never pulled) */
+	bm = blob_path(b.manifest);
+	CHECK(unlink(bm) == 0);
+	CHECK(prune_verify(s, &rep, &e) == 0);
+	CHECK_EQ_INT(strv_length(rep.damage), 0);
+	CHECK_EQ_INT(rep.not_pulled, 1);
+	verify_report_done(&rep);
+	/* without the annotation the same is damage */
+	name_partial(s, &a, &b, sizes, NULL);
+	CHECK(prune_verify(s, &rep, &e) == 0);
+	CHECK(damage_mentions(&rep, b.manifest));
+	CHECK_EQ_INT(rep.not_pulled, 0);
+	verify_report_done(&rep);
+	/* a platform listed as pulled must be whole */
+	name_partial(s, &a, &b, sizes, a.manifest);
+	al = blob_path(a.layer);
+	CHECK(unlink(al) == 0);
+	CHECK(prune_verify(s, &rep, &e) == 0);
+	CHECK_EQ_INT(strv_length(rep.damage), 1);
+	CHECK(damage_mentions(&rep, "image 'multi:1': missing blob") &&
+	      damage_mentions(&rep, a.layer));
+	verify_report_done(&rep);
+}
+
 TEST(verify_counts_stale_cache_and_temps_as_harmless)
 {
 	_cleanup_(store_freep) Store *s = open_store();
@@ -691,6 +772,7 @@ int main(void)
 	RUN(verify_clean_store);
 	RUN(verify_detects_a_flipped_byte);
 	RUN(verify_detects_missing_and_wrong_size_and_bad_index);
+	RUN(verify_partial_pull);
 	RUN(verify_counts_stale_cache_and_temps_as_harmless);
 	RUN(work_claim_and_sweep_of_dead_builds);
 	RUN(store_open_holds_gc_lock_shared);
