@@ -157,6 +157,16 @@ check_fail "-o type=registry without a name or -t is a usage error" 2 "needs -t 
 check "-o type=registry,name=A,name=B (buildx's name=A,B too)" kiln build --progress plain --platform linux/amd64,linux/arm64 \
 	--tls-ca "$REG_CA" -o "type=registry,name=$H1/kiln/named:1,name=$H1/kiln/named:2,$H1/kiln/named:3,push=true" "$ctx"
 check_eq "... all three names pushed" "$(grep -c "pushed $H1/kiln/named:[123] $want" "$OUT")" 3
+check "kiln push oci:DIR (a layout dir of the same build)" sh -c "'$KILN' build --progress quiet \
+	--platform linux/amd64,linux/arm64 -o type=oci,dest='$T/layout',tar=false '$ctx' >/dev/null &&
+	'$KILN' push --tls-ca '$REG_CA' 'oci:$T/layout' '$H1/kiln/fromdir:1'"
+check_eq "... the artifact's digest" "$(raw_digest "$H1/kiln/fromdir:1")" "$want"
+check "kiln push of a docker-archive (a plain path, detected by content)" sh -c "'$KILN' build --progress quiet \
+	--platform linux/arm64 -o type=docker,dest='$T/docker.tar' '$ctx' >/dev/null &&
+	'$KILN' push --tls-ca '$REG_CA' '$T/docker.tar' '$H1/kiln/fromdocker:1'"
+check_eq "... its config and layers are the archive's, byte for byte" \
+	"$(skopeo inspect --raw "${tls[@]}" "docker://$H1/kiln/fromdocker:1" | jq -c '[.config.digest, [.layers[].digest]]')" \
+	"$(tar -xOf "$T/docker.tar" manifest.json | jq -c '[.[0].Config, [.[0].Layers[]]] | map(if type == "array" then map("sha256:" + (split("/") | last | sub("\\.tar$"; ""))) else "sha256:" + (split("/") | last) end)')"
 check "kiln push of a store name (the build's -t)" push "$H2/kiln/built:1" "$H1/kiln/fromstore:1"
 check_eq "... the artifact's digest" "$(raw_digest "$H1/kiln/fromstore:1")" "$want"
 check "kiln push --platform linux/arm64: a new index of that manifest" \
