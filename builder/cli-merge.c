@@ -15,6 +15,8 @@
 #include "common/fdutil.h"
 #include "layers/export.h"
 #include "layers/oci.h"
+#include "layers/reference.h"
+#include "layers/registry_pull.h"
 #include "layers/registry_push.h"
 #include "layers/store.h"
 
@@ -88,8 +90,8 @@ typedef struct Merge {
 	/* inputs in a registry (docker://REF, or a REF the store lacks) */
 	RegistryConfig *cfg;
 	RegistryClient *client;
-	PushSource *sources;
-	PushFetch *fetch;
+	PushSource *sources; /* their repositories: the push mounts or fetches from them */
+	RegistryPull **pulls;
 	size_t n_remote;
 } Merge;
 
@@ -104,9 +106,10 @@ static void merge_done(Merge *m)
 	for (size_t i = 0; i < m->n_remote; i++) {
 		free(m->sources[i].domain);
 		free(m->sources[i].repository);
+		registry_pull_free(m->pulls[i]);
 	}
 	free(m->sources);
-	free(m->fetch);
+	free(m->pulls);
 }
 
 #define MERGE_USAGE                                                                                \
@@ -182,50 +185,67 @@ static int merge_client(Merge *m, KilnError **err)
 	return m->client ? 0 : registry_cli_client(&m->ro, &m->cfg, &m->client, err);
 }
 
-typedef struct Complete {
-	Store *s;
-	bool complete;
-} Complete;
-
-static int complete_visit(const OciDescriptor *d, unsigned depth, void *userdata, KilnError **err)
+/* A manifest root carries no platform: its config (small) comes along for merge to read. */
+static int merge_remote_config(RegistryPull *pull, Store *s, const OciDescriptor *root,
+			       KilnError **err)
 {
-	Complete *c = userdata;
+	_cleanup_free_ char *data = NULL;
+	OciImage *img = NULL;
+	size_t len = 0;
+	int r = oci_blob_read(s, root, OCI_MANIFEST_MAX, &data, &len, err);
 
-	c->complete &= store_has_blob(c->s, d->digest);
-	return 0;
+	if (r >= 0)
+		r = oci_manifest_parse(data, len, &img, err);
+	if (r >= 0) {
+		OciDescriptor cd = {.size = img->config_size};
+		memcpy(cd.media_type, img->config_media_type, sizeof(cd.media_type));
+		memcpy(cd.digest, img->config_digest, sizeof(cd.digest));
+		r = registry_pull_blob(pull, &cd, err);
+	}
+	oci_image_free(img);
+	return r;
 }
 
-static int complete_problem(const OciDescriptor *d, const KilnError *problem, void *userdata,
-			    KilnError **err)
+/* An input in a registry: its root document in the store (registry_pull_root); the manifests
+ * and configs merge reads come through *ret_fetch, never a layer. */
+static int merge_remote(Merge *m, Store *store, const char *in, OciDescriptor *ret,
+			OciFetcher *ret_fetch, KilnError **err)
 {
-	((Complete *)userdata)->complete = false;
-	return 0;
+	const char *spec = strncmp(in, "docker://", 9) == 0 ? in + 9 : in;
+	RegistryPull *pull = NULL;
+	Reference ref;
+	int r = ref_parse(spec, &ref, err);
+
+	if (r >= 0)
+		r = merge_client(m, err);
+	if (r >= 0)
+		r = registry_pull_new(m->client, store, &ref, &pull, err);
+	if (r < 0)
+		return r;
+	m->sources = xrealloc(m->sources, (m->n_remote + 1) * sizeof(PushSource));
+	m->pulls = xrealloc(m->pulls, (m->n_remote + 1) * sizeof(RegistryPull *));
+	m->sources[m->n_remote] = (PushSource){xstrdup(ref.domain), xstrdup(ref.path)};
+	m->pulls[m->n_remote++] = pull;
+	r = registry_pull_root(pull, ret, err);
+	if (r >= 0 && oci_media_type_is_manifest(ret->media_type))
+		r = merge_remote_config(pull, store, ret, err);
+	*ret_fetch = registry_pull_fetcher(pull);
+	return r;
 }
 
-/* Whether every blob below root is in the store: an image of a registry merged before left only
- * its manifests here, and is merged from the registry again. */
-static bool store_has_image(Store *s, const OciDescriptor *root)
-{
-	Complete c = {s, true};
-	OciWalkOptions wo = {.flags = OCI_WALK_MANIFESTS,
-			     .visit = complete_visit,
-			     .problem = complete_problem,
-			     .userdata = &c};
-
-	return oci_walk(s, root, 1, &wo, NULL) >= 0 && c.complete;
-}
-
-/* One input: a file, a store name, else an image in a registry (docker://REF always), whose
- * manifests and configs come through *ret_fetch (valid until the next call). */
+/* One input: a file, a store name (whose image the store has whole: a registry image merged
+ * before leaves only its manifests), else an image in a registry (docker://REF always), whose
+ * manifests and configs come through *ret_fetch. */
 static int merge_input(Merge *m, Store *store, const char *in, OciDescriptor *ret,
 		       OciFetcher *ret_fetch, KilnError **err)
 {
 	_cleanup_error_ KilnError *e = NULL;
-	bool remote = strncmp(in, "docker://", 9) == 0;
+	bool remote = strncmp(in, "docker://", 9) == 0, whole = false;
 	int r = remote ? -ENOENT : cli_image_source(store, in, ret, &e);
 
 	*ret_fetch = (OciFetcher){0};
-	if (r >= 0 && !cli_looks_like_path(in) && !store_has_image(store, ret)) {
+	if (r >= 0 && !cli_looks_like_path(in) &&
+	    (pull_root_complete(store, ret, &whole, NULL) < 0 || !whole)) {
 		oci_descriptor_done(ret);
 		r = -ENOENT;
 	} else if (r >= 0 || (!remote && (cli_looks_like_path(in) || e->code != ENOENT))) {
@@ -233,16 +253,9 @@ static int merge_input(Merge *m, Store *store, const char *in, OciDescriptor *re
 			*err = TAKE_PTR(e);
 		return r;
 	}
-	r = merge_client(m, err);
-	if (r < 0)
-		return r;
-	m->sources = xrealloc(m->sources, (m->n_remote + 1) * sizeof(PushSource));
-	m->fetch = xrealloc(m->fetch, (m->n_remote + 1) * sizeof(PushFetch));
-	r = push_merge_input(m->client, store, in, ret, &m->fetch[m->n_remote],
-			     &m->sources[m->n_remote], err);
+	r = merge_remote(m, store, in, ret, ret_fetch, err);
 	if (r < 0)
 		return kiln_error_wrap(err, r, "'%s'%s", in, remote ? "" : " (not in the store)");
-	*ret_fetch = (OciFetcher){push_fetch, &m->fetch[m->n_remote++]};
 	return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "builder/cli-registry.h"
 #include "builder/cli.h"
+#include "builder/prune.h"
 #include "common/cleanup.h"
 #include "common/fdutil.h"
 #include "common/owner.h"
@@ -17,22 +18,6 @@
 
 /* ---------- results ---------- */
 
-static void human_bytes(uint64_t n, char out[32])
-{
-	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-	double v = (double)n;
-	size_t u = 0;
-
-	while (v >= 1024 && u + 1 < ELEMENTSOF(units)) {
-		v /= 1024;
-		u++;
-	}
-	if (u == 0)
-		snprintf(out, 32, "%llu B", (unsigned long long)n);
-	else
-		snprintf(out, 32, "%.1f %s", v, units[u]);
-}
-
 char *push_result_line(const PushResult *r)
 {
 	char b[32];
@@ -40,7 +25,7 @@ char *push_result_line(const PushResult *r)
 	if (r->error)
 		return xasprintf("FAILED %s: %s", r->name,
 				 r->error->message ? r->error->message : "failed");
-	human_bytes(r->bytes, b);
+	prune_size_format(r->bytes, b);
 	return xasprintf("pushed %s %s%s: uploaded %u, mounted %u, skipped %u blobs (%s), %u "
 			 "manifest%s, %.2f s",
 			 r->name, r->digest, r->tag_only ? ", tag only" : "", r->uploaded,
@@ -136,50 +121,6 @@ int push_outputs_check(const OutputSpec *v, size_t n, char *const *tags, KilnErr
 		if (v[i].type == OUTPUT_REGISTRY && v[i].push && !v[i].names && !tags)
 			return kiln_error(err, KILN_EUSAGE,
 					  "type=registry (--push) needs -t NAME or name=REF");
-	return 0;
-}
-
-/* ---------- kiln merge's registry inputs ---------- */
-
-/* A manifest root carries no platform: its config (small) comes along for merge to read. */
-static int merge_input_config(PushFetch *f, const RegistryManifest *m, KilnError **err)
-{
-	OciImage *img = NULL;
-	int r = oci_manifest_parse(m->data, m->len, &img, err);
-
-	if (r >= 0) {
-		OciDescriptor cd = {.size = img->config_size};
-		memcpy(cd.media_type, img->config_media_type, sizeof(cd.media_type));
-		memcpy(cd.digest, img->config_digest, sizeof(cd.digest));
-		r = store_has_blob(f->store, cd.digest) ? 0 : push_fetch(f, &cd, err);
-	}
-	oci_image_free(img);
-	return r;
-}
-
-int push_merge_input(RegistryClient *c, Store *s, const char *ref, OciDescriptor *ret_root,
-		     PushFetch *ret_fetch, PushSource *ret_source, KilnError **err)
-{
-	_cleanup_registry_manifest_ RegistryManifest m = {0};
-	const char *spec = strncmp(ref, "docker://", 9) == 0 ? ref + 9 : ref;
-	Reference rf;
-	int r = ref_parse(spec, &rf, err);
-
-	if (r < 0)
-		return r;
-	RegistryRepo repo = {.domain = rf.domain, .repository = rf.path};
-	r = registry_manifest_get(c, &repo, rf.digest[0] ? rf.digest : rf.tag, &m, err);
-	if (r >= 0)
-		r = store_put_blob(s, m.data, m.len, m.digest, NULL, err);
-	if (r < 0)
-		return r;
-	*ret_root = (OciDescriptor){.size = (int64_t)m.len};
-	memcpy(ret_root->media_type, m.media_type, sizeof(ret_root->media_type));
-	memcpy(ret_root->digest, m.digest, DIGEST_STRING_MAX);
-	*ret_source = (PushSource){xstrdup(rf.domain), xstrdup(rf.path)};
-	*ret_fetch = (PushFetch){c, s, {ret_source->domain, ret_source->repository, false}};
-	if (oci_media_type_is_manifest(m.media_type))
-		return merge_input_config(ret_fetch, &m, err);
 	return 0;
 }
 

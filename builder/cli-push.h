@@ -38,13 +38,6 @@ void push_metadata_add(json_t *m, const PushResult *v, size_t n);
  * tag dropped. malloc'd, or NULL (error) when name is not a reference. */
 char *push_name_by_digest(const char *name, const char *digest, KilnError **err);
 
-/* kiln merge: an input that names an image in a registry ("docker://REF" or a plain REF the
- * store does not have): its index or manifest is put in the store with what merge reads of it
- * (the chosen platforms' manifests and configs come through *ret_fetch, a push_fetch over the
- * repository; its layers stay in the registry). ret_source: the repository, for the push. */
-int push_merge_input(RegistryClient *c, Store *s, const char *ref, OciDescriptor *ret_root,
-		     PushFetch *ret_fetch, PushSource *ret_source, KilnError **err);
-
 /* type=registry pushes to its name= refs, else to the -t tags: a usage error when it has
  * neither. */
 int push_outputs_check(const OutputSpec *v, size_t n, char *const *tags, KilnError **err);

@@ -59,7 +59,7 @@ int prune_size_parse(const char *s, uint64_t *ret, KilnError **err)
 			  "invalid size '%s': unknown unit '%s' (use B, KB, MB, GB, TB)", s, end);
 }
 
-static void human_bytes(uint64_t n, char out[32])
+void prune_size_format(uint64_t n, char out[32])
 {
 	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
 	double v = (double)n;
@@ -807,16 +807,16 @@ void prune_report_print(const PruneReport *r, FILE *f)
 {
 	char a[32], b[32], c[32], k[32];
 
-	human_bytes(r->blob_bytes, a);
-	human_bytes(r->snapshot_bytes, b);
-	human_bytes(r->temp_bytes, c);
-	human_bytes(r->kept_bytes, k);
+	prune_size_format(r->blob_bytes, a);
+	prune_size_format(r->snapshot_bytes, b);
+	prune_size_format(r->temp_bytes, c);
+	prune_size_format(r->kept_bytes, k);
 	fprintf(f, "removed %zu blobs (%s)\n", r->blobs, a);
 	fprintf(f, "removed %zu snapshots (%s)\n", r->snapshots, b);
 	fprintf(f, "removed %zu cache entries (%zu stale) and %zu cache slots\n", r->cache_entries,
 		r->stale_cache_entries, r->cache_slots);
 	fprintf(f, "removed %zu temporary files and dirs (%s)\n", r->temps, c);
-	human_bytes(r->blob_bytes + r->snapshot_bytes + r->temp_bytes, a);
+	prune_size_format(r->blob_bytes + r->snapshot_bytes + r->temp_bytes, a);
 	fprintf(f, "total reclaimed space: %s\n", a);
 	fprintf(f, "kept %zu blobs, %zu snapshots (%s), %zu cache entries\n", r->kept_blobs,
 		r->kept_snapshots, k, r->kept_cache_entries);
@@ -956,7 +956,7 @@ void verify_report_print(const VerifyReport *r, const char *root, FILE *f)
 	size_t n = strv_length(r->damage);
 	char a[32];
 
-	human_bytes(r->blob_bytes, a);
+	prune_size_format(r->blob_bytes, a);
 	fprintf(f, "store %s\n", root);
 	fprintf(f, "blobs: %zu re-hashed (%s); %zu names reach %zu blobs\n", r->blobs, a, r->names,
 		r->reachable);

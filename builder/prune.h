@@ -21,6 +21,8 @@
  * powers of 1024, as in `docker builder prune --keep-storage`. "0", "500MB", "10GB", "1.5g".
  * Errors are KILN_EUSAGE naming the string. */
 int prune_size_parse(const char *s, uint64_t *ret, KilnError **err);
+/* n bytes for people: "812 B", "1.5 MiB" (binary units, one decimal). */
+void prune_size_format(uint64_t n, char out[32]);
 
 /* Build-start housekeeping, under the shared gc lock: removes ROOT/work/<pid>/ and
  * snapshots/.tmp-<pid>-* of every process whose work lock is not held (a build killed before

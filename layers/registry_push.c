@@ -11,6 +11,7 @@
 #include "common/fdutil.h"
 #include "common/strbuf.h"
 #include "layers/reference.h"
+#include "layers/registry_pull.h"
 
 struct PushSession {
 	RegistryClient *client;
@@ -19,6 +20,7 @@ struct PushSession {
 	char *mount_domain; /* --mount-from's registry, or NULL: the destination's */
 	char *mount_path;
 	PushSource *sources;
+	RegistryPull **pulls; /* per source: fetches blobs missing from the store */
 	size_t n_sources;
 	pthread_mutex_t lock;
 	json_t *blob_repos; /* digest -> ["domain/path", ...]: repositories known to have it */
@@ -55,6 +57,23 @@ static int mount_from_parse(PushSession *p, const char *s, KilnError **err)
 	return 0;
 }
 
+static int session_add_source(PushSession *p, const PushSource *src, KilnError **err)
+{
+	Reference ref = {.tag = REF_DEFAULT_TAG};
+	RegistryPull *pull = NULL;
+
+	snprintf(ref.domain, sizeof(ref.domain), "%s", src->domain);
+	snprintf(ref.path, sizeof(ref.path), "%s", src->repository);
+	int r = registry_pull_new(p->client, p->store, &ref, &pull, err);
+	if (r < 0)
+		return r;
+	p->sources = xrealloc(p->sources, (p->n_sources + 1) * sizeof(PushSource));
+	p->pulls = xrealloc(p->pulls, (p->n_sources + 1) * sizeof(RegistryPull *));
+	p->sources[p->n_sources] = (PushSource){xstrdup(src->domain), xstrdup(src->repository)};
+	p->pulls[p->n_sources++] = pull;
+	return 0;
+}
+
 int registry_push_session_new(RegistryClient *c, Store *s, const PushOptions *o, PushSession **ret,
 			      KilnError **err)
 {
@@ -72,12 +91,10 @@ int registry_push_session_new(RegistryClient *c, Store *s, const PushOptions *o,
 		if (r < 0)
 			return r;
 	}
-	if (o && o->n_sources) {
-		p->sources = xcalloc(o->n_sources, sizeof(PushSource));
-		for (size_t i = 0; i < o->n_sources; i++)
-			p->sources[i] = (PushSource){xstrdup(o->sources[i].domain),
-						     xstrdup(o->sources[i].repository)};
-		p->n_sources = o->n_sources;
+	for (size_t i = 0; o && i < o->n_sources; i++) {
+		int r = session_add_source(p, &o->sources[i], err);
+		if (r < 0)
+			return r;
 	}
 	*ret = TAKE_PTR(p);
 	return 0;
@@ -90,8 +107,10 @@ void registry_push_session_free(PushSession *p)
 	for (size_t i = 0; i < p->n_sources; i++) {
 		free(p->sources[i].domain);
 		free(p->sources[i].repository);
+		registry_pull_free(p->pulls[i]);
 	}
 	free(p->sources);
+	free(p->pulls);
 	free(p->mount_domain);
 	free(p->mount_path);
 	json_decref(p->blob_repos);
@@ -359,28 +378,8 @@ static int dest_find_present(Dest *d, KilnError **err)
 	return r;
 }
 
-/* Blob bytes from a registry into the store (a restart starts a new temp file). */
-typedef struct FetchSink {
-	Store *s;
-	BlobWriter *w;
-} FetchSink;
-
-static int fetch_write(void *userdata, const void *data, size_t len, KilnError **err)
-{
-	FetchSink *f = userdata;
-
-	return blob_writer_write(f->w, data, len, err);
-}
-
-static int fetch_restart(void *userdata, KilnError **err)
-{
-	FetchSink *f = userdata;
-
-	blob_writer_free(TAKE_PTR(f->w));
-	return store_blob_writer_new(f->s, &f->w, err);
-}
-
-/* Copies a blob that is not in the store from the first source that has it. */
+/* Copies a blob that is not in the store from the first source that has it (registry_pull:
+ * streamed into the store, digest-checked). */
 static int blob_fetch(Dest *d, const Node *nd, KilnError **err)
 {
 	PushSession *p = d->p;
@@ -388,15 +387,7 @@ static int blob_fetch(Dest *d, const Node *nd, KilnError **err)
 
 	for (size_t i = 0; i < p->n_sources && r < 0; i++) {
 		_cleanup_error_ KilnError *e = NULL;
-		RegistryRepo src = {p->sources[i].domain, p->sources[i].repository, false};
-		FetchSink f = {p->store, NULL};
-		RegistryBlobSink sink = {fetch_write, fetch_restart, &f};
-		r = store_blob_writer_new(p->store, &f.w, &e);
-		if (r >= 0)
-			r = registry_blob_get(p->client, &src, nd->d.digest, nd->d.size, &sink, &e);
-		if (r >= 0)
-			r = blob_writer_commit(f.w, nd->d.digest, NULL, NULL, &e);
-		blob_writer_free(f.w);
+		r = registry_pull_blob(p->pulls[i], &nd->d, &e);
 		if (r < 0 && (r != -ENOENT || i + 1 == p->n_sources) && err && !*err)
 			*err = TAKE_PTR(e);
 	}
@@ -759,34 +750,4 @@ int registry_push_select_platforms(Store *s, const OciDescriptor *root, const Pl
 		r = oci_index_put(s, v, n, ret, err);
 	oci_descriptors_free(v, n);
 	return r;
-}
-
-/* ---------- documents from a registry ---------- */
-
-int push_fetch(void *userdata, const OciDescriptor *d, KilnError **err)
-{
-	const PushFetch *f = userdata;
-	_cleanup_registry_manifest_ RegistryManifest m = {0};
-	_cleanup_free_ char *data = NULL;
-	size_t len = 0;
-	int r;
-
-	if (oci_media_type_is_index(d->media_type) || oci_media_type_is_manifest(d->media_type)) {
-		r = registry_manifest_get(f->client, &f->repo, d->digest, &m, err);
-		if (r < 0)
-			return r;
-		data = TAKE_PTR(m.data);
-		len = m.len;
-	} else if (oci_media_type_is_layer(d->media_type)) {
-		return kiln_error(err, EINVAL, "blob %s is a layer: not fetched", d->digest);
-	} else {
-		r = registry_blob_read(f->client, &f->repo, d->digest, d->size, OCI_CONFIG_MAX,
-				       &data, &len, err);
-		if (r < 0)
-			return r;
-	}
-	if (d->size >= 0 && (int64_t)len != d->size)
-		return kiln_error(err, EIO, "%s: %zu bytes, its descriptor says %lld", d->digest,
-				  len, (long long)d->size);
-	return store_put_blob(f->store, data, len, d->digest, NULL, err);
 }

@@ -56,7 +56,8 @@ typedef struct PushOptions {
 	/* --mount-from: "PATH" (a repository of every destination's registry) or "DOMAIN/PATH"
 	 * (only for destinations there); checked by registry_push_session_new. NULL: none. */
 	const char *mount_from;
-	/* Where blobs missing from the store are (kiln merge's registry inputs), in order. */
+	/* Where blobs missing from the store are (kiln merge's registry inputs), in order: mounted
+	 * from one in the destination's registry, else fetched (layers/registry_pull.h). */
 	const PushSource *sources;
 	size_t n_sources;
 } PushOptions;
@@ -103,15 +104,3 @@ json_t *push_result_json(const PushResult *r);
  * out. */
 int registry_push_select_platforms(Store *s, const OciDescriptor *root, const Platform *want,
 				   size_t n_want, OciDescriptor *ret, KilnError **err);
-
-/* An OciFetcher (userdata: a PushFetch) over one registry repository, for images whose layers
- * stay in the registry (kiln merge of registry inputs): indexes and manifests through
- * registry_manifest_get, configs through registry_blob_read (at most OCI_CONFIG_MAX bytes), each
- * checked against the descriptor's size and digest and put into the store. A layer is EINVAL:
- * it is never fetched this way. */
-typedef struct PushFetch {
-	RegistryClient *client;
-	Store *store;
-	RegistryRepo repo;
-} PushFetch;
-int push_fetch(void *userdata, const OciDescriptor *d, KilnError **err);

@@ -215,6 +215,9 @@ check_eq "merge: only mounts and manifests, no upload, no blob read (access log)
 check "merge -o type=registry to the other registry: blobs copied through" env KILN_ROOT="$T/root-merge2" "$KILN" \
 	merge --tls-ca "$REG_CA" -o "type=registry,name=$H2/kiln/multi:1" "$H1/kiln/app-amd64@$da" "$H1/kiln/app-arm64@$db"
 check_eq "merge to $H2: the same index digest" "$(raw_digest "$H2/kiln/multi:1")" "$want"
+check "merge again in the first merge's root (it holds their manifests, not their layers)" env KILN_ROOT="$T/root-merge" \
+	"$KILN" merge --tls-ca "$REG_CA" -o "type=registry,name=$H2/kiln/multi:2" "$H1/kiln/app-amd64@$da" "$H1/kiln/app-arm64@$db"
+check_eq "... the same index digest" "$(raw_digest "$H2/kiln/multi:2")" "$want"
 check "merge to $H2: skopeo copies linux/arm64 back" skopeo copy -q --src-cert-dir "$REG_CERT_DIR" --src-creds "$C" \
 	--override-os linux --override-arch arm64 "docker://$H2/kiln/multi:1" "oci:$T/multi-arm64:x"
 
