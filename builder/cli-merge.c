@@ -344,11 +344,7 @@ int cmd_merge(int argc, char **argv, KilnError **err)
 	bool scratch = !cli_root_chosen(m.root) && (!m.tags || merge_pushes(&m));
 	for (int i = optind; i < argc; i++)
 		scratch &= cli_looks_like_path(argv[i]) || strncmp(argv[i], "docker://", 9) == 0;
-	if (scratch && !mkdtemp(tmpl))
-		return kiln_error_errno(err, errno, "mkdtemp");
-	r = store_enter(scratch ? tmpl : m.root, &idmap, &store, err);
-	if (r >= 0 && scratch)
-		store_set_scratch(store);
+	r = store_enter_scratch(scratch, m.root, tmpl, &idmap, &store, err);
 	if (r >= 0)
 		r = merge_run(&m, store, argv + optind, err);
 	if (scratch)

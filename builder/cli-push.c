@@ -298,11 +298,7 @@ int cmd_push(int argc, char **argv, KilnError **err)
 	/* A file source is imported into a scratch store unless a root was chosen: a push leaves
 	 * the user's store alone, as merge and inspect do. */
 	bool scratch = cli_looks_like_path(src) && !cli_root_chosen(a.root);
-	if (scratch && !mkdtemp(tmpl))
-		return kiln_error_errno(err, errno, "mkdtemp");
-	r = store_enter(scratch ? tmpl : a.root, &idmap, &store, err);
-	if (r >= 0 && scratch)
-		store_set_scratch(store);
+	r = store_enter_scratch(scratch, a.root, tmpl, &idmap, &store, err);
 	if (r >= 0)
 		r = push_run(store, &a, src, dests, err);
 	if (scratch)

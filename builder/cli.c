@@ -1107,6 +1107,19 @@ static int image_source(Store *store, const char *ref, OciDescriptor *ret, KilnE
 
 /* ---------- for the commands in other files (cli.h) ---------- */
 
+int store_enter_scratch(bool scratch, const char *root_opt, char *tmpl, IdMapInfo *idmap,
+			Store **ret, KilnError **err)
+{
+	int r;
+
+	if (scratch && !mkdtemp(tmpl))
+		return kiln_error_errno(err, errno, "mkdtemp");
+	r = store_enter(scratch ? tmpl : root_opt, idmap, ret, err);
+	if (r >= 0 && scratch)
+		store_set_scratch(*ret);
+	return r;
+}
+
 bool cli_root_chosen(const char *root_opt)
 {
 	return root_chosen(root_opt);

@@ -18,6 +18,11 @@ int cli_main(int argc, char **argv);
  * ("linux/amd64,linux/arm64": duplicates dropped; errors are usage errors). */
 int store_enter(const char *root_opt, IdMapInfo *idmap, Store **ret, KilnError **err);
 int parse_platforms(const char *list, Platform **ret, size_t *ret_n, KilnError **err);
+/* store_enter() of root_opt, or with scratch of a new temp dir made from tmpl
+ * ("/tmp/kiln-NAME-XXXXXX", filled in; the caller removes it with rm_rf_at when done) marked
+ * store_set_scratch(): for commands that read files and leave the user's store alone. */
+int store_enter_scratch(bool scratch, const char *root_opt, char *tmpl, IdMapInfo *idmap,
+			Store **ret, KilnError **err);
 /* Whether the user chose a root (--root or $KILN_ROOT). */
 bool cli_root_chosen(const char *root_opt);
 /* Whether an IMAGE argument names a file source (oci:, oci-archive:, docker-archive: or an
