@@ -23,7 +23,7 @@ struct PushSession {
 	RegistryPull **pulls; /* per source: fetches blobs missing from the store */
 	size_t n_sources;
 	pthread_mutex_t lock;
-	json_t *blob_repos; /* digest -> ["domain/path", ...]: repositories known to have it */
+	json_t *blob_repos; /* digest -> {"domain/path": true}: repositories known to have it */
 	json_t *root_repos; /* "domain/path" -> {root digest: true}: roots pushed there */
 };
 
@@ -167,6 +167,7 @@ typedef struct Node {
 	OciDescriptor d;
 	bool doc;     /* an index or an image manifest */
 	bool present; /* the registry has it (or a document that lists it) */
+	bool ordered; /* in Plan.order */
 	size_t *kids; /* nodes it lists */
 	size_t n_kids;
 	BlobHow how;
@@ -229,9 +230,9 @@ static int plan_leave(const OciDescriptor *d, unsigned depth, void *userdata, Ki
 	Plan *pl = userdata;
 	size_t i = (size_t)json_integer_value(json_object_get(pl->index, d->digest));
 
-	for (size_t k = 0; k < pl->n_order; k++)
-		if (pl->order[k] == i)
-			return 0;
+	if (pl->v[i].ordered)
+		return 0;
+	pl->v[i].ordered = true;
 	pl->order = xrealloc(pl->order, (pl->n_order + 1) * sizeof(size_t));
 	pl->order[pl->n_order++] = i;
 	return 0;
@@ -502,7 +503,16 @@ static int blob_task(void *userdata, size_t i, KilnError **err)
 	return r < 0 ? r : 0;
 }
 
-/* Every blob the registry lacks, up to jobs at once. */
+static int cmp_size_desc(const void *a, const void *b, void *nodes)
+{
+	const Node *v = nodes;
+	int64_t sa = v[*(const size_t *)a].d.size, sb = v[*(const size_t *)b].d.size;
+
+	return sa < sb ? 1 : sa > sb ? -1 : 0;
+}
+
+/* Every blob the registry lacks, up to jobs at once, the largest first (so that the last to end
+ * is a small one). */
 static int dest_push_blobs(Dest *d, KilnError **err)
 {
 	Plan *pl = &d->plan;
@@ -511,6 +521,7 @@ static int dest_push_blobs(Dest *d, KilnError **err)
 	for (size_t k = 0; k < pl->n_order; k++)
 		if (!pl->v[pl->order[k]].doc && !pl->v[pl->order[k]].present)
 			blobs[n++] = pl->order[k];
+	qsort_r(blobs, n, sizeof(size_t), cmp_size_desc, pl->v);
 	int r = pool_run(blob_task, d, blobs, n, d->p->jobs, err);
 	free(blobs);
 	return r;
