@@ -10,6 +10,7 @@
 
 #include "common/cleanup.h"
 #include "common/fdutil.h"
+#include "layers/registry_pull.h"
 #include "layers/store.h"
 
 #define EMPTY_JSON "{}"
@@ -212,51 +213,16 @@ int cache_registry_export(RegistryClient *rc, Store *s, const CacheDoc *doc, con
 /* ---------- import ---------- */
 
 /* Where an offered entry's blob comes from. */
-typedef struct CacheFetch {
-	RegistryClient *client;
-	Store *store;
-	Reference ref;
-} CacheFetch;
-
-/* Downloaded bytes go through a blob writer committed under the expected digest; a download
- * that starts over starts a new writer. */
-typedef struct StoreSink {
-	Store *store;
-	BlobWriter *w;
-} StoreSink;
-
-static int sink_write(void *userdata, const void *data, size_t len, KilnError **err)
-{
-	StoreSink *k = userdata;
-	int r = k->w ? 0 : store_blob_writer_new(k->store, &k->w, err);
-
-	return r < 0 ? r : blob_writer_write(k->w, data, len, err);
-}
-
-static int sink_restart(void *userdata, KilnError **err)
-{
-	StoreSink *k = userdata;
-
-	(void)err;
-	blob_writer_free(k->w);
-	k->w = NULL;
-	return 0;
-}
-
+/* Layer blobs of a registry cache come into the store through the pull module, when a step
+ * hits their entry. */
 static int cache_fetch(void *userdata, const OciDescriptor *d, KilnError **err)
 {
-	CacheFetch *f = userdata;
-	RegistryRepo repo = {.domain = f->ref.domain, .repository = f->ref.path};
-	StoreSink k = {.store = f->store};
-	RegistryBlobSink sink = {sink_write, sink_restart, &k};
-	int r = registry_blob_get(f->client, &repo, d->digest, d->size, &sink, err);
+	return registry_pull_blob(userdata, d, err);
+}
 
-	if (r >= 0 && !k.w)
-		r = store_blob_writer_new(f->store, &k.w, err); /* an empty blob */
-	if (r >= 0)
-		r = blob_writer_commit(k.w, d->digest, NULL, NULL, err);
-	blob_writer_free(k.w);
-	return r;
+static void cache_fetch_free(void *userdata)
+{
+	registry_pull_free(userdata);
 }
 
 /* Every layer an entry names must be a layer of the manifest (same digest, size, media type):
@@ -317,9 +283,11 @@ int cache_registry_import(RegistryClient *rc, BuildCache *c, Store *s, const Ref
 
 	if (r < 0)
 		return r;
-	CacheFetch *f = xcalloc(1, sizeof(*f));
-	*f = (CacheFetch){.client = rc, .store = s, .ref = *ref};
+	RegistryPull *pull = NULL;
+	r = registry_pull_new(rc, s, ref, &pull, err);
+	if (r < 0)
+		return r;
 	*ret_n = doc.n;
-	build_cache_offer(c, name, &doc, &(OciFetcher){cache_fetch, f}, free);
+	build_cache_offer(c, name, &doc, &(OciFetcher){cache_fetch, pull}, cache_fetch_free);
 	return 0;
 }

@@ -322,7 +322,7 @@ static int debug_blob(RegistryClient *c, const RegistryRepo *repo, char **args, 
 {
 	_cleanup_free_ char *tmp = NULL;
 	_cleanup_close_ int fd = -1;
-	RegistryBlobSink sink = {file_write, file_restart, &fd};
+	RegistryBlobSink sink = {file_write, file_restart, &fd, NULL};
 	int r;
 
 	if (!a->output)

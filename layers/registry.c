@@ -907,7 +907,8 @@ static int blob_write(void *userdata, const void *data, size_t len, KilnError **
 		g->sink_failed = true;
 		return r;
 	}
-	sha256_update(g->hash, data, len);
+	if (!g->sink->digest)
+		sha256_update(g->hash, data, len);
 	g->got += len;
 	return 0;
 }
@@ -945,7 +946,14 @@ static int blob_get_once(Call *call, BlobGet *g, const char *what, KilnError **e
 			   what, (unsigned long long)g->got, (long long)g->size);
 		return 1;
 	}
-	sha256_final(g->hash, got);
+	if (g->sink->digest)
+		r = g->sink->digest(g->sink->userdata, got, err);
+	else
+		sha256_final(g->hash, got);
+	if (r < 0) {
+		call->fatal = true;
+		return r;
+	}
 	if (strcmp(got, g->digest) != 0) {
 		kiln_error(err, EIO, "%s: %s: the bytes received have digest %s", call->name, what,
 			   got);
@@ -1011,7 +1019,7 @@ int registry_blob_read(RegistryClient *c, const RegistryRepo *repo, const char *
 		       int64_t size, size_t max, char **ret_data, size_t *ret_len, KilnError **err)
 {
 	MemSink m = {.max = max, .digest = digest};
-	RegistryBlobSink sink = {mem_write, mem_restart, &m};
+	RegistryBlobSink sink = {mem_write, mem_restart, &m, NULL};
 	int r;
 
 	if (size > (int64_t)max)

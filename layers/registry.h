@@ -129,6 +129,9 @@ typedef struct RegistryBlobSink {
 	int (*write)(void *userdata, const void *data, size_t len, KilnError **err);
 	int (*restart)(void *userdata, KilnError **err);
 	void *userdata;
+	/* Optional: a sink that hashes what it gets (a store blob writer) gives the digest of the
+	 * bytes written so far here, and the client does not hash them a second time. */
+	int (*digest)(void *userdata, char ret_digest[DIGEST_STRING_MAX], KilnError **err);
 } RegistryBlobSink;
 
 /* GET a blob (following the registry's redirect to blob storage, without credentials) into

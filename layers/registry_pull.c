@@ -97,17 +97,25 @@ static int sink_restart(void *userdata, KilnError **err)
 	return store_blob_writer_new(ws->store, &ws->w, err);
 }
 
+/* The writer hashes what it writes: the client need not hash it again. */
+static int sink_digest(void *userdata, char ret_digest[DIGEST_STRING_MAX], KilnError **err)
+{
+	WriterSink *ws = userdata;
+
+	return blob_writer_finish(ws->w, NULL, ret_digest, NULL, err);
+}
+
 static bool is_config_type(const char *mt)
 {
 	return strcmp(mt, MT_OCI_CONFIG) == 0 || strcmp(mt, MT_DOCKER_CONFIG) == 0;
 }
 
-/* A blob through the blobs endpoint, streamed into the store: it gets its name only after
- * registry_blob_get checked its size and digest and the writer checked them again. */
+/* A blob through the blobs endpoint, streamed into the store: hashed once, by the writer; it
+ * gets its name only after registry_blob_get checked its size and that digest. */
 static int pull_stream(RegistryPull *p, const OciDescriptor *d, const int *cancel, KilnError **err)
 {
 	WriterSink ws = {.store = p->store, .cancel = cancel};
-	RegistryBlobSink sink = {sink_write, sink_restart, &ws};
+	RegistryBlobSink sink = {sink_write, sink_restart, &ws, sink_digest};
 	int r;
 
 	if (is_config_type(d->media_type) && d->size > (int64_t)OCI_CONFIG_MAX)
