@@ -257,13 +257,20 @@ verify "after the faults" "$rf/e"
 # second platform of a named, partial image comes in
 rk=$T/rk
 killed_pull() { # ROOT ARGS...: starts kiln pull, kills it with SIGKILL once its blob writer exists
-	local root=$1 pid i
+	local root=$1 pid i seen=0
 	shift
 	rm -rf "$root/tmp"/blob-* 2>/dev/null
 	"$KILN" pull -q --root "$root" "$@" >/dev/null 2>&1 &
 	pid=$!
-	for i in $(seq 1 100); do
-		ls "$root"/tmp/blob-* >/dev/null 2>&1 && break
+	# The held-back layer's temp file stays; a manifest's or config's is gone a moment later:
+	# wait until one has been there for three looks in a row.
+	for i in $(seq 1 300); do
+		if ls "$root"/tmp/blob-* >/dev/null 2>&1; then
+			seen=$((seen + 1))
+			[ "$seen" -ge 3 ] && break
+		else
+			seen=0
+		fi
 		sleep 0.05
 	done
 	kill -KILL "$pid"
