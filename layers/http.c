@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <curl/curl.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/err.h>
@@ -161,9 +162,27 @@ static int store_add_file(X509_STORE *st, const char *path, bool required, KilnE
 	return r;
 }
 
+/* Whether dir holds OpenSSL's subject-hash links ("5ad8a5d6.0", as update-ca-certificates and
+ * c_rehash make them), through which a CA is found without reading the others. */
+static bool ca_dir_hashed(const char *dir)
+{
+	_cleanup_closedir_ DIR *d = opendir(dir);
+	struct dirent *de;
+
+	while (d && (de = readdir(d))) {
+		const char *n = de->d_name;
+		if (strlen(n) == 10 && strspn(n, "0123456789abcdef") == 8 && n[8] == '.' &&
+		    n[9] >= '0' && n[9] <= '9')
+			return true;
+	}
+	return false;
+}
+
 /* The store curl would build for each connection from the same settings: the base bundle
  * ($SSL_CERT_FILE, else curl's CA file) and the extra CA files, plus $SSL_CERT_DIR, else curl's
- * CA dir (looked up by hash, when needed). */
+ * CA dir (looked up by hash, when needed). Parsing the whole system bundle costs OpenSSL 3 tens of
+ * milliseconds a process: when the base is curl's default and the CA dir has hash links of the
+ * same certificates, the dir alone serves (a CA is read when a chain needs it). */
 static int tls_store_build(HttpTls *t, char *const *ca_files, KilnError **err)
 {
 	_cleanup_free_ char *cainfo = env_nonempty("SSL_CERT_FILE");
@@ -171,17 +190,17 @@ static int tls_store_build(HttpTls *t, char *const *ca_files, KilnError **err)
 	_cleanup_free_ char *base = cainfo ? xstrdup(cainfo) : curl_default_ca(CURLINFO_CAINFO);
 	int r = 0;
 
+	if (!dir)
+		dir = curl_default_ca(CURLINFO_CAPATH);
 	t->store = X509_STORE_new();
 	if (!t->store)
 		return kiln_error(err, ENOMEM, "CA certificates: out of memory");
-	if (base)
+	if (base && (cainfo || !dir || !ca_dir_hashed(dir)))
 		r = store_add_file(t->store, base, cainfo != NULL, err);
 	for (size_t i = 0; r >= 0 && ca_files && ca_files[i]; i++)
 		r = store_add_file(t->store, ca_files[i], true, err);
 	if (r < 0)
 		return r;
-	if (!dir)
-		dir = curl_default_ca(CURLINFO_CAPATH);
 	if (dir) {
 		X509_LOOKUP *lk = X509_STORE_add_lookup(t->store, X509_LOOKUP_hash_dir());
 		if (!lk || !X509_LOOKUP_add_dir(lk, dir, X509_FILETYPE_PEM))

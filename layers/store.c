@@ -35,9 +35,14 @@ struct BlobWriter {
 	char tmpname[64];
 	Sha256 *hash;
 	int64_t size;
+	int64_t flushed; /* bytes handed to writeback already (sync_file_range) */
 	bool finished;
 	char digest[DIGEST_STRING_MAX];
 };
+
+/* Writeback starts while a big blob is still coming in, so the fsync that publishes it waits
+ * only for the last few MiB instead of the whole blob. */
+#define BLOB_WRITEBACK_STEP (8 << 20)
 
 static int open_dir_at(int dirfd, const char *name, bool create, int *ret_fd, KilnError **err)
 {
@@ -348,6 +353,11 @@ int blob_writer_write(BlobWriter *w, const void *buf, size_t len, KilnError **er
 		return kiln_error_errno(err, r, "write '%s/tmp/%s'", w->store->path, w->tmpname);
 	sha256_update(w->hash, buf, len);
 	w->size += (int64_t)len;
+	if (!w->store->scratch && w->size - w->flushed >= BLOB_WRITEBACK_STEP) {
+		(void)sync_file_range(w->fd, w->flushed, w->size - w->flushed,
+				      SYNC_FILE_RANGE_WRITE);
+		w->flushed = w->size;
+	}
 	return 0;
 }
 

@@ -86,6 +86,13 @@ kc "certs.d/HOST/ca.crt is trusted for HOST" dbg head "$REG_TLS1_HOST" kiln/busy
 kf "certs.d of one host does not cover another" 1 certificate dbg head "$REG_TLS2_HOST" library/busybox 1
 kc "SSL_CERT_FILE replaces the system bundle" env SSL_CERT_FILE="$REG_CA" \
 	bash -c 'printf "%s\n" "$REG_PASSWORD" | "$KILN" login -u "$REG_USER" --password-stdin "$REG_TLS2_HOST"'
+# The system's CA dir is read by subject hash (the bundle is not parsed when the dir has hash
+# links): a CA linked there under its hash is trusted, as curl and OpenSSL would trust it.
+mkdir -p "$T/cadir"
+cp "$REG_CA" "$T/cadir/ca.pem"
+ln -s ca.pem "$T/cadir/$(openssl x509 -hash -noout -in "$REG_CA").0"
+kc "SSL_CERT_DIR: a CA found by its hash link is trusted" env SSL_CERT_DIR="$T/cadir" \
+	"$KILN" registry-debug head "$REG_TLS2_HOST" library/busybox 1
 printf '{"registries": {"%s": {"ca": "%s"}}}' "$REG_TLS2_HOST" "$REG_CA" >"$T/ca-config.json"
 kc "the config's \"ca\" is trusted for its registry" env KILN_CONFIG="$T/ca-config.json" \
 	"$KILN" registry-debug head "$REG_TLS2_HOST" library/busybox 1
